@@ -1,0 +1,178 @@
+"""The bench runner: `r1core bench [--ops a,b] [--quick] [--device cpu|cuda] [--out DIR]`.
+
+Imports every benches/bench_<op>.py, builds its cases for the device, times each (median of
+repeated calls), measures peak extra memory, prints one table and writes CSV + JSON under
+benches/results/<machine>/ with the machine, versions, git commit and the exact command.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import importlib
+import json
+import os
+import pkgutil
+import platform
+import re
+import subprocess
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+import benches
+from benches.common import Case, peak_extra_bytes, quantiles, time_fn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine_slug(device: torch.device) -> str:
+    """'h100', 'h200', … for GPUs; 'cpu' for CPU runs (the CPU model is in the JSON)."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device).lower()
+        m = re.search(r"\b([a-z]\d{2,4}[a-z]?)\b", name.replace("nvidia", ""))
+        return m.group(1) if m else re.sub(r"[^a-z0-9]+", "-", name).strip("-")
+    return "cpu"
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+    }
+    try:
+        import triton
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    try:
+        info["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                        cwd=Path(__file__).parent, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        info["commit"] = None
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def bench_modules() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(benches.__path__) if m.name.startswith("bench_"))
+
+
+def run_case(case: Case, device: torch.device, budget_s: float) -> dict:
+    row = {"op": case.op, "shape": case.shape, "dtype": case.dtype, "backend": case.backend, "note": case.note}
+    try:
+        times = time_fn(case.fn, device, budget_s=budget_s)
+        p20, p50, p80 = quantiles(times)
+        row.update(p20_ms=p20 * 1e3, median_ms=p50 * 1e3, p80_ms=p80 * 1e3, reps=len(times))
+        row["gb_s"] = case.bytes / p50 / 1e9 if case.bytes else None
+        row["tflop_s"] = case.flops / p50 / 1e12 if case.flops else None
+        peak = peak_extra_bytes(case.fn, device)
+        row["peak_mib"] = peak / 2**20 if peak is not None else None
+    except Exception as e:  # a failing peer must not hide the others' numbers
+        row["error"] = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        if os.environ.get("R1CORE_BENCH_DEBUG"):
+            traceback.print_exc()
+    row["baseline"] = case.baseline
+    row.update(case.extra)
+    return row
+
+
+def add_speedups(rows: list[dict]) -> None:
+    base = {(r["op"], r["shape"], r["dtype"]): r.get("median_ms") for r in rows if r["baseline"]}
+    for r in rows:
+        b = base.get((r["op"], r["shape"], r["dtype"]))
+        r["speedup"] = b / r["median_ms"] if b and r.get("median_ms") else None
+
+
+def fmt(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def print_table(rows: list[dict]) -> None:
+    cols = [("op", 26, "s"), ("shape", 28, "s"), ("dtype", 5, "s"), ("backend", 14, "s"), ("median_ms", 10, ".3f"),
+            ("gb_s", 8, ".1f"), ("tflop_s", 8, ".2f"), ("speedup", 8, ".2f"), ("peak_mib", 9, ".0f")]
+    print("  ".join(f"{n:>{w}}" if s != "s" else f"{n:<{w}}" for n, w, s in cols))
+    for r in rows:
+        cells = []
+        for n, w, s in cols:
+            v = r.get(n)
+            cells.append(f"{v:<{w}}" if s == "s" else f"{fmt(v, s):>{w}}")
+        line = "  ".join(cells)
+        if r.get("error"):
+            line += f"  ERROR {r['error']}"
+        print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="r1core bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ops", default="", help="comma-separated bench names (e.g. grpo_loss,advantage); default: all")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
+    p.add_argument("--quick", action="store_true", help="small shapes only (a smoke run)")
+    p.add_argument("--budget", type=float, default=2.0, help="seconds of timing per case (default 2)")
+    p.add_argument("--out", default=None, help="results folder (default benches/results/<machine>/)")
+    p.add_argument("--no-save", action="store_true", help="print only")
+    args = p.parse_args(argv)
+
+    device = torch.device(args.device)
+    wanted = {w.strip() for w in args.ops.split(",") if w.strip()}
+    names = [n for n in bench_modules() if not wanted or n.removeprefix("bench_") in wanted]
+    if wanted and not names:
+        p.error(f"--ops: no bench named {sorted(wanted)}; have {[n.removeprefix('bench_') for n in bench_modules()]}")
+    info = machine_info(device)
+    info["command"] = "r1core bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"# r1core bench on {info.get('gpu') or info['cpu']} | torch {info['torch']} | triton {info['triton']}"
+          f" | commit {info['commit']}", flush=True)
+    rows: list[dict] = []
+    for name in names:
+        mod = importlib.import_module(f"benches.{name}")
+        try:
+            cases = mod.cases(device, args.quick)
+        except Exception as e:
+            print(f"# {name}: could not build cases: {type(e).__name__}: {e}", flush=True)
+            continue
+        group: list[dict] = []
+        for case in cases:
+            group.append(run_case(case, device, args.budget))
+            del case
+        add_speedups(group)
+        print_table(group)
+        rows.extend(group)
+        del cases
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    if not args.no_save and rows:
+        out = Path(args.out) if args.out else RESULTS / machine_slug(device)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = "bench-" + ("-".join(sorted(wanted)) if wanted else "all") + ("-quick" if args.quick else "")
+        keys = sorted({k for r in rows for k in r})
+        with open(out / f"{stem}.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            w.writerows(rows)
+        stamp = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        (out / f"{stem}.json").write_text(json.dumps({"machine": info, "when": stamp, "rows": rows}, indent=1))
+        print(f"# wrote {out / stem}.csv and .json", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,59 @@
+"""r1core: a low-level, custom-kernel GRPO engine (the RL machinery behind DeepSeek-R1).
+
+The public API is the names in __all__ (SPEC: ../shared/SPEC.md).  They are imported lazily so that
+`import r1core` is fast and never imports Triton, the models or the extension until one is used.
+Without the compiled extension r1core._C, everything still works on the "torch" (and "triton")
+backends, and a warning says which backends are missing.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+
+from r1core._backend import BackendUnavailable, backends
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "grpo_advantages": "r1core.ops.advantage",
+    "grpo_loss": "r1core.ops.grpo_loss",
+    "logprobs": "r1core.ops.grpo_loss",
+    "GRPOStats": "r1core.ops.grpo_loss",
+    "fused_linear_grpo_loss": "r1core.ops.fused_linear",
+    "fused_linear_logprobs": "r1core.ops.fused_linear",
+    "moe_route": "r1core.ops.moe",
+    "moe_experts": "r1core.ops.moe",
+    "load_model": "r1core.models",
+    "load_tokenizer": "r1core.models",
+    "generate": "r1core.rollout",
+}
+
+__all__ = sorted([*_LAZY, "backends", "BackendUnavailable", "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cache: the next access skips __getattr__
+        return value
+    raise AttributeError(f"module 'r1core' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+class MissingBackendWarning(UserWarning):
+    """The compiled extension is absent: the cpp/cuda backends are unavailable."""
+
+
+def _say_missing_backends() -> None:
+    status = backends()
+    gone = {k: v for k, v in status.items() if k in ("cpp",) and v.startswith("missing")}
+    if gone:
+        warnings.warn("r1core: " + "; ".join(f"{k} backend {v}" for k, v in gone.items())
+                      + ". Ops fall back to the torch/triton backends.", MissingBackendWarning, stacklevel=2)
+
+
+_say_missing_backends()

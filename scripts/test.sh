@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: install what is needed, build, run the whole suite (CPU tiers; the `gpu` tier
+# runs too where CUDA is present).  Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+PY=${PYTHON:-python3}
+exec $PY -m pytest -n "${R1CORE_TEST_WORKERS:-2}" "$@"

@@ -1,0 +1,53 @@
+"""The architecture rules of STYLE.md that a test can hold: imports flow one way, and the package
+imports without the extension or Triton."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_kernels_know_nothing_of_r1core():
+    for f in (ROOT / "kernels").rglob("*.py"):
+        bad = {n for n in _imports(f) if n.split(".")[0] == "r1core"}
+        assert not bad, f"{f.name} imports {bad}"
+
+
+def test_ref_imports_only_torch():
+    for f in (ROOT / "r1core" / "ref").rglob("*.py"):
+        bad = {n for n in _imports(f) if n.split(".")[0] in ("r1core", "triton")}
+        assert not bad, f"ref/{f.name} imports {bad}"
+
+
+def test_only_ops_imports_kernels_and_extension():
+    for f in (ROOT / "r1core").rglob("*.py"):
+        rel = f.relative_to(ROOT / "r1core")
+        if rel.parts[0] in ("ops",) or rel.name == "_backend.py":
+            continue
+        bad = {n for n in _imports(f) if n.startswith(("r1core._kernels", "r1core._C", "triton"))}
+        assert not bad, f"{rel} imports {bad}"
+
+
+def test_rewards_import_nothing_else_from_r1core():
+    for f in (ROOT / "r1core" / "rewards").rglob("*.py"):
+        bad = {n for n in _imports(f) if n.startswith("r1core") and not n.startswith("r1core.rewards")}
+        assert not bad, f"rewards/{f.name} imports {bad}"
+
+
+def test_import_is_lazy_and_fast():
+    code = "import sys, r1core; print(any(m.startswith(('triton', 'r1core._kernels', 'r1core.models')) for m in sys.modules))"
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
