@@ -72,9 +72,10 @@ def _extensions():
 
 ext_modules, cmdclass = _extensions()
 
+# kernels/ ships as r1core._kernels through the symlink r1core/_kernels -> ../kernels, so the source
+# tree imports as-is (no install needed for tests) and nothing installs a top-level `kernels` module.
 setup(
     packages=PACKAGES,
-    package_dir={"r1core._kernels": "kernels"},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

@@ -34,7 +34,7 @@ def test_ref_imports_only_torch():
 def test_only_ops_imports_kernels_and_extension():
     for f in (ROOT / "r1core").rglob("*.py"):
         rel = f.relative_to(ROOT / "r1core")
-        if rel.parts[0] in ("ops",) or rel.name == "_backend.py":
+        if rel.parts[0] in ("ops", "_kernels") or rel.name == "_backend.py":
             continue
         bad = {n for n in _imports(f) if n.startswith(("r1core._kernels", "r1core._C", "triton"))}
         assert not bad, f"{rel} imports {bad}"
@@ -51,3 +51,9 @@ def test_import_is_lazy_and_fast():
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_kernels_ship_inside_r1core_only():
+    link = ROOT / "r1core" / "_kernels"
+    assert link.is_symlink() and link.resolve() == (ROOT / "kernels").resolve()
+    assert not (ROOT / "kernels" / "setup.py").exists()
