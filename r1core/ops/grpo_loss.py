@@ -1,0 +1,200 @@
+"""The fused GRPO loss on logits (SPEC §2): argument checks, dispatch and the autograd Function.
+
+Legend: B sequences, T positions, V vocabulary, N = B·T tokens (rows of logits).
+
+`check_grpo_args` validates and normalises every argument once, at the boundary, into flat [N]
+float32 per-token tensors plus a frozen `GRPOOptions`; the fused linear loss (r1core.ops.fused_linear)
+shares it.  The backends (torch reference, Triton, C++) then only see well-formed inputs.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from r1core.ref.grpo_loss import LOSS_AGGS, GRPOStats
+
+# loss_agg string -> the constexpr int the kernels branch on (Liger's pattern)
+LOSS_AGG_IDS = {name: i for i, name in enumerate(LOSS_AGGS)}
+SKIP_CHECKS_ENV = "R1CORE_SKIP_CHECKS"  # "1": skip the check that costs a device sync (target range)
+LOGITS_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+@dataclass(frozen=True)
+class GRPOOptions:
+    """The scalar options of one GRPO loss call, validated (see check_grpo_args)."""
+    beta: float = 0.0
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    temperature: float = 1.0
+    loss_agg: str = "token_mean"
+    max_len: int = 1               # resolved: the caller's max_len, else T
+    has_old: bool = False          # old_logp given (else on-policy: ratio == 1)
+    has_ref: bool = False          # ref_logp given (KL computed; enters the loss when beta > 0)
+
+    @property
+    def agg_id(self) -> int:
+        return LOSS_AGG_IDS[self.loss_agg]
+
+
+@dataclass(frozen=True)
+class GRPOArgs:
+    """Normalised inputs: per-token tensors flattened to contiguous [N] on the logits' device."""
+    B: int
+    T: int
+    V: int
+    targets_N: torch.Tensor             # int64
+    adv_N: torch.Tensor                 # float32 (a per-sequence advantage repeated over T)
+    mask_N: torch.Tensor                # float32 weights (0/1 for a bool mask)
+    old_N: torch.Tensor | None          # float32 or None (on-policy)
+    ref_N: torch.Tensor | None          # float32 or None
+    opts: GRPOOptions
+
+    @property
+    def N(self) -> int:
+        return self.B * self.T
+
+
+def _real(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad:
+            value = value.item()
+        else:
+            raise ValueError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
+
+
+def _per_token(t, name: str, B: int, T: int, device: torch.device) -> torch.Tensor | None:
+    """A [B, T] floating tensor -> contiguous float32 [N]."""
+    if t is None:
+        return None
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor of shape [B, T] = [{B}, {T}], got {type(t).__name__}")
+    if tuple(t.shape) != (B, T):
+        raise ValueError(f"{name} must have shape [B, T] = [{B}, {T}], got {list(t.shape)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name} must be a floating tensor, got {t.dtype}")
+    if t.device != device:
+        raise ValueError(f"{name} must be on the logits' device {device}, got {t.device}")
+    return t.detach().to(torch.float32).reshape(-1).contiguous()
+
+
+def check_grpo_args(x: torch.Tensor, targets: torch.Tensor, advantages: torch.Tensor,
+                    mask: torch.Tensor | None = None, *, old_logp=None, ref_logp=None,
+                    beta: float = 0.0, eps_low: float = 0.2, eps_high: float = 0.2,
+                    temperature: float = 1.0, loss_agg: str = "token_mean", max_len: int | None = None,
+                    vocab_size: int | None = None, x_name: str = "logits",
+                    last_dim_contiguous: bool = True, check_targets: bool | None = None) -> GRPOArgs:
+    """Validate the arguments of grpo_loss (or of the fused linear loss, with `x` the hidden states
+    [B, T, H], `x_name="hidden"` and `vocab_size` the lm_head's V) and normalise them.
+
+    Raises ValueError naming the argument.  `check_targets` (default: unless the environment
+    variable R1CORE_SKIP_CHECKS=1) checks that unmasked targets lie in [0, V): one device sync on GPU.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{x_name} must be a tensor, got {type(x).__name__}")
+    if x.dim() != 3:
+        raise ValueError(f"{x_name} must have shape [B, T, {'V' if vocab_size is None else 'H'}], "
+                         f"got {list(x.shape)}")
+    if x.dtype not in LOGITS_DTYPES:
+        raise ValueError(f"{x_name} must be float32, bfloat16 or float16 (float64 on the torch backend), "
+                         f"got {x.dtype}")
+    B, T, last = x.shape
+    V = last if vocab_size is None else int(vocab_size)
+    if V <= 0 or last <= 0:
+        raise ValueError(f"{x_name} must have a non-empty last dimension, got shape {list(x.shape)}")
+    if last_dim_contiguous and last > 1 and x.stride(-1) != 1:
+        raise ValueError(f"{x_name} must be contiguous in its last dimension (views like logits[:, :-1] "
+                         f"are fine), got strides {list(x.stride())}")
+    device = x.device
+
+    if not isinstance(targets, torch.Tensor):
+        raise ValueError(f"targets must be a tensor of shape [B, T], got {type(targets).__name__}")
+    if tuple(targets.shape) != (B, T):
+        raise ValueError(f"targets must have shape [B, T] = [{B}, {T}] (from {x_name}), got {list(targets.shape)}")
+    if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be an integer tensor, got {targets.dtype}")
+    if targets.device != device:
+        raise ValueError(f"targets must be on the {x_name}' device {device}, got {targets.device}")
+
+    if not isinstance(advantages, torch.Tensor):
+        raise ValueError(f"advantages must be a tensor of shape [B] or [B, T], got {type(advantages).__name__}")
+    if tuple(advantages.shape) not in ((B,), (B, T)):
+        raise ValueError(f"advantages must have shape [B] = [{B}] or [B, T] = [{B}, {T}], got {list(advantages.shape)}")
+    if not advantages.is_floating_point():
+        raise ValueError(f"advantages must be a floating tensor, got {advantages.dtype}")
+    if advantages.device != device:
+        raise ValueError(f"advantages must be on the {x_name}' device {device}, got {advantages.device}")
+    adv = advantages.detach().to(torch.float32)
+    adv_N = (adv[:, None].expand(B, T) if adv.dim() == 1 else adv).reshape(-1).contiguous()
+
+    if mask is None:
+        mask_N = torch.ones(B * T, dtype=torch.float32, device=device)
+    else:
+        if not isinstance(mask, torch.Tensor):
+            raise ValueError(f"mask must be a tensor of shape [B, T] or None, got {type(mask).__name__}")
+        if tuple(mask.shape) != (B, T):
+            raise ValueError(f"mask must have shape [B, T] = [{B}, {T}], got {list(mask.shape)}")
+        if mask.is_complex():
+            raise ValueError(f"mask must be bool or 0/1 numbers, got {mask.dtype}")
+        if mask.device != device:
+            raise ValueError(f"mask must be on the {x_name}' device {device}, got {mask.device}")
+        mask_N = mask.detach().to(torch.float32).reshape(-1).contiguous()
+
+    old_N = _per_token(old_logp, "old_logp", B, T, device)
+    ref_N = _per_token(ref_logp, "ref_logp", B, T, device)
+
+    beta = _real(beta, "beta")
+    if beta < 0:
+        raise ValueError(f"beta must be >= 0, got {beta}")
+    if beta > 0 and ref_N is None:
+        raise ValueError("ref_logp is required when beta > 0 (the k3 KL needs the reference log-probs)")
+    eps_low, eps_high = _real(eps_low, "eps_low"), _real(eps_high, "eps_high")
+    if eps_low < 0:
+        raise ValueError(f"eps_low must be >= 0, got {eps_low}")
+    if eps_high < 0:
+        raise ValueError(f"eps_high must be >= 0, got {eps_high}")
+    temperature = _real(temperature, "temperature")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if not isinstance(loss_agg, str) or loss_agg not in LOSS_AGG_IDS:
+        raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
+    if max_len is None:
+        max_len = T
+    elif isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0:
+        raise ValueError(f"max_len must be a positive int or None, got {max_len!r}")
+
+    targets_N = targets.detach().reshape(-1).to(torch.int64).contiguous()
+    if check_targets is None:
+        check_targets = os.environ.get(SKIP_CHECKS_ENV) != "1"
+    if check_targets and targets_N.numel():
+        bad = ((targets_N < 0) | (targets_N >= V)) & (mask_N != 0)
+        if bool(bad.any()):  # the one device sync of this op
+            i = int(bad.nonzero()[0, 0])
+            raise ValueError(f"targets must lie in [0, V) = [0, {V}) where the mask is set; "
+                             f"targets[{i // T}, {i % T}] = {int(targets_N[i])}")
+
+    opts = GRPOOptions(beta=beta, eps_low=eps_low, eps_high=eps_high, temperature=temperature,
+                       loss_agg=loss_agg, max_len=max_len, has_old=old_N is not None, has_ref=ref_N is not None)
+    return GRPOArgs(B=B, T=T, V=V, targets_N=targets_N, adv_N=adv_N, mask_N=mask_N, old_N=old_N, ref_N=ref_N,
+                    opts=opts)
+
+
+def token_weights(mask_N: torch.Tensor, B: int, T: int, opts: GRPOOptions) -> torch.Tensor:
+    """Each token's aggregation weight w (loss = sum(l · w)) as float32 [N], without a device sync.
+    Same as r1core.ref.grpo_loss.token_weights_ref; no unmasked token gives w = 0 everywhere."""
+    m_BT = mask_N.view(B, T)
+    if opts.loss_agg == "token_mean":
+        w = m_BT / m_BT.sum().clamp_min(torch.finfo(torch.float32).tiny)
+    elif opts.loss_agg == "seq_mean_token_mean":
+        n_B1 = m_BT.sum(dim=1, keepdim=True)
+        n_seq = (n_B1 != 0).sum().clamp_min(1).to(torch.float32)
+        w = m_BT / (n_B1.masked_fill(n_B1 == 0, 1.0) * n_seq)
+    else:  # seq_mean_token_sum_norm
+        w = m_BT / float(B * opts.max_len)
+    return w.reshape(-1)
