@@ -1,0 +1,258 @@
+"""Hugging Face checkpoints: load a folder into a CausalLM, save a CausalLM as a folder.
+
+Loading reads `config.json` and the `*.safetensors` files (one file, or shards listed by
+`model.safetensors.index.json`) lazily with `safetensors.safe_open`: only the tensors a parameter
+needs are read, one at a time, straight into the model built on the meta device.  Pickle files
+(`pytorch_model.bin`) are refused: they can run code.
+
+Names: ours are Hugging Face's without the leading `model.`, except the fused tensors:
+    ours                                  Hugging Face
+    layers.i.self_attn.qkv_proj.{w,b}     cat(q_proj, k_proj, v_proj)            (dim 0)
+    layers.i.mlp.gate_up_proj.{w,b}       cat(gate_proj, up_proj)                (dim 0)
+    layers.i.mlp.experts.w13 [E, 2I, H]   stack_e cat(experts.e.gate_proj, experts.e.up_proj)
+    layers.i.mlp.experts.w2  [E, H, I]    stack_e experts.e.down_proj
+(also accepted: transformers-5 fused `experts.gate_up_proj` [E, 2I, H] / `experts.down_proj` [E, H, I]).
+Saving writes the Hugging Face layout back (split, unstacked), sharded above `max_shard_bytes`.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from r1core.models.config import ModelConfig, read_hf_config
+from r1core.models.transformer import CausalLM
+
+INDEX = "model.safetensors.index.json"
+
+
+class _Shards:
+    """name -> tensor over one or many safetensors files, opened lazily, with clear errors."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.where: dict[str, Path] = {}
+        self._open: dict[Path, object] = {}
+        index = folder / INDEX
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ValueError(f"{index}: not a valid safetensors index ({e})") from None
+            for name, file in weight_map.items():
+                self.where[name] = folder / file
+            for file in set(self.where.values()):
+                if not file.exists():
+                    raise ValueError(f"{index} lists {file.name}, which is missing from {folder}")
+                self._handle(file)  # validate every header up front
+        else:
+            files = sorted(folder.glob("*.safetensors"))
+            if not files:
+                pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+                hint = (f" (found {', '.join(pickles)}: pickle checkpoints are not loaded, convert them to "
+                        f"safetensors)") if pickles else ""
+                raise ValueError(f"{folder}: no *.safetensors weights{hint}")
+            for file in files:
+                for name in self._handle(file).keys():
+                    self.where[name] = file
+
+    def _handle(self, file: Path):
+        if file not in self._open:
+            try:
+                handle = safe_open(str(file), framework="pt")
+            except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+                raise ValueError(f"{file}: not a valid safetensors file (truncated or corrupted?): {e}") from None
+            self._check_size(file, handle)
+            self._open[file] = handle
+        return self._open[file]
+
+    @staticmethod
+    def _check_size(file: Path, handle) -> None:
+        """safetensors validates offsets against the header; also check the data region is all there."""
+        end = 0
+        for name in handle.keys():
+            sl = handle.get_slice(name)
+            shape, dtype = sl.get_shape(), sl.get_dtype()
+            n = 1
+            for s in shape:
+                n *= s
+            end += n * _DTYPE_BYTES.get(dtype, 1)
+        size = file.stat().st_size
+        with open(file, "rb") as f:
+            header = 8 + int.from_bytes(f.read(8), "little")
+        if header + end > size:
+            raise ValueError(f"{file}: truncated: header says {header + end} bytes, file has {size}")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.where
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.where:
+            raise KeyError(name)
+        try:
+            return self._handle(self.where[name]).get_tensor(name)
+        except (SafetensorError, OSError, RuntimeError) as e:
+            raise ValueError(f"{self.where[name]}: cannot read tensor {name!r}: {e}") from None
+
+
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
+                "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+
+
+# ---------------------------------------------------------------------------------------------
+# name mapping: for each of our tensors, how to build it from Hugging Face tensors
+# ---------------------------------------------------------------------------------------------
+def hf_sources(name: str, config: ModelConfig) -> tuple[list[str], Callable[[list[torch.Tensor]], torch.Tensor]]:
+    """(HF tensor names, combine) for one of our parameter/buffer names."""
+    if name == "lm_head.weight":
+        return ["lm_head.weight"], _only
+    m = re.fullmatch(r"(layers\.\d+\.self_attn)\.qkv_proj\.(weight|bias)", name)
+    if m:
+        p, kind = m.groups()
+        return [f"model.{p}.{x}_proj.{kind}" for x in "qkv"], _cat0
+    m = re.fullmatch(r"(layers\.\d+\.mlp)\.gate_up_proj\.(weight|bias)", name)
+    if m:
+        p, kind = m.groups()
+        return [f"model.{p}.gate_proj.{kind}", f"model.{p}.up_proj.{kind}"], _cat0
+    m = re.fullmatch(r"(layers\.\d+\.mlp)\.experts\.(w13|w2)", name)
+    if m:
+        p, which = m.groups()
+        E = config.num_experts
+        if which == "w13":
+            names = [f"model.{p}.experts.{e}.{x}.weight" for e in range(E) for x in ("gate_proj", "up_proj")]
+            return names, lambda ts: torch.stack([torch.cat(ts[2 * e:2 * e + 2]) for e in range(E)])
+        return [f"model.{p}.experts.{e}.down_proj.weight" for e in range(E)], torch.stack
+    return [f"model.{name}"], _only
+
+
+def _only(ts):
+    return ts[0]
+
+
+def _cat0(ts):
+    return torch.cat(ts, dim=0)
+
+
+_FUSED_EXPERTS = {"w13": "gate_up_proj", "w2": "down_proj"}  # transformers-5 in-memory layout
+
+
+def _fetch(shards: _Shards, name: str, config: ModelConfig, folder: Path) -> torch.Tensor:
+    names, combine = hf_sources(name, config)
+    missing = [n for n in names if n not in shards]
+    if missing:
+        m = re.fullmatch(r"(layers\.\d+\.mlp)\.experts\.(w13|w2)", name)
+        fused = f"model.{m.group(1)}.experts.{_FUSED_EXPERTS[m.group(2)]}" if m else None
+        if fused and fused in shards:
+            return shards.get(fused)
+        raise ValueError(f"{folder}: checkpoint lacks tensor {missing[0]!r} (needed for {name!r}"
+                         f"{f' and {len(missing) - 1} more' if len(missing) > 1 else ''})")
+    return combine([shards.get(n) for n in names])
+
+
+def load_hf_folder(folder: str | Path, *, dtype: torch.dtype = torch.float32,
+                   device: torch.device | str = "cpu") -> CausalLM:
+    folder = Path(folder)
+    config = read_hf_config(folder)
+    shards = _Shards(folder)
+    if any(n.endswith("weight_scale_inv") for n in shards.where):
+        raise ValueError(f"{folder}: FP8 block-quantised checkpoint (weight_scale_inv tensors); "
+                         f"dequantise it to bf16 first")
+    if "lm_head.weight" not in shards and not config.tie_word_embeddings:
+        config = config.replace(tie_word_embeddings=True) if "model.embed_tokens.weight" in shards else config
+    return build_model(config, lambda name: _fetch(shards, name, config, folder), dtype=dtype, device=device)
+
+
+def build_model(config: ModelConfig, fetch: Callable[[str], torch.Tensor], *, dtype: torch.dtype,
+                device: torch.device | str) -> CausalLM:
+    """Build a CausalLM on the meta device and fill every parameter/buffer from fetch(name)."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    with torch.device("meta"):
+        model = CausalLM(config)
+    expected = model.state_dict()
+    state: dict[str, torch.Tensor] = {}
+    for name, t in expected.items():
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        src = fetch(name)
+        if tuple(src.shape) != tuple(t.shape):
+            raise ValueError(f"tensor for {name!r} has shape {tuple(src.shape)}, the config implies {tuple(t.shape)}")
+        keep32 = name.endswith("e_score_correction_bias")  # a routing statistic, kept in float32 (as HF does)
+        state[name] = src.to(device=device, dtype=torch.float32 if keep32 else dtype)
+    if config.tie_word_embeddings:
+        state["lm_head.weight"] = state["embed_tokens.weight"]
+    model.load_state_dict(state, strict=True, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.embed_tokens.weight
+    model.eval()
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# saving
+# ---------------------------------------------------------------------------------------------
+def hf_state_dict(model: CausalLM) -> dict[str, torch.Tensor]:
+    """Our tensors under Hugging Face names and layout (views where possible)."""
+    config = model.config
+    out: dict[str, torch.Tensor] = {}
+    for name, t in list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers() if b is not None]:
+        t = t.detach()
+        if name == "lm_head.weight" and config.tie_word_embeddings:
+            continue
+        names, _ = hf_sources(name, config)
+        if name.endswith("qkv_proj.weight") or name.endswith("qkv_proj.bias"):
+            D = config.head_dim
+            parts = t.split([config.num_heads * D, config.num_kv_heads * D, config.num_kv_heads * D])
+        elif name.endswith("gate_up_proj.weight") or name.endswith("gate_up_proj.bias"):
+            parts = t.chunk(2)
+        elif name.endswith("experts.w13"):
+            I = t.shape[1] // 2
+            parts = [p for e in range(t.shape[0]) for p in (t[e, :I], t[e, I:])]
+        elif name.endswith("experts.w2"):
+            parts = list(t.unbind(0))
+        else:
+            parts = [t]
+        out.update(zip(names, parts))
+    return out
+
+
+def save_pretrained(model: CausalLM, folder: str | Path, *, max_shard_bytes: int = 5 << 30) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = hf_state_dict(model)
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, t in state.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    for stale in list(folder.glob("model*.safetensors")) + [folder / INDEX]:
+        stale.unlink(missing_ok=True)
+    n = len(shards)
+    files = ["model.safetensors"] if n == 1 else [f"model-{i + 1:05d}-of-{n:05d}.safetensors" for i in range(n)]
+    for names, file in zip(shards, files):
+        # clone: safetensors refuses tensors that share storage (our split views do)
+        save_file({k: state[k].to("cpu").contiguous().clone() for k in names}, str(folder / file),
+                  metadata={"format": "pt"})
+    if n > 1:
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        index = {"metadata": {"total_size": total},
+                 "weight_map": {k: f for names, f in zip(shards, files) for k in names}}
+        (folder / INDEX).write_text(json.dumps(index, indent=2))
+    hf = model.config.to_hf()
+    hf["torch_dtype"] = str(model.dtype).removeprefix("torch.")
+    (folder / "config.json").write_text(json.dumps(hf, indent=2, default=_json_default))
+
+
+def _json_default(o):
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
