@@ -1,10 +1,19 @@
 """The `r1core` command: train, eval, sample, bench, info (SPEC §5).
 
-Subcommands import their machinery lazily so `r1core info` and `r1core bench` start fast.
+    r1core train [--config FILE.yaml] [key=value …]     # no arguments: the embedded default recipe
+    r1core eval  [--config FILE.yaml] [key=value …]     # pass@1 over k samples, cons@k, format
+    r1core sample model=SOURCE prompt="What is 2+3?" [n=4] [key=value …]
+    r1core bench [--ops a,b] [--quick]
+    r1core info
+
+Options are the keys of r1core.train.config (`r1core train --help` lists them with their defaults);
+`--key value`, `--key=value` and `--flag` (a boolean set to true) are accepted too, with dashes or
+underscores (`--profile-steps 3:5`).  Subcommands import their machinery lazily so `r1core info` and
+`r1core bench` start fast.
 """
 from __future__ import annotations
 
-import argparse
+import json
 import sys
 
 
@@ -23,7 +32,144 @@ def _bench(argv: list[str]) -> int:
     return bench_main(argv)
 
 
+def split_args(argv: list[str], *, extra: tuple[str, ...] = ()) -> tuple[str | None, list[str], dict, bool]:
+    """argv -> (config file, key=value overrides, {extra key: raw value}, help wanted)."""
+    config, overrides, extras, want_help = None, [], {}, False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a in ("-h", "--help"):
+            want_help = True
+        elif a in ("-c", "--config") or a.startswith("--config="):
+            if "=" in a:
+                config = a.split("=", 1)[1]
+            elif i + 1 < len(argv):
+                config, i = argv[i + 1], i + 1
+            else:
+                raise ValueError("--config needs a file name")
+        elif a.startswith("--"):
+            key = a[2:]
+            if "=" not in key:
+                if i + 1 < len(argv) and not argv[i + 1].startswith("--") and "=" not in argv[i + 1]:
+                    key, i = f"{key}={argv[i + 1]}", i + 1
+                else:
+                    key = f"{key}=true"
+            k, v = key.split("=", 1)
+            overrides.append(f"{k.replace('-', '_')}={v}")
+        elif "=" in a:
+            overrides.append(a)
+        else:
+            raise ValueError(f"unexpected argument {a!r}: options are key=value (see --help)")
+        i += 1
+    kept = []
+    for o in overrides:
+        k, v = o.split("=", 1)
+        if k in extra:
+            extras[k] = v
+        else:
+            kept.append(o)
+    return config, kept, extras, want_help
+
+
+def _usage(command: str, lead: str, extra_help: str = "") -> str:
+    from r1core.train.config import help_text
+    return f"usage: r1core {command} {lead}\n{extra_help}\noptions (key=default):{help_text()}\n"
+
+
+def _train(argv: list[str]) -> int:
+    from r1core.train.config import load_config
+    try:
+        config, overrides, _, want_help = split_args(argv)
+        if want_help:
+            print(_usage("train", "[--config FILE.yaml] [key=value …]",
+                         "Runs the pipeline of `pipeline.recipe` (default: one GRPO stage). With no arguments\n"
+                         "this is the embedded default: SmolLM2-135M-Instruct learning arithmetic on this CPU."))
+            return 0
+        cfg = load_config(config, overrides)
+    except ValueError as e:
+        print(f"r1core train: {e}", file=sys.stderr)
+        return 2
+    from r1core.train.pipeline import run_pipeline
+    run_pipeline(cfg)
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    from r1core.train.config import load_config
+    try:
+        config, overrides, extras, want_help = split_args(argv, extra=("json",))
+        if want_help:
+            print(_usage("eval", "[--config FILE.yaml] [key=value …] [json=true]",
+                         "Evaluates model.source on task.name's held-out split: pass@1 averaged over run.eval_k\n"
+                         "samples (at run.eval_temperature), cons@k and the mean format reward."))
+            return 0
+        cfg = load_config(config, overrides)
+    except ValueError as e:
+        print(f"r1core eval: {e}", file=sys.stderr)
+        return 2
+    from r1core.train import build, distributed as D
+    from r1core.train.evaluate import evaluate_policy
+    info = D.init(cfg.model.device)
+    deps = build.Deps()
+    tok = deps.load_tokenizer(build.tokenizer_source(cfg))
+    task = build.load_task(cfg, tok, deps)
+    model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
+    result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
+                             top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
+                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps)
+    if info.main:
+        if extras.get("json", "false").lower() in ("1", "true", "yes"):
+            print(json.dumps(result))
+        else:
+            print(f"{cfg.model.source} on {cfg.task.name} (held-out, {int(result['questions'])} questions, "
+                  f"k={cfg.run.eval_k}, T={cfg.run.eval_temperature})")
+            for k, v in result.items():
+                if k not in ("questions", "samples"):
+                    print(f"  {k:16s} {v:.4f}")
+    D.shutdown(info)
+    return 0
+
+
+def _sample(argv: list[str]) -> int:
+    from r1core.train.config import load_config
+    try:
+        config, overrides, extras, want_help = split_args(argv, extra=("prompt", "n"))
+        if want_help:
+            print(_usage("sample", "prompt=TEXT [n=1] [model=SOURCE] [key=value …]",
+                         "Prints n completions of TEXT (rendered with task.template: chat, r1zero or plain),\n"
+                         "sampled with rollout.temperature/top_p/top_k and rollout.max_new_tokens."))
+            return 0
+        if "prompt" not in extras:
+            raise ValueError("give the prompt: r1core sample prompt=\"What is 17 * 23?\"")
+        n = int(extras.get("n", "1"))
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        cfg = load_config(config, overrides)
+    except ValueError as e:
+        print(f"r1core sample: {e}", file=sys.stderr)
+        return 2
+    from r1core.tasks.prompts import R1ZERO_SYSTEM, build_prompt
+    from r1core.train import build
+    from r1core.train.distributed import init
+    from r1core.train.sampling import sample
+    info = init(cfg.model.device)
+    deps = build.Deps()
+    tok = deps.load_tokenizer(build.tokenizer_source(cfg))
+    model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
+    system = {"r1zero": R1ZERO_SYSTEM, "": None}.get(cfg.task.system, cfg.task.system)
+    text = build_prompt(extras["prompt"], template=cfg.task.template, tokenizer=tok, system=system)
+    s = sample(model, tok, [text], num_samples=n, max_new_tokens=cfg.rollout.max_new_tokens,
+               temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
+               seed=cfg.run.seed, deps=deps)
+    for i, c in enumerate(s.completions):
+        print(f"--- sample {i} ({int(s.mask_NT[i].sum())} tokens)\n{c}")
+    return 0
+
+
 COMMANDS = {
+    "train": (_train, "GRPO / SFT / R1 pipeline training (`r1core train --help` lists every option)"),
+    "eval": (_eval, "held-out pass@1 over k samples, cons@k and format reward of a model on a task"),
+    "sample": (_sample, "sample completions of a prompt from a model"),
     "bench": (_bench, "time every op against the PyTorch reference and peers (see `r1core bench --help`)"),
     "info": (_info, "show the version and which backends are available"),
 }

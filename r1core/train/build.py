@@ -1,0 +1,123 @@
+"""Building what a run needs from its config: device, policy, tokenizer, task, optimizer, schedule.
+
+`Deps` names the four functions the trainers take from the rest of r1core (model loading, tokenizer
+loading, generation, tasks).  They default to r1core's own; tests and benches pass stand-ins (a
+transformers-style generation loop, a tiny model) without patching anything.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from r1core.train.config import Config
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _load_model(source, **kw):
+    import r1core
+    return r1core.load_model(source, **kw)
+
+
+def _load_tokenizer(source):
+    import r1core
+    return r1core.load_tokenizer(source)
+
+
+def _generate(model, prompts, **kw):
+    import r1core
+    return r1core.generate(model, prompts, **kw)
+
+
+def _get_task(name, **kw):
+    from r1core.tasks import get_task
+    return get_task(name, **kw)
+
+
+@dataclass
+class Deps:
+    load_model: Callable[..., Any] = _load_model          # (source, *, dtype, device) -> CausalLM
+    load_tokenizer: Callable[..., Any] = _load_tokenizer  # (source) -> tokenizer
+    generate: Callable[..., Any] = _generate              # r1core.generate's signature -> Rollout
+    get_task: Callable[..., Any] = _get_task              # (name, **kw) -> Task
+
+
+def load_policy(source: str, cfg: Config, device: torch.device, deps: Deps) -> torch.nn.Module:
+    model = deps.load_model(source, dtype=DTYPES[cfg.model.dtype], device=device)
+    if cfg.model.gradient_checkpointing:
+        enable = getattr(model, "gradient_checkpointing_enable", None)
+        if enable is None:
+            raise ValueError("model.gradient_checkpointing=true but this model has no gradient_checkpointing_enable()")
+        enable()
+    return model
+
+
+def tokenizer_source(cfg: Config) -> str:
+    return cfg.model.tokenizer or cfg.model.source
+
+
+def load_task(cfg: Config, tokenizer, deps: Deps, *, name: str | None = None):
+    """The task of cfg.task: a built-in name, or a JSONL file of {question, answer} records."""
+    from r1core.tasks.prompts import R1ZERO_SYSTEM
+    t = cfg.task
+    name = name or t.name
+    kw = dict(t.args)
+    if name.endswith(".jsonl"):
+        kw.setdefault("path", name)
+        name = "jsonl"
+    system = {"r1zero": R1ZERO_SYSTEM, "": None}.get(t.system, t.system)
+    return deps.get_task(name, template=t.template, tokenizer=tokenizer, system=system,
+                         reward_weights=dict(t.rewards) or None, **kw)
+
+
+def make_optimizer(params, cfg: Config, *, lr: float | None = None) -> torch.optim.Optimizer:
+    o = cfg.optim
+    return torch.optim.AdamW([p for p in params if p.requires_grad], lr=o.lr if lr is None else lr,
+                             betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+
+def lr_lambda(step: int, *, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Learning-rate multiplier for the update made at `step` (0-based): linear warm-up over `warmup`
+    steps, then constant or cosine down to `min_ratio` at the last step."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    span = max(1, total - warmup - 1)
+    progress = min(1.0, (step - warmup) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_scheduler(optimizer, cfg: Config, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """One scheduler step per training step (the mu passes and mini-batches of a step share its
+    learning rate), so the schedule does not depend on how many groups were dropped."""
+    o = cfg.optim
+    import functools
+    fn = functools.partial(lr_lambda, warmup=o.warmup, total=total_steps, schedule=o.schedule,
+                           min_ratio=o.min_lr_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def call_seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (run seed, step, prompt index…)."""
+    h = 1469598103934665603
+    for p in parts:
+        h = ((h ^ (int(p) & (2**64 - 1))) * 1099511628211) % 2**64
+    return h % 2**63
+
+
+def run_folder(cfg: Config) -> Path:
+    return Path(cfg.run.out)

@@ -1,0 +1,363 @@
+"""Run configuration: small keyword-only dataclasses, YAML in and out, `key=value` overrides.
+
+A run is one `Config` with a section per concern (model, task, rollout, optim, grpo, sft, sample,
+run, pipeline).  Options are addressed by dotted keys (`optim.lr=3e-6`); SPEC §5's top-level keys
+(`model`, `task`, `steps`, `seed`, `out`, `save_every`, `resume`, …) are shortcuts for the dotted
+ones (see SHORTCUTS).  Values are parsed as YAML scalars (`true`, `1e-5`, `[0.9, 0.99]`) and
+type-checked against the field, so a typo or a wrong type fails before any work starts.
+
+    cfg = load_config("configs/default.yaml", ["steps=20", "grpo.beta=0.04"])
+    save_config(cfg, "run/config.yaml")
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None):
+    """A field with a default, its help text and (for string options) the allowed values."""
+    meta = {"help": help, "choices": choices}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(kw_only=True)
+class ModelConfig:
+    source: str = opt("smollm2-135m-instruct", "policy: a HF folder, a .gguf file, a checkpoint folder or a built-in name")
+    dtype: str = opt("float32", "parameter dtype of the policy (AdamW states follow it)", DTYPES)
+    tokenizer: str = opt("", "tokenizer source (empty: model.source); set it when model.source is a checkpoint without one")
+    ref: str = opt("", "frozen reference model for the KL term (empty: the initial policy)")
+    device: str = opt("auto", "auto (cuda if available), cpu or cuda", ("auto", "cpu", "cuda"))
+    gradient_checkpointing: bool = opt(False, "recompute activations in backward (if the model supports it)")
+
+
+@dataclass(kw_only=True)
+class TaskConfig:
+    name: str = opt("arithmetic", "built-in task (r1core.tasks.get_task) or a .jsonl file")
+    args: dict = opt({}, "keyword arguments of the task constructor, e.g. task.args.digits=2")
+    template: str = opt("chat", "prompt format: chat (the tokenizer's chat template) or r1zero (the paper's text template)",
+                        ("chat", "r1zero", "plain"))
+    system: str = opt("r1zero", "system prompt of chat prompts: r1zero (the R1-Zero instructions), empty (none) or the text")
+    rewards: dict = opt({}, "reward weights {name: weight}; empty: the task's own weights")
+    lang: str = opt("en", "target language of the language-consistency reward")
+
+
+@dataclass(kw_only=True)
+class RolloutConfig:
+    prompts: int = opt(8, "P: prompts per step (global, over all ranks)")
+    group_size: int = opt(8, "G: completions sampled per prompt")
+    max_new_tokens: int = opt(64, "completion length limit")
+    temperature: float = opt(1.0, "sampling temperature (0: greedy)")
+    top_p: float = opt(1.0, "nucleus sampling threshold")
+    top_k: int = opt(0, "top-k sampling (0: off)")
+    gen_batch: int = opt(0, "prompts per generate() call (0: all of a rank's prompts in one call)")
+
+
+@dataclass(kw_only=True)
+class OptimConfig:
+    lr: float = opt(1e-5, "peak learning rate (AdamW)")
+    betas: list = opt([0.9, 0.99], "AdamW betas")
+    weight_decay: float = opt(0.0, "AdamW decoupled weight decay")
+    eps: float = opt(1e-8, "AdamW epsilon")
+    warmup: int = opt(0, "linear warm-up, in training steps")
+    schedule: str = opt("constant", "learning-rate schedule after warm-up", ("constant", "cosine"))
+    min_lr_ratio: float = opt(0.1, "cosine floor as a fraction of lr")
+    grad_clip: float = opt(1.0, "clip the global gradient norm to this (0: off)")
+    micro_batch: int = opt(8, "sequences per forward/backward")
+    grad_accum: int = opt(0, "micro-batches per optimizer step (0: the whole step's batch, one optimizer step per pass)")
+
+
+@dataclass(kw_only=True)
+class GRPOConfig:
+    beta: float = opt(0.0, "k3 KL weight to the frozen reference (0: no reference model at all)")
+    eps_low: float = opt(0.2, "clip ratio below at 1 - eps_low")
+    eps_high: float = opt(0.2, "clip ratio above at 1 + eps_high (DAPO: 0.28)")
+    loss_agg: str = opt("token_mean", "loss aggregation (SPEC §2)",
+                        ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"))
+    scale: str = opt("group", "advantage scale (SPEC §1)", ("group", "batch", "none"))
+    baseline: str = opt("mean", "advantage baseline (SPEC §1)", ("mean", "rloo"))
+    mu: int = opt(1, "optimisation passes over each step's batch")
+    drop_zero_variance: bool = opt(False, "drop groups whose rewards are all equal before the update")
+    chunk_size: int = opt(0, "fused linear loss chunk in tokens (0: the op's default)")
+
+
+@dataclass(kw_only=True)
+class SFTConfig:
+    data: str = opt("", "JSONL of {prompt, completion} records (cold start / distillation data)")
+    epochs: float = opt(1.0, "passes over the data")
+    lr: float = opt(1e-5, "peak learning rate of SFT stages")
+    batch: int = opt(8, "sequences per optimizer step")
+    max_len: int = opt(512, "truncate prompt+completion to this many tokens")
+
+
+@dataclass(kw_only=True)
+class SampleConfig:
+    """Rejection sampling / distillation data generation."""
+    teacher: str = opt("", "model that writes the samples (empty: the stage's model)")
+    prompts: int = opt(64, "train prompts to sample (0: all)")
+    k: int = opt(4, "samples per prompt")
+    keep_per_prompt: int = opt(1, "at most this many kept samples per prompt")
+    min_language: float = opt(0.0, "drop samples whose language reward is below this")
+    temperature: float = opt(0.7, "sampling temperature")
+    max_new_tokens: int = opt(256, "completion length limit")
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    steps: int = opt(20, "RL steps (each: P·G rollouts, then mu passes of updates)")
+    seed: int = opt(0, "seed of data order, sampling and initialisation")
+    out: str = opt("runs/default", "the run folder")
+    save_every: int = opt(1, "checkpoint every N steps (0: only at the end)")
+    keep_last: int = opt(2, "keep the newest N checkpoints")
+    resume: bool = opt(False, "continue from the newest checkpoint in `out`")
+    eval_every: int = opt(0, "held-out evaluation every N steps (0: only before and after)")
+    eval_n: int = opt(32, "held-out questions per evaluation (0: skip evaluation)")
+    eval_k: int = opt(1, "samples per held-out question (pass@1 averaged over k, cons@k)")
+    eval_temperature: float = opt(0.0, "evaluation sampling temperature (0: greedy)")
+    profile_steps: str = opt("", "a:b: bracket steps a..b-1 with cudaProfilerStart/Stop for nsys")
+    tensorboard: bool = opt(True, "write TensorBoard logs when tensorboard is installed")
+    progress: bool = opt(True, "show a progress bar")
+    dist: str = opt("fsdp", "data parallelism under torchrun: fsdp (FSDP2 fully_shard) or ddp", ("fsdp", "ddp"))
+    threads: int = opt(0, "torch CPU threads (0: torch's default)")
+
+
+@dataclass(kw_only=True)
+class PipelineConfig:
+    recipe: str = opt("grpo", "stages to run: grpo (one RL stage), r1zero, r1, distill or custom",
+                      ("grpo", "r1zero", "r1", "distill", "custom"))
+    stages: list = opt([], "custom stages: [{name, kind: grpo|sft|sample, init: base|prev|PATH, set: {key: value}}]")
+
+
+@dataclass(kw_only=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+
+
+# SPEC §5 top-level keys (and a few everyday ones) -> dotted keys
+SHORTCUTS = {
+    "model": "model.source", "task": "task.name", "steps": "run.steps", "seed": "run.seed",
+    "out": "run.out", "save_every": "run.save_every", "keep_last": "run.keep_last",
+    "resume": "run.resume", "profile_steps": "run.profile_steps", "lr": "optim.lr",
+    "beta": "grpo.beta", "recipe": "pipeline.recipe",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# walking the tree of dataclasses
+# ---------------------------------------------------------------------------------------------
+def sections(cfg: Config | None = None):
+    cfg = cfg or Config()
+    return [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+
+
+def options(cfg: Config | None = None):
+    """Yield (dotted key, value, field) for every leaf option."""
+    for sec_name, sec in sections(cfg):
+        hints = typing.get_type_hints(type(sec))
+        for f in dataclasses.fields(sec):
+            yield f"{sec_name}.{f.name}", getattr(sec, f.name), f, hints[f.name]
+
+
+def _check_type(key: str, value: Any, hint: Any, choices) -> Any:
+    """Return value coerced to the field's type, or raise a ValueError naming the key."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    ok = True
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)           # `out=123`, `profile_steps=3` (YAML reads them as numbers)
+        ok = isinstance(value, str)
+    elif hint is list:
+        ok = isinstance(value, (list, tuple))
+        value = list(value) if ok else value
+    elif hint is dict:
+        ok = isinstance(value, dict)
+    if not ok:
+        name = getattr(hint, "__name__", str(hint))
+        raise ValueError(f"config key {key!r} wants a {name}, got {value!r} ({type(value).__name__})")
+    if choices and value not in choices:
+        raise ValueError(f"config key {key!r} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _unknown(key: str, known: list[str]) -> ValueError:
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; `r1core train --help` lists them all"
+    return ValueError(f"unknown config key {key!r}{hint}")
+
+
+def set_option(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted option (or a SHORTCUTS key) with type checking. `task.args.x=1` and
+    `task.rewards.accuracy=1` set entries of the dict-valued options."""
+    key = SHORTCUTS.get(key, key)
+    parts = key.split(".")
+    leaves = {k: (f, h) for k, _, f, h in options(cfg)}
+    head = ".".join(parts[:2])
+    if head not in leaves:
+        raise _unknown(key, sorted([*leaves, *SHORTCUTS]))
+    f, hint = leaves[head]
+    sec = getattr(cfg, parts[0])
+    if len(parts) > 2:                      # an entry inside a dict option
+        if hint is not dict:
+            raise _unknown(key, sorted(leaves))
+        d = dict(getattr(sec, parts[1]))
+        cur = d
+        for p in parts[2:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = value
+        setattr(sec, parts[1], d)
+        return
+    setattr(sec, parts[1], _check_type(key, value, hint, f.metadata.get("choices")))
+
+
+def apply_dict(cfg: Config, data: dict, *, prefix: str = "") -> None:
+    """Merge a nested dict (as read from YAML) into cfg; a top-level shortcut may hold a scalar."""
+    if not isinstance(data, dict):
+        raise ValueError(f"config {prefix or 'file'} must be a mapping, got {type(data).__name__}")
+    section_names = {name for name, _ in sections(cfg)}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if not prefix and k in section_names and isinstance(v, dict):
+            for kk, vv in v.items():
+                set_option(cfg, f"{k}.{kk}", vv)
+        else:
+            set_option(cfg, key, v)
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """'key=value' -> (key, raw value text)."""
+    if "=" not in text:
+        raise ValueError(f"override {text!r} is not key=value (e.g. steps=10, grpo.beta=0.04)")
+    key, raw = text.split("=", 1)
+    return key.strip().removeprefix("--").replace("-", "_"), raw
+
+
+def set_override(cfg: Config, key: str, raw: str) -> None:
+    """Set an option from command-line text: string options take the text as is (so `out=007` and
+    `profile_steps=3:5` stay strings), the others parse it as a YAML value."""
+    full = SHORTCUTS.get(key, key)
+    hints = {k: h for k, _, _, h in options(cfg)}
+    if hints.get(full) is str:
+        value = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"" else raw
+    else:
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {key}={raw}: cannot parse the value: {e}") from None
+    set_option(cfg, key, value)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), *, base: Config | None = None) -> Config:
+    """Defaults <- YAML file (optional) <- `key=value` overrides, each type-checked."""
+    cfg = base if base is not None else Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {str(p)!r} does not exist")
+        data = yaml.safe_load(p.read_text()) or {}
+        apply_dict(cfg, data)
+    for text in overrides:
+        set_override(cfg, *parse_override(text))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Cross-field checks that single-field typing cannot express."""
+    r, o, g, run = cfg.rollout, cfg.optim, cfg.grpo, cfg.run
+    positive = {"rollout.prompts": r.prompts, "rollout.max_new_tokens": r.max_new_tokens,
+                "optim.micro_batch": o.micro_batch, "grpo.mu": g.mu}
+    for k, v in positive.items():
+        if v < 1:
+            raise ValueError(f"config key {k!r} must be >= 1, got {v}")
+    nonneg = {"run.steps": run.steps, "run.save_every": run.save_every, "run.keep_last": run.keep_last,
+              "run.eval_n": run.eval_n, "optim.warmup": o.warmup, "optim.grad_accum": o.grad_accum,
+              "rollout.gen_batch": r.gen_batch, "grpo.beta": g.beta, "grpo.chunk_size": g.chunk_size}
+    for k, v in nonneg.items():
+        if v < 0:
+            raise ValueError(f"config key {k!r} must be >= 0, got {v}")
+    if r.group_size < 2:
+        raise ValueError(f"config key 'rollout.group_size' must be >= 2 (GRPO compares samples), got {r.group_size}")
+    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+        raise ValueError(f"config key 'optim.betas' must be two numbers in [0, 1), got {o.betas}")
+    if run.eval_k < 1:
+        raise ValueError(f"config key 'run.eval_k' must be >= 1, got {run.eval_k}")
+    if run.profile_steps:
+        parse_profile_steps(run.profile_steps)
+    for name, w in cfg.task.rewards.items():
+        if not isinstance(w, (int, float)) or isinstance(w, bool):
+            raise ValueError(f"config key 'task.rewards.{name}' must be a number, got {w!r}")
+
+
+def parse_profile_steps(text: str) -> tuple[int, int]:
+    """'a:b' -> (a, b), the half-open range of steps to capture."""
+    try:
+        a, b = (int(x) for x in str(text).split(":"))
+    except ValueError:
+        raise ValueError(f"config key 'run.profile_steps' must be 'a:b' with integers a < b, got {text!r}") from None
+    if not 0 <= a < b:
+        raise ValueError(f"config key 'run.profile_steps' must be 'a:b' with 0 <= a < b, got {text!r}")
+    return a, b
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(data: dict) -> Config:
+    cfg = Config()
+    apply_dict(cfg, data)
+    return cfg
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def help_text() -> str:
+    """Every option with its default and help, grouped by section (the body of `--help`)."""
+    rev = {v: k for k, v in SHORTCUTS.items()}
+    lines = []
+    for sec_name, sec in sections():
+        lines.append(f"\n{sec_name}:" + (f"  ({type(sec).__doc__.strip()})" if type(sec).__doc__ and
+                                            not type(sec).__doc__.startswith(type(sec).__name__) else ""))
+        for f in dataclasses.fields(sec):
+            key = f"{sec_name}.{f.name}"
+            default = getattr(sec, f.name)
+            shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
+            choices = f.metadata.get("choices")
+            extra = f" [{'|'.join(choices)}]" if choices else ""
+            alias = f" (also `{rev[key]}=`)" if key in rev else ""
+            lines.append(f"  {key}={shown}{extra}\n      {f.metadata.get('help', '')}{alias}")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Held-out evaluation as the R1 paper reports it: pass@1 averaged over k samples per question,
+cons@k (majority vote over the extracted answers) and the mean format reward.
+
+Questions are split over ranks in contiguous blocks and gathered on every rank, so the numbers do not depend
+on the number of ranks.  Used by the trainer (before / during / after) and by `r1core eval`.
+"""
+from __future__ import annotations
+
+from r1core.train import distributed as D
+from r1core.train.build import Deps
+from r1core.train.sampling import sample
+
+
+def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
+                    max_new_tokens: int = 64, seed: int = 0, gen_batch: int = 0, info: D.DistInfo | None = None,
+                    deps: Deps | None = None, return_samples: bool = False) -> dict:
+    """{"pass@1", "cons@k", "format", "completion_len", "questions", "samples"} on task.test(n)."""
+    from r1core.rewards import get
+    from r1core.tasks import evaluate
+    info = info or D.DistInfo()
+    examples = task.test(n)
+    if not examples:
+        raise ValueError(f"task {getattr(task, 'name', task)!r} has no held-out examples")
+    per_rank = -(-len(examples) // info.world)
+    mine = list(range(info.rank * per_rank, min(len(examples), (info.rank + 1) * per_rank)))
+    comps: list[list[str]] = []
+    lens: list[list[int]] = []
+    if mine:
+        was_training = model.training
+        model.eval()
+        s = sample(model, tokenizer, [examples[i].prompt for i in mine], num_samples=k,
+                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                   first_index=mine[0] if mine else 0, gen_batch=gen_batch, deps=deps)
+        model.train(was_training)
+        per_row = s.mask_NT.sum(1).tolist()
+        comps = [s.completions[j * k:(j + 1) * k] for j in range(len(mine))]
+        lens = [per_row[j * k:(j + 1) * k] for j in range(len(mine))]
+    gathered = D.all_gather_objects((mine, comps, lens), info)
+    by_index: dict[int, tuple[list[str], list[int]]] = {}
+    for idx, cs, ls in gathered:
+        for i, c, l in zip(idx, cs, ls):
+            by_index[i] = (c, l)
+    completions_QK = [by_index[i][0] for i in range(len(examples))]
+    result = evaluate(task, examples, completions_QK)
+    fmt = get("format")
+    result["format"] = sum(fmt(c) for cs in completions_QK for c in cs) / sum(len(cs) for cs in completions_QK)
+    all_lens = [l for i in range(len(examples)) for l in by_index[i][1]]
+    result["completion_len"] = sum(all_lens) / max(1, len(all_lens))
+    if return_samples:
+        result["samples_text"] = [{"prompt": ex.prompt, "answer": ex.answer, "completions": cs}
+                                  for ex, cs in zip(examples, completions_QK)]
+    return result

@@ -1,0 +1,356 @@
+"""GRPO, the RL algorithm of DeepSeekMath / DeepSeek-R1, read top to bottom in `GRPOTrainer.step`.
+
+Legend: P prompts per step (global), G samples per prompt, N = P·G/world rows on this rank,
+T positions, H hidden, V vocabulary.
+
+One step:
+  1. rollout    sample G completions for each of this rank's P/world prompts (r1core.generate)
+  2. reward     score them with the task's weighted rule rewards (r1core.rewards)
+  3. advantage  group-normalised over the global batch (r1core.grpo_advantages)
+  4. logprobs   old log-probs (only when the batch is reused: mu > 1 or several optimizer steps per
+                pass) and reference log-probs (only when beta > 0) with the fused linear log-prob op
+  5. update     mu passes; each pass splits the batch into micro-batches (optim.micro_batch rows),
+                grad_accum of them per optimizer step; fused linear GRPO loss (SPEC §3), backward,
+                gradient clipping, AdamW; one LR-scheduler step per training step.
+
+Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
+  - Loss aggregation `grpo.loss_agg` defaults to "token_mean" (DAPO) rather than the paper's
+    per-sequence mean ("seq_mean_token_mean", available); "seq_mean_token_sum_norm" is Dr. GRPO with
+    the constant normaliser max_len = rollout.max_new_tokens.
+  - The normaliser of every aggregation is taken over the whole optimizer batch on all ranks
+    (token counts, sequence counts all-reduced), not per micro-batch, so gradient accumulation and
+    the number of ranks do not change the objective.
+  - beta defaults to 0 (no KL term, as in DAPO / Dr. GRPO and most R1 reproductions): then no
+    reference model is loaded and no reference log-probs are computed.  With beta > 0 the KL is the
+    paper's k3 estimator against a frozen copy of the initial policy (or model.ref).
+  - Clipping may be asymmetric (eps_low, eps_high; DAPO's clip-higher uses eps_high = 0.28).
+  - Advantages may use an RLOO baseline or no std scaling (grpo.baseline, grpo.scale).
+  - Groups whose rewards are all equal (advantage 0, no learning signal) are counted every step and,
+    with grpo.drop_zero_variance, removed before the update (DAPO's dynamic sampling without the
+    re-sampling: the batch shrinks instead of being refilled).
+  - With mu = 1 and one optimizer step per pass the update is exactly on-policy: old log-probs are
+    the current ones (ratio = 1), so they are not computed at all.  Old log-probs are recomputed by
+    the training forward, never taken from the sampler (sampling kernels differ in rounding).
+  - The loss divides logits by the sampling temperature, so the ratio compares the distributions
+    that were sampled from.
+  - The LR schedule advances once per training step, not per optimizer step.
+  - There is no value model, no reward model and no entropy bonus, as in the paper.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from r1core.train import build, checkpoint as ckpt, distributed as D, ops
+from r1core.train.config import Config, parse_profile_steps, save_config
+from r1core.train.evaluate import evaluate_policy
+from r1core.train.logging import RunLogger, plot_curves, summary_table
+from r1core.train.profiling import PhaseTimer, ProfileWindow
+from r1core.train.sampling import sample
+
+
+@dataclass
+class Batch:
+    """One rank's training batch after the rollout (rows of the rollout, completion positions)."""
+    input_ids_NT: torch.Tensor      # tokens[:, :-1]
+    targets_NT: torch.Tensor        # tokens[:, 1:]
+    mask_NT: torch.Tensor           # completion_mask[:, 1:] (bool)
+    adv_N: torch.Tensor             # float32 advantages
+    rows: torch.Tensor              # kept row indices (all rows unless zero-variance groups are dropped)
+    old_logp_NT: torch.Tensor | None = None
+    ref_logp_NT: torch.Tensor | None = None
+
+
+class GRPOTrainer:
+    def __init__(self, cfg: Config, *, deps: build.Deps | None = None, info: D.DistInfo | None = None,
+                 init: str | None = None):
+        """`init` overrides the policy's starting weights (a checkpoint or model folder) while the
+        tokenizer still comes from cfg.model.source (pipeline stages use it)."""
+        self.cfg, self.deps = cfg, deps or build.Deps()
+        self.info = info or D.init(cfg.model.device)
+        self.device = self.info.device
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        if cfg.rollout.prompts % self.info.world:
+            raise ValueError(f"rollout.prompts={cfg.rollout.prompts} must be divisible by the number of ranks "
+                             f"({self.info.world})")
+        self.out = Path(cfg.run.out)
+        build.seed_everything(cfg.run.seed + self.info.rank)
+        resume_from = ckpt.latest_checkpoint(self.out) if cfg.run.resume else None
+        if cfg.run.resume and resume_from is None and self.info.main:
+            print(f"r1core: resume=true but {self.out}/checkpoints holds no checkpoint: starting fresh")
+
+        self.tokenizer = self.deps.load_tokenizer(build.tokenizer_source(cfg))
+        self.task = build.load_task(cfg, self.tokenizer, self.deps)
+        source = str(resume_from) if resume_from else (init or cfg.model.source)
+        model = build.load_policy(source, cfg, self.device, self.deps)
+        model.train()
+        self.policy = D.wrap(D.PolicyHead(model), self.info, cfg.run.dist)
+        self.ref = None
+        if cfg.grpo.beta > 0:                      # beta = 0: no reference model at all
+            ref_model = build.load_policy(cfg.model.ref or init or cfg.model.source, cfg, self.device, self.deps)
+            ref_model.requires_grad_(False).eval()
+            self.ref = D.wrap(D.PolicyHead(ref_model), self.info, cfg.run.dist) if cfg.run.dist == "fsdp" \
+                else D.PolicyHead(ref_model)
+        self.optimizer = build.make_optimizer(self.policy.parameters(), cfg)
+        self.scheduler = build.make_scheduler(self.optimizer, cfg, cfg.run.steps)
+        self.start_step = 0
+        self.eval_history: list[dict] = []
+        if resume_from is not None:
+            state = ckpt.load_checkpoint(resume_from, policy=self.policy, optimizer=self.optimizer,
+                                         scheduler=self.scheduler, info=self.info)
+            self.start_step = state["step"]
+            self.eval_history = state.get("eval_history", [])
+        self.timer = PhaseTimer(self.device)
+        self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The CausalLM being trained (inside the data-parallel wrapper)."""
+        return D.unwrap(self.policy)
+
+    # -----------------------------------------------------------------------------------------
+    # the loop
+    # -----------------------------------------------------------------------------------------
+    def train(self) -> dict:
+        cfg, info = self.cfg, self.info
+        if info.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+        log = RunLogger(self.out, total_steps=cfg.run.steps, start_step=self.start_step, enabled=info.main,
+                        tensorboard=cfg.run.tensorboard, progress=cfg.run.progress)
+        window = ProfileWindow(parse_profile_steps(cfg.run.profile_steps) if cfg.run.profile_steps else None)
+        if cfg.run.eval_n and not self.eval_history:
+            self._evaluate(0, log)
+        last = self.start_step
+        t_start = time.perf_counter()
+        for step in range(self.start_step + 1, cfg.run.steps + 1):
+            window.before_step(step)
+            metrics = self.step(step)
+            window.after_step(step)
+            log.log(metrics)
+            if cfg.run.eval_n and cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
+                self._evaluate(step, log)
+            if step == cfg.run.steps and cfg.run.eval_n:
+                self._evaluate(step, log)
+            if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
+                self.save(step)
+            last = step
+        window.close()
+        log.close()
+        summary = {"steps": last, "seconds": time.perf_counter() - t_start,
+                   "before": self.eval_history[0] if self.eval_history else None,
+                   "after": self.eval_history[-1] if len(self.eval_history) > 1 else None}
+        if info.main:
+            self._finish(summary)
+        return summary
+
+    def step(self, step: int) -> dict:
+        """One GRPO step (rollout, reward, advantages, log-probs, mu passes of updates) -> metrics."""
+        cfg, info = self.cfg, self.info
+        t0 = time.perf_counter()
+        P, G = cfg.rollout.prompts, cfg.rollout.group_size
+        P_local = P // info.world
+        first = info.rank * P_local
+        examples = self.task.train(P, seed=build.call_seed(cfg.run.seed, step))[first:first + P_local]
+
+        # 1. rollout: G samples per prompt, from the current policy
+        with self.timer("rollout"), D.full_params(self.policy), torch.no_grad():
+            self.model.eval()
+            s = sample(self.model, self.tokenizer, [ex.prompt for ex in examples], num_samples=G,
+                       max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                       top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, seed=build.call_seed(cfg.run.seed, step, 1),
+                       first_index=first, gen_batch=cfg.rollout.gen_batch, deps=self.deps)
+            self.model.train()
+
+        # 2. reward
+        with self.timer("reward"):
+            rb = self.task.reward(s.completions, examples, group_size=G)
+            total_N = torch.as_tensor(rb.total, dtype=torch.float32).reshape(-1)
+            per_NK = torch.as_tensor(rb.per_reward, dtype=torch.float32).reshape(total_N.numel(), -1)
+
+        # 3. advantages over the global batch (every rank computes them all, keeps its rows)
+        rewards_all = D.all_gather_cat(total_N, info)
+        adv_all = ops.advantages(rewards_all, G, scale=cfg.grpo.scale, baseline=cfg.grpo.baseline)
+        n_local = total_N.numel()
+        adv_N = adv_all[info.rank * n_local:(info.rank + 1) * n_local].float()
+        groups = rewards_all.view(-1, G)
+        zero_var_all = (groups.max(1).values == groups.min(1).values)
+        zero_var_local = zero_var_all.view(info.world, -1)[info.rank]
+        keep_N = ~zero_var_local.repeat_interleave(G) if cfg.grpo.drop_zero_variance else torch.ones(n_local, dtype=torch.bool)
+
+        batch = self._make_batch(s, adv_N, keep_N)
+        upd = self._update(batch)
+
+        # metrics (global over ranks)
+        per_all = D.all_gather_cat(per_NK, info)
+        n_tok = D.all_reduce([float(s.num_tokens), float(s.mask_NT.any(1).sum())], info=info)
+        dt = time.perf_counter() - t0
+        metrics = {
+            "step": step,
+            "reward_mean": rewards_all.mean().item(),
+            "reward_std": rewards_all.std().item() if rewards_all.numel() > 1 else 0.0,
+            **{f"reward/{n}": per_all[:, j].mean().item() for j, n in enumerate(rb.names)},
+            **upd,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "completion_len": (n_tok[0] / max(1.0, float(rewards_all.numel()))).item(),
+            "zero_var_groups": int(zero_var_all.sum()),
+            "zero_var_frac": zero_var_all.float().mean().item(),
+            "tokens": int(n_tok[0]),
+            "tokens_per_s": n_tok[0].item() / dt,
+            "step_time": dt,
+            **self.timer.reset(),
+        }
+        self.scheduler.step()
+        return metrics
+
+    # -----------------------------------------------------------------------------------------
+    # pieces of a step
+    # -----------------------------------------------------------------------------------------
+    def _make_batch(self, s, adv_N: torch.Tensor, keep_N: torch.Tensor) -> Batch:
+        tokens, mask = s.tokens_NT, s.mask_NT
+        used = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 2   # drop trailing padding columns
+        tokens, mask = tokens[:, :max(used, 2)], mask[:, :max(used, 2)]
+        dev = self.device
+        return Batch(input_ids_NT=tokens[:, :-1].to(dev), targets_NT=tokens[:, 1:].to(dev),
+                     mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten())
+
+    def _micro_batches(self, rows: torch.Tensor) -> list[list[torch.Tensor]]:
+        """Mini-batches (one optimizer step each) of micro-batches (one forward each) of row indices.
+        Every rank runs the same number of micro-batches (collectives must match): missing ones are
+        empty tensors, run as a masked-out dummy row."""
+        mb = self.cfg.optim.micro_batch
+        micro = list(rows.split(mb)) if rows.numel() else []
+        n = int(D.all_reduce([float(len(micro))], op="max", info=self.info)[0])
+        micro += [rows.new_empty(0)] * (n - len(micro))
+        accum = self.cfg.optim.grad_accum or max(1, n)
+        return [micro[i:i + accum] for i in range(0, n, accum)]
+
+    @torch.no_grad()
+    def _logprobs(self, head: torch.nn.Module, batch: Batch, micro: list[torch.Tensor]) -> torch.Tensor:
+        out = torch.zeros(batch.targets_NT.shape, dtype=torch.float32, device=self.device)
+        for rows in micro:
+            rows_, _ = self._rows_or_dummy(rows)
+            hidden, weight, bias = head(batch.input_ids_NT[rows_])
+            lp = ops.linear_logprobs(hidden, weight, batch.targets_NT[rows_], bias_V=bias, temperature=self.temperature)
+            if rows.numel():
+                out[rows] = lp
+        return out
+
+    @staticmethod
+    def _rows_or_dummy(rows: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        return (rows, False) if rows.numel() else (torch.zeros(1, dtype=torch.long), True)
+
+    def _update(self, batch: Batch) -> dict:
+        cfg, info = self.cfg, self.info
+        minis = self._micro_batches(batch.rows)
+        if not minis:                                    # every group dropped everywhere: no update
+            return {"loss": 0.0, "kl_mean": 0.0, "clip_low_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 1.0,
+                    "grad_norm": 0.0, "optimizer_steps": 0}
+        all_micro = [m for mini in minis for m in mini]
+        reuse = cfg.grpo.mu > 1 or len(minis) > 1        # the batch outlives the policy that sampled it
+        with self.timer("logprobs"):
+            if reuse:
+                batch.old_logp_NT = self._logprobs(self.policy, batch, all_micro)
+            if self.ref is not None:
+                with D.full_params(self.ref):
+                    batch.ref_logp_NT = self._logprobs(self.ref, batch, all_micro)
+
+        g = cfg.grpo
+        loss_kw = dict(beta=g.beta, eps_low=g.eps_low, eps_high=g.eps_high, temperature=self.temperature,
+                       loss_agg=g.loss_agg, max_len=cfg.rollout.max_new_tokens if g.loss_agg ==
+                       "seq_mean_token_sum_norm" else None)
+        # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens], grad norms
+        sums = torch.zeros(6, dtype=torch.float64)
+        grad_norms = []
+        for _ in range(g.mu):
+            for mini in minis:
+                norm = self._normalisers(batch, mini)
+                for rows in mini:
+                    rows_, dummy = self._rows_or_dummy(rows)
+                    mask = batch.mask_NT[rows_] & (not dummy)
+                    with self.timer("forward"):
+                        hidden, weight, bias = self.policy(batch.input_ids_NT[rows_])
+                        loss, st = ops.linear_grpo_loss(
+                            hidden, weight, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias_V=bias,
+                            old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
+                            ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
+                            chunk_size=g.chunk_size or None, **loss_kw)
+                        scale = self._scale(mask, norm)
+                    with self.timer("backward"):
+                        (loss * (scale * info.world)).backward()
+                    ntok = float(mask.sum())
+                    sums += torch.tensor([loss.item() * scale, st.kl_mean.item() * ntok, st.ratio_mean.item() * ntok,
+                                          st.clip_low_frac.item() * ntok, st.clip_high_frac.item() * ntok, ntok],
+                                         dtype=torch.float64)
+                with self.timer("optimizer"):
+                    gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
+                                                        cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
+                    gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn
+                    grad_norms.append(float(gn))
+                    self.optimizer.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+        sums = D.all_reduce(sums, info=info)
+        n = max(1.0, float(sums[5]))
+        steps = g.mu * len(minis)
+        return {"loss": float(sums[0]) / steps, "kl_mean": float(sums[1]) / n, "ratio_mean": float(sums[2]) / n,
+                "clip_low_frac": float(sums[3]) / n, "clip_high_frac": float(sums[4]) / n,
+                "grad_norm": sum(grad_norms) / len(grad_norms), "optimizer_steps": steps}
+
+    def _normalisers(self, batch: Batch, mini: list[torch.Tensor]) -> torch.Tensor:
+        """Global [tokens, sequences with >= 1 token, rows] of one optimizer batch (all ranks)."""
+        rows = torch.cat(mini) if mini else batch.rows.new_empty(0)
+        m = batch.mask_NT[rows]
+        return D.all_reduce([float(m.sum()), float(m.any(1).sum()), float(rows.numel())], info=self.info)
+
+    def _scale(self, mask_BT: torch.Tensor, norm: torch.Tensor) -> float:
+        """Factor turning the op's micro-batch-normalised loss into this micro-batch's share of the
+        optimizer batch's loss: the op divides by the micro-batch's count, we want the global one."""
+        agg = self.cfg.grpo.loss_agg
+        local = {"token_mean": float(mask_BT.sum()), "seq_mean_token_mean": float(mask_BT.any(1).sum()),
+                 "seq_mean_token_sum_norm": float(mask_BT.shape[0]) if mask_BT.any() else 0.0}[agg]
+        total = float(norm[{"token_mean": 0, "seq_mean_token_mean": 1, "seq_mean_token_sum_norm": 2}[agg]])
+        return local / total if total > 0 else 0.0
+
+    # -----------------------------------------------------------------------------------------
+    # evaluation, checkpoints, the end
+    # -----------------------------------------------------------------------------------------
+    def _evaluate(self, step: int, log: RunLogger) -> dict:
+        cfg = self.cfg
+        with D.full_params(self.policy), torch.no_grad():
+            result = evaluate_policy(self.model, self.tokenizer, self.task, n=cfg.run.eval_n, k=cfg.run.eval_k,
+                                     temperature=cfg.run.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
+                                     seed=build.call_seed(cfg.run.seed, 7), gen_batch=cfg.rollout.gen_batch,
+                                     info=self.info, deps=self.deps)
+        result = {"step": step, **result}
+        self.eval_history.append(result)
+        log.log_eval(step, result)
+        log.write(f"eval @ step {step}: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}  "
+                  f"len {result['completion_len']:.1f}")
+        if self.info.main:
+            self._write_eval_json()
+        return result
+
+    def _write_eval_json(self) -> None:
+        h = self.eval_history
+        data = {"before": h[0] if h else None, "after": h[-1] if len(h) > 1 else None, "history": h}
+        (self.out / "eval.json").write_text(json.dumps(data, indent=1))
+
+    def save(self, step: int) -> Path:
+        return ckpt.save_checkpoint(self.out, step, policy=self.policy, optimizer=self.optimizer,
+                                    scheduler=self.scheduler, info=self.info, keep_last=self.cfg.run.keep_last,
+                                    trainer_state={"eval_history": self.eval_history}, tokenizer=self.tokenizer)
+
+    def _finish(self, summary: dict) -> None:
+        png = plot_curves(self.out)
+        table = summary_table(summary["before"], summary["after"])
+        print(f"\nr1core train: {summary['steps']} steps in {summary['seconds']:.0f} s -> {self.out}")
+        if table:
+            print(table)
+        if png:
+            print(f"curves: {png}")
