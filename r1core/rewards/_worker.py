@@ -1,0 +1,103 @@
+"""A reward worker process (started by pool.py as `python _worker.py`; not imported by r1core).
+
+It loads this folder as a private package (so it needs neither torch nor r1core), imports sympy,
+says "ready", then serves length-prefixed pickle frames on stdin/stdout:
+    ("equiv", a, b)            -> ("ok", bool)      (sympy; "math_verify" likewise)
+    ("score", names, items)    -> ("item", [float per name]) per item, then ("done",)
+The parent kills it when a request passes its time limit; it also dies with its parent (Linux
+PR_SET_PDEATHSIG) and keeps its address space under R1CORE_REWARD_WORKER_MEM_GB (default 4).
+"""
+import importlib.util
+import os
+import pickle
+import signal
+import struct
+import sys
+from pathlib import Path
+
+HEADER = struct.Struct("<I")
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() == 1:  # the parent is already gone
+        sys.exit(0)
+
+
+def _limit_memory() -> None:
+    try:
+        import resource
+        gb = float(os.environ.get("R1CORE_REWARD_WORKER_MEM_GB", "4"))
+        limit = int(gb * (1 << 30))
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _load_rewards():
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location("_r1core_rewards", here / "__init__.py",
+                                                  submodule_search_locations=[str(here)])
+    pkg = importlib.util.module_from_spec(spec)
+    sys.modules["_r1core_rewards"] = pkg
+    spec.loader.exec_module(pkg)
+    sys.modules["_r1core_rewards.symbolic"].INLINE = True
+    return pkg
+
+
+def _read_exact(f, n: int) -> bytes:
+    data = f.read(n)
+    if data is None or len(data) < n:
+        raise EOFError
+    return data
+
+
+def main() -> None:
+    _die_with_parent()
+    inp = os.fdopen(os.dup(0), "rb")
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # stray prints must not corrupt the frames
+    _limit_memory()
+    rewards = _load_rewards()
+    import sympy  # noqa: F401  (paid once, before "ready")
+
+    def send(obj) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        out.write(HEADER.pack(len(data)) + data)
+        out.flush()
+
+    send(("ready",))
+    symbolic = sys.modules["_r1core_rewards.symbolic"]
+    while True:
+        try:
+            (n,) = HEADER.unpack(_read_exact(inp, 4))
+            request = pickle.loads(_read_exact(inp, n))
+        except EOFError:
+            return
+        kind = request[0]
+        if kind == "equiv":
+            try:
+                send(("ok", bool(symbolic.sympy_equal(request[1], request[2]))))
+            except Exception as e:  # noqa: BLE001 (any failure is "not equivalent")
+                send(("error", repr(e)[:200]))
+        elif kind == "math_verify":
+            try:
+                send(("ok", bool(symbolic.math_verify_equal(request[1], request[2]))))
+            except Exception as e:  # noqa: BLE001
+                send(("error", repr(e)[:200]))
+        elif kind == "score":
+            _, names, items = request
+            fns = [rewards.get(name) for name in names]
+            for completion, columns in items:
+                send(("item", [fn(completion, **columns.get(name, {})) for fn, name in zip(fns, names)]))
+            send(("done",))
+        else:
+            send(("error", f"unknown request {kind!r}"))
+
+
+if __name__ == "__main__":
+    main()

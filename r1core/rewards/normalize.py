@@ -1,0 +1,67 @@
+"""Normalise an extracted answer into a canonical string: what string comparison, the number
+reader and the expression parser all start from.
+
+Rules, in order (docs/rewards.md lists the decisions):
+  * control characters and NUL dropped; math delimiters $ \\( \\) \\[ \\] dropped; \\left \\right
+    \\displaystyle and LaTeX spacing (\\, \\; \\! \\: \\quad ~) dropped; \\dfrac/\\tfrac -> \\frac;
+  * text wrappers (\\text{…} \\mathrm{…} \\mathbf{…} \\textbf{…} \\mbox{…} \\operatorname{…}) replaced by
+    their content; degrees (^\\circ, °) dropped; \\% -> %;
+  * a single leading assignment "x = 3" / "\\theta=3" / "x \\in [1, 2]" -> the right-hand side; a trailing full stop dropped;
+  * units: a number followed by words ("5 cm", "12 apples", "3 hours") keeps the number; a known unit
+    glued to a number ("5cm", "10kg") too; currency signs and codes ($, \\$, USD, €, £) dropped;
+  * thousands separators "1,234,567" (groups of exactly three digits) -> "1234567";
+  * all whitespace removed.
+Input longer than MAX_NORMALIZE_CHARS is only stripped (no regex work on huge strings).
+"""
+from __future__ import annotations
+
+import re
+
+MAX_NORMALIZE_CHARS = 1000
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_DELIMS = re.compile(r"\\[()\[\]]|\$")
+_DROP = re.compile(r"\\(?:left|right|displaystyle|textstyle|bigl?|bigr?|Bigl?|Bigr?)(?![a-zA-Z])"
+                   r"|\\[,;!: ]|\\q?quad(?![a-zA-Z])|~")
+_FRAC = re.compile(r"\\[dt]frac(?![a-zA-Z])")
+_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|operatorname|boldsymbol)"
+                      r"\s*\{([^{}]*)\}")
+_DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![a-zA-Z])")
+_ASSIGN = re.compile(r"^\s*(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+)\s*(?:=|\\in(?![a-zA-Z]))\s*(?=\S)")
+_CURRENCY = re.compile(r"\\\$|[$€£¥]|\b(?:USD|EUR|GBP|dollars?|euros?)\b\.?", re.IGNORECASE)
+_NUMBER = r"[-+]?(?:\d+(?:,\d{3})*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
+_NUMBER_THEN_WORDS = re.compile(rf"^({_NUMBER}%?)\s+[a-zA-Z][a-zA-Z\s.\-/^0-9]*$")
+_UNITS = ("mm|cm|km|m|mi|ft|in|yd|kg|mg|g|lb|lbs|oz|ml|mL|l|L|s|sec|secs|min|mins|h|hr|hrs|"
+          "mph|kph|km/h|m/s|cm\\^2|m\\^2|cm\\^3|m\\^3|units?|sq")
+_NUMBER_THEN_UNIT = re.compile(rf"^({_NUMBER}%?)(?:{_UNITS})$")
+_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])(?!\.\d*,)")
+_SPACE = re.compile(r"\s+")
+
+
+def normalize(answer: str) -> str:
+    """The canonical form of an answer string (see the module docstring)."""
+    s = answer.strip()
+    if len(s) > MAX_NORMALIZE_CHARS:
+        return s
+    s = _CONTROL.sub("", s)
+    s = s.replace("\\$", "")  # an escaped dollar is a currency sign, not a math delimiter
+    s = _DELIMS.sub("", s)
+    s = _DROP.sub(" ", s)
+    s = _FRAC.sub(r"\\frac", s)
+    for _ in range(4):  # nested wrappers: \text{\textbf{5}}
+        t = _WRAPPER.sub(r" \1 ", s)
+        if t == s:
+            break
+        s = t
+    s = _DEGREE.sub("", s)
+    s = s.replace("\\%", "%").strip()
+    s = s.rstrip(".").strip()
+    if s.count("=") <= 1:
+        s = _ASSIGN.sub("", s, count=1)
+    s = _CURRENCY.sub("", s).strip()
+    m = _NUMBER_THEN_WORDS.match(s) or _NUMBER_THEN_UNIT.match(s.replace(" ", ""))
+    if m:
+        s = m.group(1)
+    s = _THOUSANDS.sub(lambda m: m.group().replace(",", ""), s)
+    s = _SPACE.sub("", s)
+    return s.rstrip(".")

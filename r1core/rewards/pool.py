@@ -1,0 +1,286 @@
+"""A small persistent pool of reward worker processes with a hard time limit per request.
+
+Why processes: sympy can run for minutes on a hostile answer and no Python-level timeout can stop
+C code; `signal.alarm` only works in the main thread.  A worker that passes its limit is killed
+(SIGKILL) and replaced, and the caller gets "no result" (the reward scores 0), so training never
+hangs and the process survives.
+
+Workers are `python _worker.py` subprocesses (not multiprocessing children: they must not import
+torch or r1core, only this folder and sympy, so they start in well under a second), talking over
+their stdin/stdout with length-prefixed pickle frames.  Each sends a "ready" frame once its imports
+are done; a request's time limit starts when a ready worker receives it (start-up is not counted).
+
+  get_pool().call(request, timeout)          one request on one worker -> result, or None on timeout
+  get_pool().score_items(names, items, limit) a batch spread over all workers, streamed per item;
+                                              an item that passes `limit` comes back as None
+Size: R1CORE_REWARD_WORKERS, default min(2, os.cpu_count()).
+"""
+from __future__ import annotations
+
+import atexit
+import collections
+import os
+import pickle
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+WORKER_SCRIPT = Path(__file__).resolve().parent / "_worker.py"
+STARTUP_TIMEOUT = 120.0
+_HEADER = struct.Struct("<I")
+
+
+class WorkerError(RuntimeError):
+    """A worker could not start or broke the protocol."""
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-u", str(WORKER_SCRIPT)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+        self.fd = self.proc.stdout.fileno()
+        self.buf = bytearray()
+        self.ready = False
+
+    # -- frames --------------------------------------------------------------------------------
+    def send(self, obj: Any) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self.proc.stdin.write(_HEADER.pack(len(data)) + data)
+        self.proc.stdin.flush()
+
+    def frame(self) -> Any:
+        """A complete frame from the buffer, or None."""
+        if len(self.buf) < 4:
+            return None
+        (n,) = _HEADER.unpack_from(self.buf)
+        if len(self.buf) < 4 + n:
+            return None
+        data = bytes(self.buf[4:4 + n])
+        del self.buf[:4 + n]
+        return pickle.loads(data)
+
+    def fill(self) -> bool:
+        """Read what the pipe holds (call when select says readable); False at end of file."""
+        chunk = os.read(self.fd, 1 << 20)
+        if not chunk:
+            return False
+        self.buf += chunk
+        return True
+
+    def recv(self, deadline: float) -> Any:
+        """The next frame, or raise TimeoutError at `deadline` / EOFError when the worker died."""
+        while True:
+            f = self.frame()
+            if f is not None:
+                return f
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                raise TimeoutError
+            if not self.fill():
+                raise EOFError
+
+    def wait_ready(self) -> None:
+        if self.ready:
+            return
+        try:
+            msg = self.recv(time.monotonic() + STARTUP_TIMEOUT)
+        except (TimeoutError, EOFError):
+            self.kill()
+            raise WorkerError(f"reward worker did not start (python {WORKER_SCRIPT}); is sympy installed?") from None
+        if msg != ("ready",):
+            self.kill()
+            raise WorkerError(f"reward worker sent {msg!r} instead of ready")
+        self.ready = True
+
+    def kill(self) -> None:
+        try:
+            self.proc.kill()
+        except OSError:
+            pass
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+class WorkerPool:
+    """`size` persistent workers, started lazily, each used by one caller at a time."""
+
+    def __init__(self, size: int) -> None:
+        if size < 1:
+            raise ValueError(f"size: expected >= 1 worker, got {size}")
+        self.size = size
+        self.idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self.lock = threading.Lock()
+        self.started = 0
+        self.closed = False
+        self.restarts = 0
+
+    # -- check-out / in -------------------------------------------------------------------------
+    def _checkout(self, block: bool = True) -> _Worker | None:
+        with self.lock:
+            if self.closed:
+                raise WorkerError("the reward worker pool is closed")
+            if self.idle.empty() and self.started < self.size:
+                self.started += 1
+                return _Worker()
+        try:
+            return self.idle.get(block=block)
+        except queue.Empty:
+            return None
+
+    def _checkin(self, w: _Worker) -> None:
+        self.idle.put(w)
+
+    def _replace(self, w: _Worker) -> _Worker:
+        """Kill a worker that ran out of time or died; its replacement starts at once."""
+        w.kill()
+        self.restarts += 1
+        return _Worker()
+
+    def warm(self) -> None:
+        """Start every worker and wait until each is ready (tests and benches call this first)."""
+        ws = [self._checkout() for _ in range(self.size)]
+        try:
+            for w in ws:
+                w.wait_ready()
+        finally:
+            for w in ws:
+                self._checkin(w)
+
+    # -- one request ----------------------------------------------------------------------------
+    def call(self, request: tuple, *, timeout: float) -> Any:
+        """Run `request` on one worker; None when it takes longer than `timeout` seconds or fails."""
+        w = self._checkout()
+        try:
+            w.wait_ready()
+            w.send(request)
+            reply = w.recv(time.monotonic() + timeout)
+        except (TimeoutError, EOFError, OSError):
+            w = self._replace(w)
+            return None
+        finally:
+            self._checkin(w)
+        return reply[1] if reply[0] == "ok" else None
+
+    # -- a batch, streamed per item -------------------------------------------------------------
+    def score_items(self, names: list[str], items: list[tuple[str, dict]], *, limit: float,
+                    chunk: int = 64) -> list[list[float] | None]:
+        """Each item is (completion, {reward name: its keyword columns}); the result per item is the
+        rewards in `names` order, or None for an item that passed `limit` seconds (its worker is
+        replaced and the rest of its chunk goes back in the queue)."""
+        results: list[list[float] | None] = [None] * len(items)
+        todo = collections.deque((s, min(s + chunk, len(items))) for s in range(0, len(items), chunk))
+        workers = [self._checkout()]
+        while len(workers) < self.size:
+            w = self._checkout(block=False)
+            if w is None:
+                break
+            workers.append(w)
+        busy: dict[int, list] = {}  # fd -> [worker, next index, end, deadline]
+        try:
+            for w in workers:
+                w.wait_ready()
+            free = list(workers)
+            while todo or busy:
+                while free and todo:
+                    w = free.pop()
+                    start, end = todo.popleft()
+                    w.send(("score", names, items[start:end]))
+                    busy[w.fd] = [w, start, end, time.monotonic() + limit]
+                now = time.monotonic()
+                wait = max(0.0, min(b[3] for b in busy.values()) - now)
+                readable = select.select(list(busy), [], [], wait)[0]
+                for fd in readable:
+                    b = busy[fd]
+                    w = b[0]
+                    alive = w.fill()
+                    while True:
+                        msg = w.frame()
+                        if msg is None:
+                            break
+                        if msg[0] == "item":
+                            results[b[1]] = msg[1]
+                            b[1] += 1
+                            b[3] = time.monotonic() + limit
+                        elif msg[0] == "done":
+                            del busy[fd]
+                            free.append(w)
+                            break
+                    if not alive and fd in busy:
+                        b[3] = 0.0  # dead: handled as a timeout below
+                now = time.monotonic()
+                for fd in [fd for fd, b in busy.items() if b[3] <= now]:
+                    w, nxt, end, _ = busy.pop(fd)
+                    if nxt + 1 < end:
+                        todo.append((nxt + 1, end))
+                    nw = self._replace(w)
+                    workers[workers.index(w)] = nw
+                    nw.wait_ready()
+                    free.append(nw)
+        except (OSError, EOFError, WorkerError):
+            for b in busy.values():  # broken pipe etc.: replace what was busy; items stay None
+                workers[workers.index(b[0])] = self._replace(b[0])
+            busy.clear()
+        finally:
+            for fd, b in busy.items():
+                workers[workers.index(b[0])] = self._replace(b[0])
+            for w in workers:
+                self._checkin(w)
+        return results
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+        while True:
+            try:
+                self.idle.get_nowait().kill()
+            except queue.Empty:
+                break
+
+
+_POOL: WorkerPool | None = None
+_POOL_LOCK = threading.Lock()
+_WARNED = False
+
+
+def default_size() -> int:
+    env = os.environ.get("R1CORE_REWARD_WORKERS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise ValueError(f"R1CORE_REWARD_WORKERS: expected an int, got {env!r}") from None
+        if n < 1:
+            raise ValueError(f"R1CORE_REWARD_WORKERS: expected >= 1, got {n}")
+        return n
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def get_pool() -> WorkerPool:
+    """The process-wide pool (created on first use, closed at exit)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL.closed:
+            _POOL = WorkerPool(default_size())
+            atexit.register(_POOL.close)
+        return _POOL
+
+
+def warn_once(msg: str) -> None:
+    global _WARNED
+    if not _WARNED:
+        _WARNED = True
+        warnings.warn(msg, RuntimeWarning, stacklevel=3)
