@@ -127,3 +127,31 @@ def moe_experts_dense_ref(x_TH, w13_E2IH, w2_EHI, weights_Tk, ids_Tk) -> torch.T
     dense_TE = torch.zeros(T, E, dtype=x_TH.dtype, device=x_TH.device)
     dense_TE = dense_TE.scatter_add(1, ids_Tk.long(), weights_Tk.to(x_TH.dtype))
     return torch.einsum("te,eth->th", dense_TE, o_ETH)
+
+
+def moe_align_ref(ids_Tk: torch.Tensor, num_experts: int, block: int):
+    """The MoE permutation in PyTorch (same layout as csrc/moe/moe_align.h; no host sync on a GPU):
+    -> (sorted_ids [P_max], inverse [S], block_expert [P_max/block], seg_start [E+1], counts [E]),
+    int32.  Assignment s = t·k + j sits at padded row inverse[s] of its expert's segment; each segment
+    is padded to a multiple of `block` with the sentinel S; block_expert is -1 past the end."""
+    S = ids_Tk.numel()
+    E, B = num_experts, block
+    dev = ids_Tk.device
+    flat_S = ids_Tk.reshape(-1).long()
+    counts_E = torch.zeros(E, dtype=torch.long, device=dev).scatter_add_(0, flat_S, torch.ones_like(flat_S))
+    padded_E = (counts_E + B - 1) // B * B
+    seg_start = torch.zeros(E + 1, dtype=torch.long, device=dev)
+    seg_start[1:] = torch.cumsum(padded_E, 0)
+    order_S = torch.argsort(flat_S, stable=True)
+    e_sorted = flat_S[order_S]
+    first_unpadded_E = torch.cumsum(counts_E, 0) - counts_E
+    pos_S = seg_start[e_sorted] + torch.arange(S, device=dev) - first_unpadded_E[e_sorted]
+    P_max = (S + E * (B - 1) + B - 1) // B * B
+    sorted_ids = torch.full((P_max,), S, dtype=torch.int32, device=dev)
+    sorted_ids[pos_S] = order_S.to(torch.int32)
+    inverse = torch.empty(S, dtype=torch.int32, device=dev)
+    inverse[order_S] = pos_S.to(torch.int32)
+    row0 = torch.arange(0, P_max, B, device=dev)
+    block_expert = torch.searchsorted(seg_start[1:], row0, right=True)
+    block_expert = torch.where(row0 < seg_start[E], block_expert, -1).to(torch.int32)
+    return sorted_ids, inverse, block_expert, seg_start.to(torch.int32), counts_E.to(torch.int32)
