@@ -16,6 +16,7 @@ Saving writes the Hugging Face layout back (split, unstacked), sharded above `ma
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable
@@ -172,7 +173,7 @@ def build_model(config: ModelConfig, fetch: Callable[[str], torch.Tensor], *, dt
     """Build a CausalLM on the meta device and fill every parameter/buffer from fetch(name)."""
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_init():
         model = CausalLM(config)
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
@@ -191,6 +192,22 @@ def build_model(config: ModelConfig, fetch: Callable[[str], torch.Tensor], *, dt
         model.lm_head.weight = model.embed_tokens.weight
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def _skip_init():
+    """Random initialisation is wasted work when every weight is loaded next (and on the meta device
+    torch's init functions import torch._dynamo: seconds)."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "kaiming_normal_", "trunc_normal_", "xavier_uniform_",
+             "xavier_normal_", "zeros_", "ones_", "constant_")
+    saved = {n: getattr(torch.nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(torch.nn.init, n, lambda tensor, *a, **k: tensor)
+        yield
+    finally:
+        for n, f in saved.items():
+            setattr(torch.nn.init, n, f)
 
 
 # ---------------------------------------------------------------------------------------------
