@@ -4,13 +4,14 @@ It loads this folder as a private package (so it needs neither torch nor r1core)
 says "ready", then serves length-prefixed pickle frames on stdin/stdout:
     ("equiv", a, b)            -> ("ok", bool)      (sympy; "math_verify" likewise)
     ("score", names, items)    -> ("item", [float per name]) per item, then ("done",)
-The parent kills it when a request passes its time limit; it also dies with its parent (Linux
-PR_SET_PDEATHSIG) and keeps its address space under R1CORE_REWARD_WORKER_MEM_GB (default 4).
+    ("sleep", seconds)         -> ("ok", True) after sleeping (tests of the kill path; so does
+                                  the reward "_sleep", registered only here, inside "score")
+The parent kills it when a request passes its time limit; it also exits when its parent dies, and
+keeps its address space under R1CORE_REWARD_WORKER_MEM_GB (default 4).
 """
 import importlib.util
 import os
 import pickle
-import signal
 import struct
 import sys
 from pathlib import Path
@@ -19,13 +20,21 @@ HEADER = struct.Struct("<I")
 
 
 def _die_with_parent() -> None:
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() == 1:  # the parent is already gone
-        sys.exit(0)
+    """Exit when the parent goes away, even in the middle of a long sympy call.  (Not
+    PR_SET_PDEATHSIG: that fires when the parent *thread* that started us exits, and workers are
+    started from whichever thread needed one.)"""
+    import threading
+    import time
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(0)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _limit_memory() -> None:
@@ -70,6 +79,12 @@ def main() -> None:
         out.write(HEADER.pack(len(data)) + data)
         out.flush()
 
+    def _sleep(completion: str) -> float:  # tests: an item that overruns (exists only in workers)
+        import time
+        time.sleep(float(completion))
+        return 1.0
+
+    rewards.register("_sleep", _sleep)
     send(("ready",))
     symbolic = sys.modules["_r1core_rewards.symbolic"]
     while True:
@@ -95,6 +110,10 @@ def main() -> None:
             for completion, columns in items:
                 send(("item", [fn(completion, **columns.get(name, {})) for fn, name in zip(fns, names)]))
             send(("done",))
+        elif kind == "sleep":  # tests: a request that overruns its limit on purpose
+            import time
+            time.sleep(request[1])
+            send(("ok", True))
         else:
             send(("error", f"unknown request {kind!r}"))
 

@@ -23,6 +23,7 @@ MAX_DEPTH = 48            # nesting of the recursive descent
 MAX_EXPONENT = 1000       # |a numeric exponent| (also the digits of a scientific-notation exponent)
 MAX_BITS = 1 << 16        # numerator + denominator bits of any folded constant
 MAX_DIGITS = 400          # digits of one number literal
+MAX_DEGREE = 1000         # (x^{1000})^{1000} would make sympy expand a degree-10^6 power
 
 FUNCS = {"sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan", "sinh", "cosh", "tanh",
          "exp", "ln", "log", "abs"}
@@ -51,6 +52,11 @@ class NotExpression(ValueError):
 class Parsed:
     tree: tuple
     value: Fraction | None  # the exact rational value when the expression is a rational constant
+    degree: int = 0         # a bound on the polynomial degree in the symbols ((x^a)^b: a·b)
+
+    def __post_init__(self):
+        if self.degree > MAX_DEGREE:
+            raise NotExpression("degree too large")
 
 
 def tokenize(text: str) -> list[tuple[str, str]]:
@@ -206,7 +212,8 @@ class _Parser:
         elif tok == "|":
             inner = self.expr()
             self.take("|")
-            node = Parsed(("func", "abs", inner.tree), abs(inner.value) if inner.value is not None else None)
+            node = Parsed(("func", "abs", inner.tree), abs(inner.value) if inner.value is not None else None,
+                          inner.degree)
         elif kind == "letter":
             node = self.letter(tok)
         elif kind in ("word", "cmd"):
@@ -235,7 +242,7 @@ class _Parser:
             name = f"{tok}_{''.join(parts)}"
             if not re.fullmatch(r"[a-zA-Z]_[a-zA-Z0-9]{1,8}", name):
                 raise NotExpression("unsupported subscript")
-        return Parsed(("sym", name), None)
+        return Parsed(("sym", name), None, 1)
 
     def named(self, name: str) -> Parsed:
         if name == "frac":
@@ -254,7 +261,7 @@ class _Parser:
         if name in ("infty", "infinity", "inf", "oo"):
             return Parsed(("const", "oo"), None)
         if name in GREEK:
-            return Parsed(("sym", name), None)
+            return Parsed(("sym", name), None, 1)
         if name in FUNCS:
             base = None
             if name == "log" and self.at("_"):
@@ -265,10 +272,10 @@ class _Parser:
                 self.take("^")
                 power = self.exponent()
             arg = self.group() if self.at("{", "(") else self.power()
-            node = Parsed(("log", arg.tree, base.tree), None) if base is not None else \
-                Parsed(("func", "abs" if name == "abs" else name, arg.tree), None)
+            node = Parsed(("log", arg.tree, base.tree), None, arg.degree + base.degree) if base is not None else \
+                Parsed(("func", name, arg.tree), None, arg.degree)
             if name == "abs" and arg.value is not None:
-                node = Parsed(node.tree, abs(arg.value))
+                node = Parsed(node.tree, abs(arg.value), arg.degree)
             return _pow(node, power) if power is not None else node
         raise NotExpression(f"unsupported command \\{name}")
 
@@ -280,7 +287,7 @@ def _check(v: Fraction | None) -> Fraction | None:
 
 
 def _neg(a: Parsed) -> Parsed:
-    return Parsed(("neg", a.tree), -a.value if a.value is not None else None)
+    return Parsed(("neg", a.tree), -a.value if a.value is not None else None, a.degree)
 
 
 def _binary(op: str, a: Parsed, b: Parsed) -> Parsed:
@@ -294,7 +301,8 @@ def _binary(op: str, a: Parsed, b: Parsed) -> Parsed:
             raise NotExpression("division by zero")
         else:
             v = a.value / b.value
-    return Parsed((op, a.tree, b.tree), _check(v))
+    degree = max(a.degree, b.degree) if op == "add" else a.degree + b.degree
+    return Parsed((op, a.tree, b.tree), _check(v), degree)
 
 
 def _pow(base: Parsed, exp: Parsed) -> Parsed:
@@ -311,7 +319,11 @@ def _pow(base: Parsed, exp: Parsed) -> Parsed:
             v = base.value ** e
     elif _is_tower(exp.tree):  # a power tower in the exponent of anything: refuse
         raise NotExpression("power tower")
-    return Parsed(("pow", base.tree, exp.tree), _check(v))
+    if exp.value is not None:
+        degree = base.degree * -(-abs(exp.value.numerator) // exp.value.denominator)
+    else:
+        degree = base.degree + exp.degree
+    return Parsed(("pow", base.tree, exp.tree), _check(v), degree)
 
 
 def _is_tower(tree: tuple) -> bool:
@@ -328,7 +340,7 @@ def _root(arg: Parsed, index: Parsed | None) -> Parsed:
         p, q = _iroot(arg.value.numerator, n), _iroot(arg.value.denominator, n)
         if p is not None and q is not None:
             v = Fraction(p, q)
-    return Parsed(("root", arg.tree, n), v)
+    return Parsed(("root", arg.tree, n), v, arg.degree)
 
 
 def _iroot(x: int, n: int) -> int | None:

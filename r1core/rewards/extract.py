@@ -84,7 +84,7 @@ def answer_is(text: str) -> str | None:
         m = _ANSWER_IS.match(tail, at, min(len(tail), at + 32 + MAX_ANSWER_CHARS))
         if m:
             line = m.group(1).split("\n", 1)[0].strip()
-            line = line.strip("*_ ").rstrip(".").strip()
+            line = line.strip("*_ ").rstrip(".").strip("*_ ")
             return line or None
         at = low.rfind("answer", 0, at)
     return None

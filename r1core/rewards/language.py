@@ -13,23 +13,40 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 from .registry import RewardOptionError, register
 
-SCRIPTS = {
-    "latin": r"[A-Za-z\u00C0-\u024F\u1E00-\u1EFF]{2,}",
-    "cyrillic": r"[\u0400-\u04FF]{2,}",
-    "greek": r"[\u0370-\u03FF\u1F00-\u1FFF]{2,}",
-    "arabic": r"[\u0600-\u06FF\u0750-\u077F]{2,}",
-    "hebrew": r"[\u0590-\u05FF]{2,}",
-    "hangul": r"[\uAC00-\uD7AF\u1100-\u11FF\u3130-\u318F]+",
-    "devanagari": r"[\u0900-\u097F]{2,}",
-    "thai": r"[\u0E00-\u0E7F]+",
-    "han": r"[\u3400-\u4DBF\u4E00-\u9FFF\uF900-\uFAFF]",
-    "hiragana": r"[\u3040-\u309F]",
-    "katakana": r"[\u30A0-\u30FF]",
+# script -> (code point ranges, minimum letters per word: 1 = every character is a word)
+SCRIPTS: dict[str, tuple[tuple[tuple[int, int], ...], int]] = {
+    "latin": (((0x41, 0x5A), (0x61, 0x7A), (0xC0, 0xD6), (0xD8, 0xF6), (0xF8, 0x24F), (0x1E00, 0x1EFF)), 2),
+    "cyrillic": (((0x400, 0x4FF),), 2),
+    "greek": (((0x370, 0x3FF), (0x1F00, 0x1FFF)), 2),
+    "arabic": (((0x600, 0x6FF), (0x750, 0x77F)), 2),
+    "hebrew": (((0x590, 0x5FF),), 2),
+    "hangul": (((0xAC00, 0xD7AF), (0x1100, 0x11FF), (0x3130, 0x318F)), 1),
+    "devanagari": (((0x900, 0x97F),), 2),
+    "thai": (((0xE00, 0xE7F),), 1),
+    "han": (((0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF)), 1),
+    "hiragana": (((0x3040, 0x309F),), 1),
+    "katakana": (((0x30A0, 0x30FF),), 1),
 }
-_SCRIPT_RE = {name: re.compile(rx) for name, rx in SCRIPTS.items()}
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+
+
+def _script_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted range edges and the script id (-1: not a letter) of each interval between them."""
+    spans = sorted((lo, hi, k) for k, (ranges, _) in enumerate(SCRIPTS.values()) for lo, hi in ranges)
+    edges, ids = [0], [-1]
+    for lo, hi, k in spans:
+        edges += [lo, hi + 1]
+        ids += [k, -1]
+    min_len = np.array([m for _, m in SCRIPTS.values()], dtype=np.int64)
+    per_char = np.array([name in ("han", "hiragana", "katakana") for name in SCRIPTS], dtype=bool)
+    return np.array(edges, dtype=np.int64), np.array(ids, dtype=np.int64), min_len, per_char
+
+
+_EDGES, _IDS, _MIN_LEN, _PER_CHAR = _script_table()
 
 _LATIN = ("en", "fr", "de", "es", "it", "pt", "nl", "sv", "da", "no", "fi", "pl", "cs", "ro", "hu", "tr",
           "id", "ms", "vi", "ca", "sk", "sl", "hr", "et", "lv", "lt", "sw", "tl")
@@ -53,9 +70,24 @@ def thinking(completion: str) -> str:
 
 
 def word_counts(text: str) -> dict[str, int]:
-    """Words per script (see the module docstring)."""
-    text = _LATEX_COMMAND.sub(" ", text)
-    return {name: len(rx.findall(text)) for name, rx in _SCRIPT_RE.items()}
+    """Words per script (see the module docstring).  Vectorised: the code points are classified
+    with one searchsorted and cut into runs of one script, so a 1 MB text costs milliseconds."""
+    if "\\" in text:
+        text = _LATEX_COMMAND.sub(" ", text)
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    if cps.size == 0:
+        return dict.fromkeys(SCRIPTS, 0)
+    sid = _IDS[np.searchsorted(_EDGES, cps, side="right") - 1]
+    starts = np.concatenate(([0], np.flatnonzero(sid[1:] != sid[:-1]) + 1))
+    lengths = np.diff(np.append(starts, sid.size))
+    script = sid[starts]
+    keep = script >= 0
+    script, lengths = script[keep], lengths[keep]
+    k = len(SCRIPTS)
+    chars = np.bincount(script, weights=lengths, minlength=k)
+    runs = np.bincount(script, weights=lengths >= _MIN_LEN[script], minlength=k)
+    words = np.where(_PER_CHAR, chars, runs)
+    return {name: int(words[i]) for i, name in enumerate(SCRIPTS)}
 
 
 @register("language")

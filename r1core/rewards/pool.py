@@ -43,8 +43,9 @@ class WorkerError(RuntimeError):
 
 class _Worker:
     def __init__(self) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         self.proc = subprocess.Popen([sys.executable, "-u", str(WORKER_SCRIPT)], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True, env=env)
         self.fd = self.proc.stdout.fileno()
         self.buf = bytearray()
         self.ready = False
@@ -137,9 +138,12 @@ class WorkerPool:
                 self.started += 1
                 return _Worker()
         try:
-            return self.idle.get(block=block)
+            w = self.idle.get(block=block)
         except queue.Empty:
             return None
+        if w.proc.poll() is not None:  # died while idle (killed from outside): start another
+            w = self._replace(w)
+        return w
 
     def _checkin(self, w: _Worker) -> None:
         self.idle.put(w)
@@ -171,6 +175,10 @@ class WorkerPool:
         except (TimeoutError, EOFError, OSError):
             w = self._replace(w)
             return None
+        except WorkerError as e:
+            warn_once(f"r1core.rewards: {e}; symbolic checks count as not equivalent")
+            w = self._replace(w)
+            return None
         finally:
             self._checkin(w)
         return reply[1] if reply[0] == "ok" else None
@@ -179,8 +187,9 @@ class WorkerPool:
     def score_items(self, names: list[str], items: list[tuple[str, dict]], *, limit: float,
                     chunk: int = 64) -> list[list[float] | None]:
         """Each item is (completion, {reward name: its keyword columns}); the result per item is the
-        rewards in `names` order, or None for an item that passed `limit` seconds (its worker is
-        replaced and the rest of its chunk goes back in the queue)."""
+        rewards in `names` order, or None for an item that passed `limit` seconds.  Its worker is
+        killed and the rest of its chunk re-queued; the replacement joins once it is ready, while
+        the other workers keep going."""
         results: list[list[float] | None] = [None] * len(items)
         todo = collections.deque((s, min(s + chunk, len(items))) for s in range(0, len(items), chunk))
         workers = [self._checkout()]
@@ -189,21 +198,36 @@ class WorkerPool:
             if w is None:
                 break
             workers.append(w)
+        free = [w for w in workers if w.ready]
+        starting = {w.fd: w for w in workers if not w.ready}
         busy: dict[int, list] = {}  # fd -> [worker, next index, end, deadline]
+        dropped = 0
+        startup_deadline = time.monotonic() + STARTUP_TIMEOUT
         try:
-            for w in workers:
-                w.wait_ready()
-            free = list(workers)
             while todo or busy:
                 while free and todo:
                     w = free.pop()
                     start, end = todo.popleft()
                     w.send(("score", names, items[start:end]))
                     busy[w.fd] = [w, start, end, time.monotonic() + limit]
+                if not busy and not starting:
+                    break  # no worker left: the remaining items stay None
                 now = time.monotonic()
-                wait = max(0.0, min(b[3] for b in busy.values()) - now)
-                readable = select.select(list(busy), [], [], wait)[0]
+                wait = min([b[3] for b in busy.values()] + [startup_deadline]) - now
+                readable = select.select(list(busy) + list(starting), [], [], max(0.0, wait))[0]
                 for fd in readable:
+                    if fd in starting:
+                        w = starting[fd]
+                        alive = w.fill()
+                        msg = w.frame()
+                        if msg == ("ready",):
+                            w.ready = True
+                            free.append(starting.pop(fd))
+                        elif not alive or msg is not None:  # could not start: drop it
+                            w.kill()
+                            workers.remove(starting.pop(fd))
+                            dropped += 1
+                        continue
                     b = busy[fd]
                     w = b[0]
                     alive = w.fill()
@@ -220,25 +244,31 @@ class WorkerPool:
                             free.append(w)
                             break
                     if not alive and fd in busy:
-                        b[3] = 0.0  # dead: handled as a timeout below
+                        b[3] = 0.0  # died: handled as an overrun below
                 now = time.monotonic()
                 for fd in [fd for fd, b in busy.items() if b[3] <= now]:
                     w, nxt, end, _ = busy.pop(fd)
                     if nxt + 1 < end:
-                        todo.append((nxt + 1, end))
+                        todo.appendleft((nxt + 1, end))
                     nw = self._replace(w)
                     workers[workers.index(w)] = nw
-                    nw.wait_ready()
-                    free.append(nw)
-        except (OSError, EOFError, WorkerError):
-            for b in busy.values():  # broken pipe etc.: replace what was busy; items stay None
-                workers[workers.index(b[0])] = self._replace(b[0])
-            busy.clear()
+                    starting[nw.fd] = nw
+                    startup_deadline = time.monotonic() + STARTUP_TIMEOUT
+                if starting and now > startup_deadline:
+                    for fd in list(starting):
+                        starting[fd].kill()
+                        workers.remove(starting.pop(fd))
+                        dropped += 1
+        except (OSError, EOFError):
+            pass  # a broken pipe: what was busy is replaced below, its items stay None
         finally:
-            for fd, b in busy.items():
+            for b in busy.values():
                 workers[workers.index(b[0])] = self._replace(b[0])
             for w in workers:
                 self._checkin(w)
+            if dropped:
+                with self.lock:  # workers that failed to start are started again on demand
+                    self.started -= dropped
         return results
 
     def close(self) -> None:

@@ -2,8 +2,10 @@
 
 A reward is a plain function `fn(completion, *, <columns>) -> float`.  Registered rewards are
 wrapped so that whatever the text, they return a float in [0, 1] and never raise: an exception
-inside the body, NaN or an out-of-range value gives 0.0.  Calling with a missing or unknown
-keyword is a programming error, not model output, and raises TypeError naming the column.
+inside the body, NaN or an out-of-range value gives 0.0.  A reward ignores keyword columns it does
+not take, so `get(name)(completion, **example.columns())` works for every reward; a missing
+required column is a programming error, not model output, and raises TypeError naming it, as does a
+bad option (RewardOptionError, a ValueError).
 """
 from __future__ import annotations
 
@@ -55,9 +57,8 @@ def safe_reward(fn: Callable[..., float], name: str | None = None) -> Callable[.
         missing = required - columns.keys()
         if missing:
             raise TypeError(f"reward {label!r}: missing column(s) {sorted(missing)}")
-        if not var_kw and not columns.keys() <= allowed:
-            raise TypeError(f"reward {label!r}: unknown column(s) {sorted(columns.keys() - allowed)}; "
-                            f"it takes {sorted(allowed)}")
+        if not var_kw and not columns.keys() <= allowed:  # other rewards' columns: ignored
+            columns = {k: v for k, v in columns.items() if k in allowed}
         text = as_text(completion)
         try:
             value = float(fn(text, **columns))
