@@ -100,6 +100,12 @@ class CausalLM(nn.Module):
         """The final-norm hidden states [B, T, H] (logits = lm_head(hidden_states))."""
         input_ids, attention_mask, position_ids = self._check_inputs(input_ids, attention_mask, position_ids,
                                                                     replay_ids, cache)
+        return self._hidden(input_ids, position_ids, attention_mask, replay_ids, cache)
+
+    def _hidden(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                replay_ids: list[torch.Tensor] | None, cache: KVCache | None) -> torch.Tensor:
+        """hidden_states without the argument checks (no host sync: the generation loop and its CUDA
+        graph call this with inputs it built itself)."""
         B, T = input_ids.shape
         if cache is not None:
             cache.mark(attention_mask.bool() if attention_mask is not None

@@ -1,0 +1,260 @@
+"""Batched sampling with a preallocated KV cache: `generate(model, prompts, ...) -> Rollout`.
+
+The plan for B prompts × G samples (N = B·G rows):
+  1. prefill once per prompt: the B prompts, left-padded to the longest (P tokens), run through the
+     model into a cache of capacity P + max_new_tokens;
+  2. the cache rows are repeated G times (the prompt's keys/values are shared, never recomputed:
+     prefill costs B·P tokens, not B·G·P);
+  3. decode: each step feeds the N last tokens (one slot, the same for all rows), samples N tokens
+     (r1core.rollout.sampling), and stops a row at EOS or at a stop string;
+  4. early exit: finished rows are dropped from the batch when that saves more than it costs —
+     dropping copies the live cache once (≈ one decode step of every row), and saves
+     (finished rows × remaining steps) row-steps, so compact when dead·remaining > rows.
+     The loop ends when every row has finished.
+  static=True instead keeps every shape fixed (no compaction; attention reads the whole cache
+  under the validity mask; the write slot is a device tensor): that decode step is what a CUDA
+  graph captures — done automatically on CUDA for dense models (`cuda_graph=None` → on).
+
+Rollout fields (N rows, T = longest prompt + completion; row i·G + g is sample g of prompt i):
+  tokens [N, T]           prompt then completion, right-padded with pad_token_id
+  prompt_lens [N], completion_lens [N]
+  completion_mask [N, T]  True on completion tokens (the EOS that ended a row included)
+  logp [N, T] float32     logp[n, t] = log-prob of tokens[n, t] under the sampling distribution
+                          (temperature, top-k, top-p applied; greedy: the model's log_softmax); 0 elsewhere
+  finished [N]            stopped by EOS / stop string (False: ran into max_new_tokens)
+  expert_ids              MoE models: one [N, T, k] int64 tensor per MoE layer, the experts each token
+                          was routed to when it was fed to the model (routing replay).  The last
+                          completion token is never fed, and padding never routed: those positions
+                          hold 0..k-1, which no loss-bearing logit depends on.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from r1core.models.kv_cache import KVCache
+from r1core.rollout.sampling import check_sampling_args, sample
+
+
+@dataclass
+class Rollout:
+    tokens: torch.Tensor
+    prompt_lens: torch.Tensor
+    completion_lens: torch.Tensor
+    completion_mask: torch.Tensor
+    logp: torch.Tensor
+    finished: torch.Tensor
+    expert_ids: list[torch.Tensor] | None
+    num_samples: int
+
+    def completions(self) -> list[list[int]]:
+        """The completion token ids of each row."""
+        return [self.tokens[n, p:p + c].tolist()
+                for n, (p, c) in enumerate(zip(self.prompt_lens.tolist(), self.completion_lens.tolist()))]
+
+    @property
+    def prompt_index(self) -> torch.Tensor:
+        """[N]: which prompt each row samples (i for rows i·G .. i·G + G − 1)."""
+        return torch.arange(self.tokens.shape[0] // self.num_samples).repeat_interleave(self.num_samples)
+
+
+def _check(model, prompts, num_samples, max_new_tokens, temperature, top_p, top_k, eos_token_id, stop_strings,
+           tokenizer) -> tuple[list[list[int]], list[int]]:
+    V = model.config.vocab_size
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError("prompts must be a non-empty list of token-id lists")
+    rows = []
+    for i, p in enumerate(prompts):
+        p = p.tolist() if isinstance(p, torch.Tensor) else p
+        if not isinstance(p, (list, tuple)) or not p or not all(isinstance(t, int) for t in p):
+            raise ValueError(f"prompts[{i}] must be a non-empty list of int token ids")
+        if min(p) < 0 or max(p) >= V:
+            raise ValueError(f"prompts[{i}] holds token ids outside [0, vocab_size={V})")
+        rows.append(list(p))
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be an int >= 1, got {num_samples!r}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be an int >= 1, got {max_new_tokens!r}")
+    check_sampling_args(temperature, top_p, top_k)
+    if eos_token_id is None:
+        eos_token_id = model.config.eos_token_id
+    eos = [] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else list(eos_token_id)
+    if not all(isinstance(e, int) and 0 <= e < V for e in eos):
+        raise ValueError(f"eos_token_id must be token ids in [0, {V}), got {eos_token_id!r}")
+    if stop_strings is not None:
+        if isinstance(stop_strings, str) or not all(isinstance(s, str) and s for s in stop_strings):
+            raise ValueError("stop_strings must be a list of non-empty strings")
+        if tokenizer is None:
+            raise ValueError("stop_strings needs tokenizer= (to decode the completions)")
+    return rows, eos
+
+
+def generate(model, prompts, *, num_samples: int = 1, max_new_tokens: int, temperature: float = 1.0,
+             top_p: float = 1.0, top_k: int = 0, eos_token_id: int | list[int] | None = None,
+             seed: int | None = None, stop_strings: list[str] | None = None, tokenizer=None,
+             pad_token_id: int | None = None, static: bool | None = None,
+             cuda_graph: bool | None = None) -> Rollout:
+    """Sample `num_samples` completions for each prompt (token-id lists).  See the module doc.
+
+    eos_token_id=None uses the model config's; [] never stops early.  seed makes it reproducible
+    (None: torch's global generator).  stop_strings (with tokenizer=) end a row once its decoded
+    completion contains one.  static=None → static on CUDA, dynamic (with compaction) on CPU.
+    """
+    prompts, eos = _check(model, prompts, num_samples, max_new_tokens, temperature, top_p, top_k, eos_token_id,
+                          stop_strings, tokenizer)
+    device = model.device
+    static = device.type == "cuda" if static is None else bool(static)
+    graphs = static and device.type == "cuda" and not model.config.is_moe if cuda_graph is None else bool(cuda_graph)
+    if graphs and not (static and device.type == "cuda"):
+        raise ValueError("cuda_graph=True needs a CUDA model and static=True")
+    cfg = model.config
+    pad = pad_token_id if pad_token_id is not None else cfg.pad_token_id if cfg.pad_token_id is not None \
+        else eos[0] if eos else 0
+    gen = None
+    if seed is not None:
+        gen = torch.Generator(device=device).manual_seed(int(seed))
+    with torch.inference_mode():
+        return _generate(model, prompts, G=num_samples, max_new=max_new_tokens, temperature=temperature,
+                         top_p=top_p, top_k=top_k, eos=eos, gen=gen, stop_strings=stop_strings,
+                         tokenizer=tokenizer, pad=pad, static=static, graphs=graphs)
+
+
+def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen, stop_strings, tokenizer, pad,
+              static, graphs) -> Rollout:
+    device, cfg = model.device, model.config
+    B, N = len(prompts), len(prompts) * G
+    lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
+    P = int(lens.max())
+    moe = model.moe_layers
+    k = cfg.top_k
+
+    # 1. prefill the B prompts, left-padded
+    ids = torch.full((B, P), pad, dtype=torch.long)
+    valid = torch.zeros(B, P, dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, P - len(p):] = torch.tensor(p)
+        valid[i, P - len(p):] = True
+    ids, valid = ids.to(device), valid.to(device)
+    positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
+    cache = KVCache.allocate(cfg, B, P + max_new, dtype=model.dtype, device=device, static=static)
+    h = model._hidden(ids, positions, valid, None, cache)
+    logits = model.lm_head(h[:, -1])                                           # [B, V]
+    prompt_experts = [m.last_ids.view(B, P, k) for m in moe]
+
+    # 2. share the prefill among the G samples of each prompt
+    if G > 1:
+        cache = cache.repeat_rows(G)
+        logits = logits.repeat_interleave(G, dim=0)
+    row_lens = lens.repeat_interleave(G).to(device)                              # prompt length per row
+    pos = row_lens.clone()                                                      # position of the next token
+
+    # 3. decode
+    out_tok = torch.full((N, max_new), pad, dtype=torch.long, device=device)
+    out_logp = torch.zeros(N, max_new, dtype=torch.float32, device=device)
+    out_experts = [torch.zeros(N, max_new, k, dtype=torch.long, device=device) for _ in moe]
+    n_gen = torch.zeros(N, dtype=torch.long, device=device)
+    finished = torch.zeros(N, dtype=torch.bool, device=device)
+    rows = torch.arange(N, device=device)           # output row of each cache row
+    alive = torch.ones(N, dtype=torch.bool, device=device)
+    eos_t = torch.tensor(eos, dtype=torch.long, device=device)
+    step_fn = _GraphedDecode(model, cache) if graphs else None
+    for step in range(max_new):
+        tok, lp = sample(logits, temperature=temperature, top_p=top_p, top_k=top_k, generator=gen)
+        live = rows[alive]
+        out_tok[live, step] = tok[alive]
+        out_logp[live, step] = lp[alive]
+        n_gen[live] = step + 1
+        stop = alive & torch.isin(tok, eos_t) if eos else torch.zeros_like(alive)
+        if stop_strings:
+            stop |= _hits_stop_string(out_tok, rows, alive, step, stop_strings, tokenizer, device)
+        finished[rows[stop]] = True
+        alive = alive & ~stop
+        remaining = max_new - step - 1
+        if remaining == 0 or not bool(alive.any()):
+            break
+        dead = int((~alive).sum())
+        if not static and dead and dead * remaining > alive.numel():    # compaction pays for itself
+            keep = alive.nonzero()[:, 0]
+            cache, rows, tok, pos = cache.select_rows(keep), rows[keep], tok[keep], pos[keep]
+            alive = torch.ones(keep.numel(), dtype=torch.bool, device=device)
+        if step_fn is not None:
+            logits = step_fn(tok, pos)
+        else:
+            h = model._hidden(tok[:, None], pos[:, None], None, None, cache)
+            logits = model.lm_head(h[:, 0])
+        for out, m in zip(out_experts, moe):
+            out[rows[alive], step] = m.last_ids.view(-1, k)[alive]
+        pos = pos + 1
+
+    # 4. assemble right-padded rows: prompt + completion
+    comp_lens = n_gen
+    row_lens_cpu, comp_cpu = row_lens.tolist(), comp_lens.tolist()
+    T = max(p + c for p, c in zip(row_lens_cpu, comp_cpu))
+    tokens = torch.full((N, T), pad, dtype=torch.long, device=device)
+    logp = torch.zeros(N, T, dtype=torch.float32, device=device)
+    mask = torch.zeros(N, T, dtype=torch.bool, device=device)
+    experts = [torch.arange(k, device=device).expand(N, T, k).clone() for _ in moe]
+    for n in range(N):
+        i, p, c = n // G, row_lens_cpu[n], comp_cpu[n]
+        tokens[n, :p] = ids[i, P - p:]
+        tokens[n, p:p + c] = out_tok[n, :c]
+        logp[n, p:p + c] = out_logp[n, :c]
+        mask[n, p:p + c] = True
+        for e, pe, oe in zip(experts, prompt_experts, out_experts):
+            e[n, :p] = pe[i, P - p:]
+            e[n, p:p + c - 1] = oe[n, :c - 1]     # completion token j was fed (and routed) at decode step j
+    return Rollout(tokens=tokens, prompt_lens=row_lens, completion_lens=comp_lens, completion_mask=mask, logp=logp,
+                   finished=finished, expert_ids=experts if moe else None, num_samples=G)
+
+
+def _hits_stop_string(out_tok, rows, alive, step, stop_strings, tokenizer, device) -> torch.Tensor:
+    """Rows whose completion now contains a stop string (checked on a tail window: a stop string
+    can only be new if it ends in the latest token)."""
+    hit = torch.zeros_like(alive)
+    longest = max(len(s) for s in stop_strings)
+    window = min(step + 1, longest + 8)       # a token decodes to >= 1 character (byte-level: almost always)
+    for j in alive.nonzero()[:, 0].tolist():
+        text = tokenizer.decode(out_tok[rows[j], step + 1 - window:step + 1].tolist())
+        if any(s in text for s in stop_strings):
+            hit[j] = True
+    return hit
+
+
+class _GraphedDecode:
+    """The static decode step (tokens [N], positions [N] -> logits [N, V]) captured in a CUDA graph:
+    one launch per step instead of hundreds of kernels.  Requires a static cache."""
+
+    def __init__(self, model, cache: KVCache):
+        self.model, self.cache = model, cache
+        n = cache.batch
+        self.tok = torch.zeros(n, 1, dtype=torch.long, device=model.device)
+        self.pos = torch.zeros(n, 1, dtype=torch.long, device=model.device)
+        self.graph = None
+
+    def _run(self):
+        h = self.model._hidden(self.tok, self.pos, None, None, self.cache)
+        return self.model.lm_head(h[:, 0])
+
+    def __call__(self, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        self.tok.copy_(tok[:, None])
+        self.pos.copy_(pos[:, None])
+        if self.graph is None:
+            # warm up on a side stream (allocator, lazy init), then capture; each run advances the
+            # cache by one slot, so rewind the slot after the warm-up and capture runs.
+            slot, length = self.cache.slot.clone(), self.cache.length
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                self._run()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.cache.slot.copy_(slot)
+            self.cache.length = length
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.out = self._run()
+            self.cache.slot.copy_(slot)
+            self.cache.length = length
+        self.graph.replay()
+        self.cache.length += 1
+        return self.out
