@@ -13,7 +13,7 @@ from typing import Any
 from r1core.tasks.base import Example, Task, check_count, register_task
 from r1core.tasks.split import check_fraction, is_test
 
-_MAX_TRIES_PER_EXAMPLE = 1000
+_MAX_MISSES = 20_000  # consecutive draws that add nothing before a split is declared exhausted
 
 
 def _check_int(value: Any, name: str, lo: int, hi: int) -> int:
@@ -39,12 +39,13 @@ class GeneratedTask(Task):
         rng = random.Random(f"{self.name}|{self.knobs()}|{seed}")
         out: list[Example] = []
         seen: set[str] = set()
-        for _ in range(_MAX_TRIES_PER_EXAMPLE * (n + 10)):
-            if len(out) == n:
-                return out
+        misses = 0
+        while len(out) < n and misses < _MAX_MISSES:
             key, question, answer, extra = self.draw(rng)
             if is_test(key, self.test_fraction, salt=self.name) != held_out or (distinct and key in seen):
+                misses += 1
                 continue
+            misses = 0
             seen.add(key)
             out.append(self.example(question, answer, **extra))
         if len(out) < n:
