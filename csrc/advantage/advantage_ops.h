@@ -7,12 +7,10 @@
 #include <string>
 #include <tuple>
 
+#include "advantage/advantage_enums.h"
 #include "common.h"
 
 namespace r1core {
-
-enum class AdvScale : int { kGroup = 0, kBatch = 1, kNone = 2 };
-enum class AdvBaseline : int { kMean = 0, kRloo = 1 };
 
 inline AdvScale parse_adv_scale(const std::string& s) {
   if (s == "group") return AdvScale::kGroup;
