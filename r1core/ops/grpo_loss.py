@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from r1core.ref.grpo_loss import LOSS_AGGS, GRPOStats
+from r1core._backend import ENV_VAR, ext, kernels, resolve
+from r1core._nvtx import nvtx_range
+from r1core.ref.grpo_loss import LOSS_AGGS, GRPOStats, grpo_loss_ref, logprobs_ref
 
 # loss_agg string -> the constexpr int the kernels branch on (Liger's pattern)
 LOSS_AGG_IDS = {name: i for i, name in enumerate(LOSS_AGGS)}
@@ -198,3 +200,146 @@ def token_weights(mask_N: torch.Tensor, B: int, T: int, opts: GRPOOptions) -> to
     else:  # seq_mean_token_sum_norm
         w = m_BT / float(B * opts.max_len)
     return w.reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# backends: each runs the forward (-> logp, lse, w·dl/dlogp, terms [5, N]) and the backward
+# ---------------------------------------------------------------------------------------------
+def _fwd(backend: str, logits_BTV: torch.Tensor, a: GRPOArgs, w_N: torch.Tensor):
+    o = a.opts
+    if backend == "triton":
+        return kernels("grpo_loss").grpo_fwd(logits_BTV, a.targets_N, a.adv_N, a.mask_N, w_N, a.old_N, a.ref_N,
+                                             beta=o.beta, eps_low=o.eps_low, eps_high=o.eps_high,
+                                             temperature=o.temperature)
+    if backend == "cpp":
+        return ext().grpo_loss_fwd_cpu(logits_BTV, a.targets_N, a.adv_N, a.mask_N, w_N, a.old_N, a.ref_N,
+                                       o.beta, o.eps_low, o.eps_high, o.temperature)
+    raise AssertionError(backend)
+
+
+def _bwd(backend: str, logits_BTV, targets_N, lse_N, dlogp_N, grad_loss, *, temperature: float, inplace: bool):
+    if backend == "triton":
+        return kernels("grpo_loss").grpo_bwd(logits_BTV, targets_N, lse_N, dlogp_N, grad_loss,
+                                             temperature=temperature, inplace=inplace)
+    if backend == "cpp":
+        return ext().grpo_loss_bwd_cpu(logits_BTV, targets_N, lse_N, dlogp_N, float(grad_loss),
+                                       temperature, inplace)
+    raise AssertionError(backend)
+
+
+@dataclass(frozen=True)
+class _Call:
+    """Everything the autograd Function needs besides the logits (one argument, not twenty)."""
+    args: GRPOArgs
+    backend: str
+    inplace_backward: bool
+
+
+class _GRPOLossFn(torch.autograd.Function):
+    """logits -> (loss 0-d, logp [B, T], stats [4]); only the loss is differentiable."""
+
+    @staticmethod
+    def forward(ctx, logits_BTV: torch.Tensor, call: _Call):
+        a = call.args
+        w_N = token_weights(a.mask_N, a.B, a.T, a.opts)
+        logp_N, lse_N, dlogp_N, terms_5N = _fwd(call.backend, logits_BTV, a, w_N)
+        sums = terms_5N.sum(dim=1)                                   # [5]: loss, Σratio·m, Σkl·m, Σclip·m ×2
+        n = a.mask_N.sum().clamp_min(torch.finfo(torch.float32).tiny)  # no token: all sums are 0
+        stats = sums[1:] / n
+        logp_BT = logp_N.view(a.B, a.T)
+        ctx.save_for_backward(logits_BTV, a.targets_N, lse_N, dlogp_N)
+        ctx.call = call
+        ctx.mark_non_differentiable(logp_BT, stats)
+        return sums[0], logp_BT, stats
+
+    @staticmethod
+    def backward(ctx, grad_loss, _grad_logp, _grad_stats):
+        logits_BTV, targets_N, lse_N, dlogp_N = ctx.saved_tensors
+        call = ctx.call
+        dlogits = _bwd(call.backend, logits_BTV, targets_N, lse_N, dlogp_N, grad_loss,
+                       temperature=call.args.opts.temperature, inplace=call.inplace_backward)
+        return dlogits, None
+
+
+def _torch_loss(logits, a: GRPOArgs):
+    """The reference (r1core.ref) on the normalised arguments; logp is 0 at masked positions, as in
+    the kernels."""
+    B, T, o = a.B, a.T, a.opts
+    view = lambda t: None if t is None else t.view(B, T)  # noqa: E731
+    loss, s = grpo_loss_ref(logits, a.targets_N.view(B, T), a.adv_N.view(B, T), a.mask_N.view(B, T),
+                            old_logp=view(a.old_N), ref_logp=view(a.ref_N), beta=o.beta, eps_low=o.eps_low,
+                            eps_high=o.eps_high, temperature=o.temperature, loss_agg=o.loss_agg,
+                            max_len=o.max_len)
+    logp = s.logp.masked_fill(a.mask_N.view(B, T) == 0, 0.0)
+    return loss, GRPOStats(logp=logp, kl_mean=s.kl_mean, ratio_mean=s.ratio_mean,
+                           clip_low_frac=s.clip_low_frac, clip_high_frac=s.clip_high_frac)
+
+
+def _choose(op: str, x: torch.Tensor, backend: str | None) -> str:
+    name = resolve(op, x.device, backend, implemented=IMPLEMENTED, gpu_order=GPU_ORDER)
+    if x.dtype == torch.float64 and name != "torch":
+        if backend is not None or os.environ.get(ENV_VAR):
+            raise ValueError(f"{op}: float64 logits run on backend='torch' only, got backend={name!r}")
+        name = "torch"
+    return name
+
+
+IMPLEMENTED = ("torch", "triton", "cpp")
+GPU_ORDER = ("triton", "torch")
+
+
+def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Tensor,
+              mask: torch.Tensor | None = None, *, old_logp: torch.Tensor | None = None,
+              ref_logp: torch.Tensor | None = None, beta: float = 0.0, eps_low: float = 0.2,
+              eps_high: float = 0.2, temperature: float = 1.0, loss_agg: str = "token_mean",
+              max_len: int | None = None, inplace_backward: bool = False,
+              backend: str | None = None) -> tuple[torch.Tensor, GRPOStats]:
+    """The GRPO loss of SPEC §2 on logits [B, T, V] -> (loss 0-d float32, GRPOStats).
+
+    One read of the logits forward, one read + one write of the gradient backward; no [B·T, V]
+    float32 temporary.  `inplace_backward=True` writes dlogits over the logits' own storage (saving a
+    logits-sized buffer): the logits are DESTROYED by backward, so use it only when nothing else reads
+    them afterwards (the usual case: they come out of the lm_head and feed only this loss).  The torch
+    backend ignores it.  Unmasked targets outside [0, V) raise ValueError (one device sync on GPU;
+    R1CORE_SKIP_CHECKS=1 skips it, and such targets then give logp 0 instead of reading out of bounds).
+    """
+    with nvtx_range("grpo_loss"):
+        a = check_grpo_args(logits, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
+                            eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
+                            max_len=max_len)
+        if not isinstance(inplace_backward, bool):
+            raise ValueError(f"inplace_backward must be a bool, got {inplace_backward!r}")
+        name = _choose("grpo_loss", logits, backend)
+        if name == "torch":
+            return _torch_loss(logits, a)
+        loss, logp_BT, stats = _GRPOLossFn.apply(logits, _Call(a, name, inplace_backward))
+        return loss, GRPOStats(logp=logp_BT, kl_mean=stats[1], ratio_mean=stats[0],
+                               clip_low_frac=stats[2], clip_high_frac=stats[3])
+
+
+@torch.no_grad()
+def logprobs(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0,
+             backend: str | None = None) -> torch.Tensor:
+    """log_softmax(logits / temperature)[targets] -> [B, T] float32, no grad (old/reference log-probs).
+
+    Same memory behaviour as grpo_loss (the logits are read once, nothing [B·T, V]-sized is
+    allocated).  Negative targets (an ignore index such as -100) give 0; targets >= V raise
+    ValueError (one device sync on GPU, skipped with R1CORE_SKIP_CHECKS=1)."""
+    with nvtx_range("logprobs"):
+        if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+            raise ValueError(f"logits must be a tensor of shape [B, T, V], got "
+                             f"{list(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+        B, T, V = logits.shape
+        # the same checks as the loss (mask = targets >= 0, so ignored targets are not range-checked)
+        check_grpo_args(logits, targets, logits.new_zeros(B, dtype=torch.float32),
+                        targets >= 0 if isinstance(targets, torch.Tensor) else None, temperature=temperature)
+        targets_N = targets.reshape(-1).to(torch.int64).contiguous()
+        name = _choose("logprobs", logits, backend)
+        if name == "torch":
+            lp = logprobs_ref(logits, targets, temperature=temperature).float()
+            return lp.masked_fill(targets < 0, 0.0)
+        if name == "triton":
+            lp = kernels("grpo_loss").logprobs_fwd(logits, targets_N, temperature=float(temperature))
+        else:
+            lp = ext().logprobs_cpu(logits, targets_N, float(temperature))
+        return lp.view(B, T)

@@ -1,0 +1,240 @@
+"""Fused GRPO loss on logits (SPEC §2): one forward and one backward Triton kernel, one program per
+row of logits (a token).
+
+Legend: N = B·T rows (tokens), V vocabulary; row n = (b, t) = (n // T, n % T) lives at
+logits + b·stride_b + t·stride_t with unit stride over V, so views like logits[:, :-1] need no copy.
+
+Forward, per row, in float32 whatever the logits' dtype (x = logits / temperature):
+    lse   = log Σ_v exp(x_v)             one pass over V: a running max and a rescaled running sum
+    logp  = x[target] - lse
+    ratio = exp(logp - old_logp)         (1 when old_logp is None: on-policy)
+    pg    = -min(ratio·A, clamp(ratio, 1-eps_low, 1+eps_high)·A)
+    kl    = exp(ref - logp) - (ref - logp) - 1                  (k3; when ref_logp is given)
+    l     = pg + beta·kl
+    dl/dlogp = -A·ratio (0 where the clipped branch is the active minimum) + beta·(1 - exp(ref - logp))
+It stores logp, lse and dlogp = w · dl/dlogp (w: the token's aggregation weight, computed on the host
+from the mask) and five per-token terms that one torch sum turns into the loss and the statistics.
+Masked rows (w = 0 and mask = 0) never read their logits nor their target.
+
+Backward, per row: dlogits_v = (onehot(target)_v - exp(x_v - lse)) · dlogp · grad_loss / temperature,
+written in the logits' dtype, optionally into the logits' own storage (in place).
+
+Bytes moved: the forward reads the logits once (N·V·s bytes, s = 2 for bf16), the backward reads
+them once more and writes the gradient once: 3·N·V·s in all, plus O(N) float32 per-token traffic.
+Everything else (one exp per element in each pass) hides under that on an H100.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+N_TERMS = 5  # rows of the per-token terms buffer: l·w, ratio·m, kl·m, clip_low·m, clip_high·m
+
+
+@triton.jit
+def grpo_token_math(logp, old, ref, adv, beta, eps_low, eps_high,
+                    HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr):
+    """Per-token GRPO terms (float32 tensors of any shape) -> (l, dl_dlogp, ratio, kl, clip_low, clip_high).
+
+    old/ref are ignored unless HAS_OLD/HAS_REF; beta only enters when > 0, so an infinite kl of a
+    token never turns into 0·inf = NaN when beta == 0.  Shared with the fused linear loss."""
+    if HAS_OLD:
+        ratio = tl.exp(logp - old)
+    else:
+        ratio = tl.full(logp.shape, 1.0, tl.float32)
+    clip_low = (ratio < 1.0 - eps_low) & (adv < 0.0)
+    clip_high = (ratio > 1.0 + eps_high) & (adv > 0.0)
+    clipped_ratio = tl.minimum(tl.maximum(ratio, 1.0 - eps_low), 1.0 + eps_high)
+    pg = -tl.minimum(ratio * adv, clipped_ratio * adv)
+    dlogp = tl.where(clip_low | clip_high, 0.0, -adv * ratio)
+    if HAS_REF:
+        d = ref - logp
+        e = tl.exp(d)
+        kl = e - d - 1.0
+        loss = tl.where(beta > 0.0, pg + beta * kl, pg)
+        dlogp = tl.where(beta > 0.0, dlogp + beta * (1.0 - e), dlogp)
+    else:
+        kl = tl.zeros(logp.shape, tl.float32)
+        loss = pg
+    return loss, dlogp, ratio, kl, clip_low, clip_high
+
+
+@triton.jit
+def _row_lse2(row_ptr, n_cols, scale2, BLOCK_V: tl.constexpr):
+    """log2 Σ_v 2^(x_v·scale2) over the first n_cols entries of one row, in float32, one pass:
+    a running (scalar) max and a sum rescaled when the max grows; one exp2 per element."""
+    cols = tl.arange(0, BLOCK_V)
+    m = float("-inf")
+    s = 0.0
+    for start in range(0, n_cols, BLOCK_V):
+        x = tl.load(row_ptr + start + cols, mask=start + cols < n_cols, other=float("-inf"))
+        x = x.to(tl.float32) * scale2
+        m_new = tl.maximum(m, tl.max(x, axis=0))
+        s = s * tl.exp2(m - m_new) + tl.sum(tl.exp2(x - m_new), axis=0)
+        m = m_new
+    return m + tl.log2(s)
+
+
+@triton.jit
+def _grpo_fwd_kernel(
+    logits_ptr,              # [B, T, V] fp32/bf16/fp16, unit stride over V
+    stride_b, stride_t,      # element strides of logits' first two dims
+    targets_ptr,             # [N] int64 target ids (any value where the mask is 0)
+    adv_ptr,                 # [N] float32 advantage of each token
+    mask_ptr,                # [N] float32 mask weight (0 = skip the row)
+    w_ptr,                   # [N] float32 aggregation weight
+    old_ptr, ref_ptr,        # [N] float32 old / reference log-probs (dummies unless HAS_OLD / HAS_REF)
+    logp_ptr, lse_ptr,       # [N] float32 out: log-prob of the target, log-sum-exp of logits/temperature
+    dlogp_ptr,               # [N] float32 out: w · dl/dlogp (0 for masked rows)
+    terms_ptr,               # [5, N] float32 out: l·w, ratio·m, kl·m, clip_low·m, clip_high·m
+    N, T, V, inv_temp, beta, eps_low, eps_high,
+    LOSS: tl.constexpr,      # False: log-probs only (r1core.logprobs); terms/dlogp/w/adv unused
+    HAS_OLD: tl.constexpr, HAS_REF: tl.constexpr, BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    b = row // T
+    t = row - b * T
+    row_ptr = logits_ptr + b * stride_b + t * stride_t
+    tgt = tl.load(targets_ptr + row)
+    if LOSS:
+        m = tl.load(mask_ptr + row)
+        active = m != 0.0
+    else:
+        active = tgt >= 0  # logprobs: negative targets (ignore_index, e.g. -100) are skipped
+    n_cols = tl.where(active, V, 0)  # masked rows read nothing
+    lse2 = _row_lse2(row_ptr, n_cols, inv_temp * LOG2E, BLOCK_V)
+    lse = lse2 * LN2
+    valid = active & (tgt >= 0) & (tgt < V)
+    x_t = tl.load(row_ptr + tl.where(valid, tgt, 0), mask=valid, other=0.0).to(tl.float32) * inv_temp
+    logp = tl.where(valid, x_t - lse, 0.0)
+    lse = tl.where(active, lse, 0.0)
+    tl.store(logp_ptr + row, logp)
+    tl.store(lse_ptr + row, lse)
+    if LOSS:
+        adv = tl.load(adv_ptr + row)
+        w = tl.load(w_ptr + row)
+        old = 0.0
+        ref = 0.0
+        if HAS_OLD:
+            old = tl.load(old_ptr + row)
+        if HAS_REF:
+            ref = tl.load(ref_ptr + row)
+        l, dl, ratio, kl, clip_lo, clip_hi = grpo_token_math(logp, old, ref, adv, beta, eps_low, eps_high,
+                                                             HAS_OLD, HAS_REF)
+        tl.store(dlogp_ptr + row, tl.where(active, dl * w, 0.0))
+        tl.store(terms_ptr + row, tl.where(active, l * w, 0.0))
+        tl.store(terms_ptr + N + row, tl.where(active, ratio * m, 0.0))
+        tl.store(terms_ptr + 2 * N + row, tl.where(active, kl * m, 0.0))
+        tl.store(terms_ptr + 3 * N + row, tl.where(active & clip_lo, m, 0.0))
+        tl.store(terms_ptr + 4 * N + row, tl.where(active & clip_hi, m, 0.0))
+
+
+@triton.jit
+def _grpo_bwd_kernel(
+    logits_ptr, stride_b, stride_t,       # [B, T, V] as in the forward
+    dlogits_ptr, dstride_b, dstride_t,    # [B, T, V] out, logits' dtype (may alias logits_ptr: in place)
+    targets_ptr,                          # [N] int64
+    lse_ptr,                              # [N] float32 from the forward
+    dlogp_ptr,                            # [N] float32 w · dl/dlogp from the forward
+    grad_ptr,                             # [1] float32 dloss (read on device: no host sync)
+    T, V, inv_temp,
+    BLOCK_V: tl.constexpr,
+):
+    row = tl.program_id(0).to(tl.int64)
+    b = row // T
+    t = row - b * T
+    row_ptr = logits_ptr + b * stride_b + t * stride_t
+    out_ptr = dlogits_ptr + b * dstride_b + t * dstride_t
+    dlogp = tl.load(dlogp_ptr + row)
+    active = dlogp != 0.0  # masked rows (and tokens with no gradient) write zeros, read nothing
+    scale = dlogp * tl.load(grad_ptr) * inv_temp
+    scale2 = inv_temp * LOG2E
+    lse2 = tl.load(lse_ptr + row) * LOG2E
+    tgt = tl.load(targets_ptr + row)
+    n_read = tl.where(active, V, 0)
+    cols = tl.arange(0, BLOCK_V)
+    for start in range(0, V, BLOCK_V):
+        c = start + cols
+        inb = c < V
+        x = tl.load(row_ptr + c, mask=c < n_read, other=0.0).to(tl.float32)
+        p = tl.exp2(x * scale2 - lse2)
+        g = (tl.where(c == tgt, 1.0, 0.0) - p) * scale
+        g = tl.where(active, g, 0.0)
+        tl.store(out_ptr + c, g.to(dlogits_ptr.dtype.element_ty), mask=inb)
+
+
+# ---------------------------------------------------------------------------------------------
+# launch heuristics (chosen by reasoning about H100 occupancy; the benches are where to retune)
+# ---------------------------------------------------------------------------------------------
+def _config(V: int, dtype: torch.dtype, device: torch.device) -> tuple[int, int]:
+    """(BLOCK_V, num_warps): 8-16 KiB of logits per loop step and per program; small V, small block.
+    Under the interpreter (CPU tensors) a big block keeps the Python loop short."""
+    if device.type != "cuda":
+        return min(triton.next_power_of_2(V), 1024), 1
+    block = min(triton.next_power_of_2(V), 8192 if dtype.itemsize == 2 else 4096)
+    return block, max(1, min(16, block // 512))
+
+
+def _rows(logits_BTV: torch.Tensor) -> tuple[int, int, int]:
+    B, T, _ = logits_BTV.shape
+    return B * T, logits_BTV.stride(0), logits_BTV.stride(1)
+
+
+def grpo_fwd(logits_BTV, targets_N, adv_N, mask_N, w_N, old_N, ref_N, *,
+             beta: float, eps_low: float, eps_high: float, temperature: float):
+    """Launch the forward kernel -> (logp_N, lse_N, dlogp_N, terms_5N), all float32.
+    Inputs must already be checked (r1core.ops.grpo_loss.check_grpo_args)."""
+    N, sb, st = _rows(logits_BTV)
+    T, V = logits_BTV.shape[1], logits_BTV.shape[2]
+    dev = logits_BTV.device
+    logp = torch.empty(N, dtype=torch.float32, device=dev)
+    lse = torch.empty(N, dtype=torch.float32, device=dev)
+    dlogp = torch.empty(N, dtype=torch.float32, device=dev)
+    terms = torch.empty(N_TERMS, N, dtype=torch.float32, device=dev)
+    if N == 0:
+        return logp, lse, dlogp, terms
+    block, warps = _config(V, logits_BTV.dtype, dev)
+    _grpo_fwd_kernel[(N,)](
+        logits_BTV, sb, st, targets_N, adv_N, mask_N, w_N,
+        old_N if old_N is not None else logp, ref_N if ref_N is not None else logp,
+        logp, lse, dlogp, terms, N, T, V, 1.0 / temperature, beta, eps_low, eps_high,
+        LOSS=True, HAS_OLD=old_N is not None, HAS_REF=ref_N is not None, BLOCK_V=block, num_warps=warps)
+    return logp, lse, dlogp, terms
+
+
+def logprobs_fwd(logits_BTV, targets_N, *, temperature: float) -> torch.Tensor:
+    """log_softmax(logits / temperature)[target] -> [N] float32 (0 where the target is negative)."""
+    N, sb, st = _rows(logits_BTV)
+    T, V = logits_BTV.shape[1], logits_BTV.shape[2]
+    dev = logits_BTV.device
+    logp = torch.empty(N, dtype=torch.float32, device=dev)
+    if N == 0:
+        return logp
+    lse = torch.empty_like(logp)
+    block, warps = _config(V, logits_BTV.dtype, dev)
+    _grpo_fwd_kernel[(N,)](
+        logits_BTV, sb, st, targets_N, logp, logp, logp, logp, logp, logp, lse, logp, logp,
+        N, T, V, 1.0 / temperature, 0.0, 0.0, 0.0,
+        LOSS=False, HAS_OLD=False, HAS_REF=False, BLOCK_V=block, num_warps=warps)
+    return logp
+
+
+def grpo_bwd(logits_BTV, targets_N, lse_N, dlogp_N, grad_loss, *, temperature: float,
+             inplace: bool = False) -> torch.Tensor:
+    """Launch the backward kernel -> dlogits [B, T, V] in the logits' dtype.  inplace=True writes it
+    into the logits' storage (and returns the logits tensor itself, now holding the gradient)."""
+    N, sb, st = _rows(logits_BTV)
+    T, V = logits_BTV.shape[1], logits_BTV.shape[2]
+    dlogits = logits_BTV if inplace else torch.empty(logits_BTV.shape, dtype=logits_BTV.dtype,
+                                                      device=logits_BTV.device)
+    if N == 0:
+        return dlogits
+    grad = grad_loss.detach().reshape(1).to(torch.float32)
+    block, warps = _config(V, logits_BTV.dtype, logits_BTV.device)
+    _grpo_bwd_kernel[(N,)](
+        logits_BTV, sb, st, dlogits, dlogits.stride(0), dlogits.stride(1), targets_N, lse_N, dlogp_N, grad,
+        T, V, 1.0 / temperature, BLOCK_V=block, num_warps=warps)
+    return dlogits
