@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 from types import ModuleType
@@ -51,10 +52,10 @@ def ext() -> ModuleType:
 
 @functools.cache
 def _triton_missing() -> str | None:
-    try:
-        import triton  # noqa: F401, PLC0415
-    except ImportError as e:
-        return f"triton is not installed ({e}); `pip install triton`"
+    # find_spec, not import: importing triton here (before kernels() may set TRITON_INTERPRET=1)
+    # would build triton.language's own @jit helpers (tl.max, ...) for the GPU, not the interpreter.
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed; `pip install triton`"
     return None
 
 
