@@ -21,8 +21,12 @@ Parameters and the Hugging Face checkpoint names they come from (`<p>` = `model.
     experts.w2[e]       [H, I]        <p>.experts.{e}.down_proj.weight          same
     shared_experts.{gate,up,down}_proj.weight                                   <p>.shared_experts.{…}_proj.weight
 
-`hf_to_moe_state(sd, prefix, E)` packs the per-expert HF tensors into w13/w2 (and renames nothing
-else); `moe_state_to_hf(sd, prefix)` splits them back for `save_pretrained`.  (Mixtral names its
+transformers >= 5 already holds the experts stacked in memory, in our layout: its
+`<p>.experts.gate_up_proj` [E, 2I, H] is w13 and `<p>.experts.down_proj` [E, H, I] is w2 (the Hub
+checkpoints keep the per-expert names above).
+
+`hf_to_moe_state(sd, prefix, E)` packs the per-expert HF tensors (or takes the stacked v5 ones) into
+w13/w2 (and renames nothing else); `moe_state_to_hf(sd, prefix)` splits them back for `save_pretrained`.  (Mixtral names its
 experts w1/w3/w2 under `block_sparse_moe`: pass `names=("w1", "w3", "w2")`.)  Qwen2-MoE's
 `shared_expert_gate` (a sigmoid gate on the shared expert) is not modelled.
 
@@ -183,6 +187,13 @@ def hf_to_moe_state(sd: Mapping[str, torch.Tensor], prefix: str, num_experts: in
     experts.w13 / experts.w2; gate.* and shared_experts.* keep their names."""
     g, u, d = names
     out: dict[str, torch.Tensor] = {}
+    if f"{prefix}experts.gate_up_proj" in sd:  # transformers >= 5 stacked layout
+        out["experts.w13"] = sd[f"{prefix}experts.gate_up_proj"]
+        out["experts.w2"] = sd[f"{prefix}experts.down_proj"]
+        for key, t in sd.items():
+            if key.startswith(prefix) and not key.startswith(f"{prefix}experts."):
+                out[key[len(prefix):]] = t
+        return out
     w13, w2 = [], []
     for e in range(num_experts):
         base = f"{prefix}experts.{e}."

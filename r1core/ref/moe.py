@@ -111,7 +111,7 @@ def moe_experts_ref(x_TH: torch.Tensor, w13_E2IH: torch.Tensor, w2_EHI: torch.Te
             continue
         tok_n, slot_n = torch.where(ids_Tk == e)
         out_nH = expert_mlp_ref(x_TH[tok_n], w13_E2IH[e], w2_EHI[e]) * w_Tk[tok_n, slot_n, None]
-        y_TH = y_TH.index_add(0, tok_n, out_nH)
+        y_TH.index_add_(0, tok_n, out_nH)
     return y_TH
 
 
