@@ -223,42 +223,48 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
                                eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
                                max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False)
         plan = _plan("fused_linear_grpo_loss", hidden, backend)
-        if plan == "torch":
-            return ref.fused_linear_grpo_loss_ref(
-                hidden, weight, targets, advantages, mask, bias=bias, old_logp=old_logp, ref_logp=ref_logp,
-                beta=beta, eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
-                max_len=max_len)
-        B, T, H = hidden.shape
-        w_N = token_weights(args.mask_N, B, T, args.opts)
-        # keep only the unmasked tokens (autograd scatters their gradient back into hidden)
-        h_NH = hidden.flatten(0, 1)
-        active = args.mask_N != 0
-        n = int(active.sum())  # one host sync: the chunk loop needs the count anyway
-        idx = None if n == B * T else active.nonzero()[:, 0]
+        with torch.autocast(hidden.device.type, enabled=False):  # the op picks its own precisions
+            return _loss(hidden, weight, bias, targets, advantages, mask, args, V, plan, chunk_size,
+                         dict(old_logp=old_logp, ref_logp=ref_logp, beta=beta, eps_low=eps_low, eps_high=eps_high,
+                              temperature=temperature, loss_agg=loss_agg, max_len=max_len))
 
-        def pick(t):
-            return t if t is None or idx is None else t.index_select(0, idx)
 
-        h_nH = pick(h_NH)
-        tok = chunked.Tokens(targets=pick(args.targets_N), adv=pick(args.adv_N), mask=pick(args.mask_N),
-                             w=pick(w_N), old=pick(args.old_N), ref=pick(args.ref_N))
-        if hidden.dtype == torch.float64:  # the PyTorch row math then runs in float64 throughout
-            tok = chunked.Tokens(targets=tok.targets, adv=tok.adv.double(), mask=tok.mask.double(), w=tok.w.double(),
-                                 old=None if tok.old is None else tok.old.double(),
-                                 ref=None if tok.ref is None else tok.ref.double())
-        need_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (hidden, weight, bias))
-        strategy = _triton_strategy(need_grad) if plan == "triton" else "chunked"
-        w_mat = weight
-        if strategy == "onchip":
-            if h_nH.stride(-1) != 1:
-                h_nH = h_nH.contiguous()
-            if w_mat.stride(-1) != 1:
-                w_mat = w_mat.contiguous()
-        chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
-        call = _Call(tok=tok, opts=args.opts, plan=plan, strategy=strategy, chunk=chunk)
-        loss, logp_n, terms = _FusedLinearGRPO.apply(h_nH, w_mat, bias, call)
-        return loss, _stats_from(terms, logp_n, idx, args.mask_N, B, T)
+def _loss(hidden, weight, bias, targets, advantages, mask, args, V, plan, chunk_size, grpo_kwargs):
+    """The body of fused_linear_grpo_loss once the arguments are checked and the backend chosen."""
+    if plan == "torch":
+        return ref.fused_linear_grpo_loss_ref(
+            hidden, weight, targets, advantages, mask, bias=bias, **grpo_kwargs)
+    B, T, H = hidden.shape
+    w_N = token_weights(args.mask_N, B, T, args.opts)
+    # keep only the unmasked tokens (autograd scatters their gradient back into hidden)
+    h_NH = hidden.flatten(0, 1)
+    active = args.mask_N != 0
+    n = int(active.sum())  # one host sync: the chunk loop needs the count anyway
+    idx = None if n == B * T else active.nonzero()[:, 0]
+
+    def pick(t):
+        return t if t is None or idx is None else t.index_select(0, idx)
+
+    h_nH = pick(h_NH)
+    tok = chunked.Tokens(targets=pick(args.targets_N), adv=pick(args.adv_N), mask=pick(args.mask_N),
+                         w=pick(w_N), old=pick(args.old_N), ref=pick(args.ref_N))
+    if hidden.dtype == torch.float64:  # the PyTorch row math then runs in float64 throughout
+        tok = chunked.Tokens(targets=tok.targets, adv=tok.adv.double(), mask=tok.mask.double(), w=tok.w.double(),
+                             old=None if tok.old is None else tok.old.double(),
+                             ref=None if tok.ref is None else tok.ref.double())
+    need_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (hidden, weight, bias))
+    strategy = _triton_strategy(need_grad) if plan == "triton" else "chunked"
+    w_mat = weight
+    if strategy == "onchip":
+        if h_nH.stride(-1) != 1:
+            h_nH = h_nH.contiguous()
+        if w_mat.stride(-1) != 1:
+            w_mat = w_mat.contiguous()
+    chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
+    call = _Call(tok=tok, opts=args.opts, plan=plan, strategy=strategy, chunk=chunk)
+    loss, logp_n, terms = _FusedLinearGRPO.apply(h_nH, w_mat, bias, call)
+    return loss, _stats_from(terms, logp_n, idx, args.mask_N, B, T)
 
 
 def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: float = 1.0, chunk_size=None,
