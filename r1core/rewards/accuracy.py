@@ -15,6 +15,7 @@ Decision ladder (cheap and exact first; docs/rewards.md has the table of decisio
 from __future__ import annotations
 
 import importlib.util
+import re
 import time
 from fractions import Fraction
 
@@ -67,8 +68,16 @@ def _structure(s: str) -> tuple[str, list[str], str] | None:
     return None
 
 
+_SIMPLE_NUMBER = re.compile(r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:/\d+)?")
+
+
 def _values(s: str) -> set[Fraction] | None:
     """The rational value(s) a string stands for: {v}, {p, p/100} for "p%", None if not a constant."""
+    if len(s) < 64 and _SIMPLE_NUMBER.fullmatch(s):  # "12", "-0.5", "3/4": no parser needed
+        num, _, den = s.partition("/")
+        if den and int(den) == 0:
+            return None
+        return {Fraction(num) / int(den)} if den else {Fraction(num)}
     if s.endswith("%") and s.count("%") == 1:
         p = parse(s[:-1])
         return {p.value, p.value / 100} if p is not None and p.value is not None else None
@@ -99,7 +108,7 @@ def _scalar_equiv(p: str, r: str, budget: _Budget) -> bool:
 def _equiv(p: str, r: str, budget: _Budget, depth: int = 0) -> bool:
     if p == r or p.casefold() == r.casefold():
         return True
-    if depth < 3:
+    if depth < 3 and ("," in p or "," in r or "\\cup" in p or "\\cup" in r):
         union_p, union_r = _split_top(p, "\\cup"), _split_top(r, "\\cup")
         if len(union_p) > 1 or len(union_r) > 1:
             return len(union_p) == len(union_r) and all(

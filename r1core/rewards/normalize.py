@@ -36,12 +36,13 @@ _UNITS = ("mm|cm|km|m|mi|ft|in|yd|kg|mg|g|lb|lbs|oz|ml|mL|l|L|s|sec|secs|min|min
 _NUMBER_THEN_UNIT = re.compile(rf"^({_NUMBER}%?)(?:{_UNITS})$")
 _THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])(?!\.\d*,)")
 _SPACE = re.compile(r"\s+")
+_PLAIN_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
 
 
 def normalize(answer: str) -> str:
     """The canonical form of an answer string (see the module docstring)."""
     s = answer.strip()
-    if len(s) > MAX_NORMALIZE_CHARS:
+    if len(s) > MAX_NORMALIZE_CHARS or _PLAIN_NUMBER.fullmatch(s):  # the common case: nothing to do
         return s
     s = _CONTROL.sub("", s)
     s = s.replace("\\$", "")  # an escaped dollar is a currency sign, not a math delimiter

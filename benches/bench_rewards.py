@@ -1,0 +1,124 @@
+"""Reward throughput: completions/s of format + accuracy on typical ~1 KB completions with numeric
+answers (serial in this process vs spread over the worker pool), the symbolic path (answers that
+need sympy), and the worst adversarial input of the test-suite's list.
+
+Prediction: the numeric path is extraction (str.rfind from the end) + normalisation (a dozen
+regex substitutions on a ~10-character answer) + our parser's exact Fraction fold: ~20-40 µs per
+completion in CPython, so ~25-50k/s on one core, and the pool adds pickling (~1 KB per item each
+way) for a < 2x gain on 2 cores.  The symbolic path is dominated by sympy (~1-5 ms per check).
+Numbers on a shared CPU are noisy; `extra` carries completions_per_s computed from the median.
+"""
+from __future__ import annotations
+
+import random
+import statistics
+import time
+
+import torch
+
+from benches.common import Case
+
+ADVERSARIAL_LIMIT_S = 1.0
+
+
+def typical_batch(n: int, seed: int = 0) -> tuple[list[str], list[str]]:
+    """~1 KB completions in the R1-Zero format with integer / decimal / fraction answers; about half
+    right, some boxed, some in <answer>, a few without any answer."""
+    rng = random.Random(seed)
+    words = "we add the two numbers then multiply by carry the digit so that gives check again".split()
+    comps, answers = [], []
+    for i in range(n):
+        a, b = rng.randint(10, 999), rng.randint(2, 99)
+        kind = i % 4
+        ref = {0: str(a * b), 1: f"{a}/{b}", 2: f"{a / 8:.3f}", 3: f"{a * b * 1000:,}"}[kind]
+        said = {0: str(a * b), 1: f"\\frac{{{a}}}{{{b}}}", 2: f"{a / 8:.3f}", 3: str(a * b * 1000)}[kind]
+        if rng.random() < 0.5:
+            said = str(rng.randint(1, 10**6))
+        body = []
+        while sum(map(len, body)) < 900:
+            body.append(rng.choice(words) if rng.random() < 0.7 else str(rng.randint(0, 9999)))
+        think = " ".join(body)
+        tail = (f"<answer>{said}</answer>" if i % 3 else f"<answer>The answer is $\\boxed{{{said}}}$</answer>")
+        if i % 17 == 0:
+            tail = "I am not sure."
+        comps.append(f"<think>{think}</think> {tail}")
+        answers.append(ref)
+    return comps, answers
+
+
+def symbolic_batch(n: int) -> tuple[list[str], list[str]]:
+    pairs = [("2x+2", "2(x+1)"), ("x^2-1", "(x-1)(x+1)"), ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"),
+             ("\\sin^2 x+\\cos^2 x", "1"), ("(x+1)^2", "x^2+1"), ("3\\pi/2", "\\frac{3\\pi}{2}")]
+    comps = [f"<think>work</think> <answer>\\boxed{{{pairs[i % 6][0]}}}</answer>" for i in range(n)]
+    return comps, [pairs[i % 6][1] for i in range(n)]
+
+
+def _throughput_case(op: str, shape: str, backend: str, comps, answers, *, parallel: bool, baseline: bool) -> Case:
+    from r1core.rewards import score
+
+    times: list[float] = []
+    extra: dict = {"completions": len(comps)}
+
+    def fn():
+        t0 = time.perf_counter()
+        out = score({"format": 0.1, "accuracy": 1.0}, comps, answer=answers, parallel=parallel)
+        times.append(time.perf_counter() - t0)
+        extra["completions_per_s"] = round(len(comps) / statistics.median(times))
+        return out
+
+    return Case(op=op, shape=shape, dtype="text", backend=backend, fn=fn, baseline=baseline,
+                bytes=sum(len(c.encode()) for c in comps), extra=extra,
+                note="format+accuracy; completions/s in completions_per_s")
+
+
+def _worst_adversarial_case() -> Case:
+    from r1core.rewards import get
+
+    mb = 1 << 20
+    inputs = {
+        "power tower": "\\boxed{9^{9^{9^{9}}}}", "python power chain": "<answer>2**2**2**2**2**2</answer>",
+        "huge degree": "\\boxed{(x^{1000})^{1000}}", "deep braces": "\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}",
+        "1 MB prose": "word " * (mb // 5) + "\\boxed{42}", "1 MB of tags": "<answer>" * (mb // 8),
+        "NUL bytes": "\x00" * mb + "\\boxed{42}", "mixed scripts 1 MB": "我们 это λόγος word " * (mb // 20),
+    }
+    calls = [("accuracy", {"answer": "x^2"}), ("format", {}), ("language", {"lang": "zh"}),
+             ("countdown", {"numbers": [1, 2, 3], "target": 6})]
+    worst = (0.0, "")
+    for name, text in inputs.items():  # find the slowest (input, reward) once, then time that pair
+        for reward, kw in calls:
+            t0 = time.perf_counter()
+            get(reward)(text, **kw)
+            dt = time.perf_counter() - t0
+            if dt > worst[0]:
+                worst = (dt, f"{reward} on {name}")
+    reward, _, name = worst[1].partition(" on ")
+    text, kw = inputs[name], dict(calls)[reward]
+    fn_reward = get(reward)
+    extra = {"worst": worst[1], "limit_s": ADVERSARIAL_LIMIT_S}
+    return Case(op="rewards adversarial", shape=f"worst of {len(inputs)}x{len(calls)}", dtype="text",
+                backend="serial", fn=lambda: fn_reward(text, **kw), baseline=True, bytes=len(text.encode()),
+                extra=extra, note=f"slowest (input, reward): {worst[1]}; limit {ADVERSARIAL_LIMIT_S}s")
+
+
+def cases(device: torch.device, quick: bool) -> list[Case]:
+    from r1core.rewards.pool import get_pool
+
+    get_pool().warm()  # worker start-up is not what we time
+    n = 1024 if quick else 8192
+    comps, answers = typical_batch(n)
+    shape = f"N={n} ~1KB numeric"
+    out = [
+        _throughput_case("rewards format+accuracy", shape, "serial", comps, answers, parallel=False, baseline=True),
+        _throughput_case("rewards format+accuracy", shape, f"pool x{get_pool().size}", comps, answers,
+                         parallel=True, baseline=False),
+    ]
+    ns = 64 if quick else 256
+    scomps, sanswers = symbolic_batch(ns)
+    sshape = f"N={ns} symbolic"
+    out += [
+        _throughput_case("rewards format+accuracy", sshape, "serial", scomps, sanswers, parallel=False, baseline=True),
+        _throughput_case("rewards format+accuracy", sshape, f"pool x{get_pool().size}", scomps, sanswers,
+                         parallel=True, baseline=False),
+        _worst_adversarial_case(),
+    ]
+    return out
