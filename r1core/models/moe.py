@@ -30,9 +30,10 @@ w13/w2 (and renames nothing else); `moe_state_to_hf(sd, prefix)` splits them bac
 experts w1/w3/w2 under `block_sparse_moe`: pass `names=("w1", "w3", "w2")`.)  Qwen2-MoE's
 `shared_expert_gate` (a sigmoid gate on the shared expert) is not modelled.
 
-Numerics follow the HF modelling code: the softmax router (Qwen3-MoE) runs `gate` in x's dtype then
-a float32 softmax; the sigmoid router (DeepSeek-V3) runs `gate` in float32.  Expert GEMMs run in
-x's dtype (bf16 in training) with float32 accumulation in the kernels.
+Numerics: the router always runs in float32 (DeepSeek-V2/V3 do; Qwen3-MoE's HF code runs the gate
+in the activation dtype and only the softmax in float32: ours is the more accurate of the two, and
+can choose differently from a bf16 HF router on near-ties).  Expert GEMMs run in x's dtype (bf16 in
+training) with float32 accumulation in the kernels.
 """
 from __future__ import annotations
 
@@ -60,10 +61,9 @@ class MoEGate(nn.Module):
             self.e_score_correction_bias = None
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
-    def forward(self, x_TH: torch.Tensor, *, float32: bool) -> torch.Tensor:
-        if float32:
-            return F.linear(x_TH.float(), self.weight.float())
-        return F.linear(x_TH, self.weight)
+    def forward(self, x_TH: torch.Tensor) -> torch.Tensor:
+        dt = torch.float64 if x_TH.dtype == torch.float64 else torch.float32
+        return F.linear(x_TH.to(dt), self.weight.to(dt))  # float32 logits [T, E] (float64 for float64 x)
 
 
 class GroupedExperts(nn.Module):
@@ -132,7 +132,7 @@ class MoE(nn.Module):
 
     def route(self, x_TH: torch.Tensor, replay_ids: torch.Tensor | None = None):
         """(weights [T, k] float32, ids [T, k] int64) for tokens x_TH."""
-        logits_TE = self.gate(x_TH, float32=self.scoring == "sigmoid")
+        logits_TE = self.gate(x_TH)
         return moe_route(logits_TE, self.top_k, scoring=self.scoring, n_group=self.n_group,
                          topk_group=self.topk_group, correction_bias=self.gate.e_score_correction_bias,
                          norm_topk=self.norm_topk, routed_scale=self.routed_scale, replay_ids=replay_ids)
@@ -163,8 +163,10 @@ class MoE(nn.Module):
         if get("shared_expert_intermediate_size"):
             raise ValueError("Qwen2-MoE's gated shared expert (shared_expert_gate) is not supported")
         I = get("moe_intermediate_size") or get("intermediate_size")
-        scoring = get("scoring_func", "softmax") or "softmax"
-        topk_method = get("topk_method", "greedy") or "greedy"
+        # transformers >= 5 drops scoring_func/topk_method from DeepseekV3Config: the type implies them
+        v3 = get("model_type", "") in ("deepseek_v3", "kimi_k2")
+        scoring = get("scoring_func", None) or ("sigmoid" if v3 else "softmax")
+        topk_method = get("topk_method", None) or ("noaux_tc" if v3 else "greedy")
         grouped = topk_method in ("group_limited_greedy", "noaux_tc")
         n_group = int(get("n_group", 1) or 1) if grouped else 1
         topk_group = int(get("topk_group", 1) or 1) if grouped else 1
