@@ -21,7 +21,6 @@ import atexit
 import collections
 import os
 import pickle
-import queue
 import select
 import struct
 import subprocess
@@ -87,6 +86,13 @@ class _Worker:
             if not self.fill():
                 raise EOFError
 
+    def poll_ready(self) -> None:
+        """Notice, without waiting, a "ready" frame that has already arrived."""
+        if self.ready or self.buf or not select.select([self.fd], [], [], 0)[0]:
+            return
+        if self.fill() and self.frame() == ("ready",):
+            self.ready = True
+
     def wait_ready(self) -> None:
         if self.ready:
             return
@@ -123,30 +129,41 @@ class WorkerPool:
         if size < 1:
             raise ValueError(f"size: expected >= 1 worker, got {size}")
         self.size = size
-        self.idle: queue.LifoQueue[_Worker] = queue.LifoQueue()
+        self.idle: list[_Worker] = []
         self.lock = threading.Lock()
+        self.cond = threading.Condition(self.lock)
         self.started = 0
         self.closed = False
         self.restarts = 0
 
     # -- check-out / in -------------------------------------------------------------------------
     def _checkout(self, block: bool = True) -> _Worker | None:
-        with self.lock:
-            if self.closed:
-                raise WorkerError("the reward worker pool is closed")
-            if self.idle.empty() and self.started < self.size:
-                self.started += 1
-                return _Worker()
-        try:
-            w = self.idle.get(block=block)
-        except queue.Empty:
-            return None
+        """An idle worker, preferring one that is ready (a replacement may still be starting)."""
+        with self.cond:
+            while True:
+                if self.closed:
+                    raise WorkerError("the reward worker pool is closed")
+                if self.idle:
+                    for w in self.idle:
+                        w.poll_ready()
+                    ready = [i for i, w in enumerate(self.idle) if w.ready]
+                    w = self.idle.pop(ready[-1] if ready else -1)
+                    break
+                if self.started < self.size:
+                    self.started += 1
+                    w = _Worker()
+                    break
+                if not block:
+                    return None
+                self.cond.wait()
         if w.proc.poll() is not None:  # died while idle (killed from outside): start another
             w = self._replace(w)
         return w
 
     def _checkin(self, w: _Worker) -> None:
-        self.idle.put(w)
+        with self.cond:
+            self.idle.append(w)
+            self.cond.notify()
 
     def _replace(self, w: _Worker) -> _Worker:
         """Kill a worker that ran out of time or died; its replacement starts at once."""
@@ -272,13 +289,12 @@ class WorkerPool:
         return results
 
     def close(self) -> None:
-        with self.lock:
+        with self.cond:
             self.closed = True
-        while True:
-            try:
-                self.idle.get_nowait().kill()
-            except queue.Empty:
-                break
+            idle, self.idle = self.idle, []
+            self.cond.notify_all()
+        for w in idle:
+            w.kill()
 
 
 _POOL: WorkerPool | None = None
