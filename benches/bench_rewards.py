@@ -77,7 +77,8 @@ def _worst_adversarial_case() -> Case:
     mb = 1 << 20
     inputs = {
         "power tower": "\\boxed{9^{9^{9^{9}}}}", "python power chain": "<answer>2**2**2**2**2**2</answer>",
-        "huge degree": "\\boxed{(x^{1000})^{1000}}", "deep braces": "\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}",
+        "huge degree": "\\boxed{(x^{1000})^{1000}}",
+        "deep braces": "\\boxed{" + "{" * 100_000 + "1" + "}" * 100_000 + "}",
         "1 MB prose": "word " * (mb // 5) + "\\boxed{42}", "1 MB of tags": "<answer>" * (mb // 8),
         "NUL bytes": "\x00" * mb + "\\boxed{42}", "mixed scripts 1 MB": "我们 это λόγος word " * (mb // 20),
     }

@@ -6,7 +6,8 @@ Rules, in order (docs/rewards.md lists the decisions):
     \\displaystyle and LaTeX spacing (\\, \\; \\! \\: \\quad ~) dropped; \\dfrac/\\tfrac -> \\frac;
   * text wrappers (\\text{…} \\mathrm{…} \\mathbf{…} \\textbf{…} \\mbox{…} \\operatorname{…}) replaced by
     their content; degrees (^\\circ, °) dropped; \\% -> %;
-  * a single leading assignment "x = 3" / "\\theta=3" / "x \\in [1, 2]" -> the right-hand side; a trailing full stop dropped;
+  * a single leading assignment "x = 3" / "\\theta=3" / "x \\in [1, 2]" -> its right-hand side;
+    a trailing full stop dropped;
   * units: a number followed by words ("5 cm", "12 apples", "3 hours") keeps the number; a known unit
     glued to a number ("5cm", "10kg") too; currency signs and codes ($, \\$, USD, €, £) dropped;
   * thousands separators "1,234,567" (groups of exactly three digits) -> "1234567";

@@ -20,7 +20,8 @@ SETTINGS = settings(max_examples=120, deadline=None, suppress_health_check=[Heal
 CALLS = [
     ("accuracy", lambda a: {"answer": a}), ("format", lambda a: {}), ("format", lambda a: {"mode": "lenient"}),
     ("tag_count", lambda a: {}), ("language", lambda a: {"lang": "en"}), ("language", lambda a: {"lang": "zh"}),
-    ("countdown", lambda a: {"numbers": [1, 2, 3, 4], "target": 10}), ("length", lambda a: {"max_len": 50, "buffer": 10}),
+    ("countdown", lambda a: {"numbers": [1, 2, 3, 4], "target": 10}),
+    ("length", lambda a: {"max_len": 50, "buffer": 10}),
 ]
 
 
