@@ -6,7 +6,8 @@ Prediction: the numeric path is extraction (str.rfind from the end) + normalisat
 regex substitutions on a ~10-character answer) + our parser's exact Fraction fold: ~20-40 µs per
 completion in CPython, so ~25-50k/s on one core, and the pool adds pickling (~1 KB per item each
 way) for a < 2x gain on 2 cores.  The symbolic path is dominated by sympy (~1-5 ms per check).
-Numbers on a shared CPU are noisy; `extra` carries completions_per_s computed from the median.
+Numbers on a shared CPU are noisy; `extra` carries completions_per_s (wall, median) and the
+caller's CPU time per completion (what one core would sustain unloaded, for the serial rows).
 """
 from __future__ import annotations
 
@@ -57,13 +58,18 @@ def _throughput_case(op: str, shape: str, backend: str, comps, answers, *, paral
     from r1core.rewards import score
 
     times: list[float] = []
+    cpu: list[float] = []
     extra: dict = {"completions": len(comps)}
 
     def fn():
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = score({"format": 0.1, "accuracy": 1.0}, comps, answer=answers, parallel=parallel)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         extra["completions_per_s"] = round(len(comps) / statistics.median(times))
+        # CPU of this (the caller's) process per completion: on a loaded machine wall time overstates
+        # the cost; in pool mode the workers' CPU is not included
+        extra["caller_cpu_us_per_completion"] = round(statistics.median(cpu) / len(comps) * 1e6, 1)
         return out
 
     return Case(op=op, shape=shape, dtype="text", backend=backend, fn=fn, baseline=baseline,
