@@ -220,10 +220,13 @@ def launch_config(n_groups: int, G: int, device: torch.device, max_block_g: int 
 
 def grpo_advantages(rewards_gG: torch.Tensor, *, scale: str = "group", baseline: str = "mean",
                     eps: float = 1e-6, check_finite: bool = True,
-                    max_block_g: int = MAX_BLOCK_G) -> tuple[torch.Tensor, torch.Tensor | None]:
+                    max_block_g: int = MAX_BLOCK_G, small_batch_n: int = SMALL_BATCH_N,
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Advantages [n_groups, G] float32 (contiguous) of rewards [n_groups, G] (any strides, float
     dtype, n_groups >= 1, G >= 2; validated by the caller), and the int32 [1] non-finite flag (None
-    when check_finite is False; reading it is the caller's device sync)."""
+    when check_finite is False; reading it is the caller's device sync).  max_block_g and
+    small_batch_n override the module's MAX_BLOCK_G and SMALL_BATCH_N (tests reach every path with
+    small inputs that way)."""
     n_groups, G = rewards_gG.shape
     assert n_groups >= 1 and G >= 2 and rewards_gG.is_floating_point()
     assert max_block_g >= 2 and max_block_g & (max_block_g - 1) == 0, "max_block_g must be a power of two"
@@ -237,7 +240,7 @@ def grpo_advantages(rewards_gG: torch.Tensor, *, scale: str = "group", baseline:
 
     batch_mode, n_partials, part, grid = 0, 1, out, (n_tiles,)
     if scale == "batch":
-        if n_groups * G <= SMALL_BATCH_N:
+        if n_groups * G <= small_batch_n:
             batch_mode, grid = 1, (1,)
         else:
             batch_mode, n_partials = 2, min(MAX_PARTIALS, n_tiles)

@@ -1,0 +1,136 @@
+"""r1core.grpo_advantages (SPEC §1): argument checks at the boundary, then one of four backends.
+
+Legend: N rewards, G = group_size, N/G groups; rewards_gG is the [N/G, G] view of the input (a view:
+strided inputs are read in place by every backend, never copied).
+
+    A = r - mean_g(r)                    baseline "mean"
+    A = r - (sum_g(r) - r) / (G - 1)     baseline "rloo" (leave-one-out)
+    then / (std_g(r) + eps)              scale "group"   (Bessel-corrected std of the group)
+         / (std(all r) + eps)            scale "batch"   (mean still per group)
+         nothing                         scale "none"    (Dr. GRPO)
+
+Backends: "torch" (r1core.ref, float64), "cpp" (C++ CPU kernel), "triton" (kernels/advantage.py;
+the Triton interpreter on CPU tensors), "cuda" (csrc/advantage/advantage.cu).  Launches on a GPU:
+scale group/none = one kernel; batch = one (N <= 16384, Triton) or two; the finiteness check adds a
+4-byte memset and one device sync to read its flag (R1CORE_SKIP_CHECKS=1 skips it: then a non-finite
+reward silently gives NaN advantages in its group, or everywhere with scale "batch").
+
+No autograd: rewards are constants of the RL objective, so the result never requires grad (a
+rewards tensor that requires grad is read through .detach()).
+"""
+from __future__ import annotations
+
+import math
+import operator
+import os
+from typing import Callable
+
+import torch
+
+from r1core import _backend
+from r1core._nvtx import nvtx_range
+from r1core.ref.advantage import BASELINES, SCALES, grpo_advantages_ref
+
+SKIP_CHECKS_ENV = "R1CORE_SKIP_CHECKS"  # "1": skip the finiteness check (a device sync on GPU)
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+NON_FINITE = "rewards must be finite, found NaN or inf"
+
+
+def grpo_advantages(rewards: torch.Tensor, group_size: int, *, scale: str = "group", baseline: str = "mean",
+                    eps: float = 1e-6, backend: str | None = None) -> torch.Tensor:
+    """Group-normalised GRPO advantages of `rewards` ([N] or [N/G, G]), float32, same shape.
+
+    Rewards may be float32/float64/bfloat16/float16 (computed in float32 after an exact shift, in
+    float64 for float64), or integer/bool (converted to float64 first).  Empty rewards give an empty
+    result.  Raises ValueError for group_size < 2, N % group_size != 0, a non-finite reward, an
+    unknown scale/baseline/backend or a bad eps; TypeError for a non-tensor or a non-real dtype.
+    """
+    rewards_gG = _check(rewards, group_size, scale, baseline, eps)
+    name = _backend.resolve("grpo_advantages", rewards_gG.device, backend,
+                            implemented=("torch", "triton", "cpp", "cuda"), gpu_order=("cuda", "triton", "torch"))
+    with nvtx_range("grpo_advantages"):
+        if rewards_gG.numel() == 0:
+            out_gG = torch.empty(rewards_gG.shape, dtype=torch.float32, device=rewards_gG.device)
+        else:
+            check_finite = os.environ.get(SKIP_CHECKS_ENV) != "1"
+            out_gG = _RUN[name](rewards_gG, scale, baseline, float(eps), check_finite)
+    return out_gG.view(rewards.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# argument checks
+# ---------------------------------------------------------------------------------------------
+def _check(rewards, group_size, scale, baseline, eps) -> torch.Tensor:
+    """Validate everything; return the [N/G, G] view (float dtype, detached)."""
+    if not isinstance(rewards, torch.Tensor):
+        raise TypeError(f"rewards must be a torch.Tensor of shape [N] or [N/G, G], got {type(rewards).__name__}")
+    if isinstance(group_size, bool):
+        raise TypeError("group_size must be an int, got bool")
+    try:
+        G = operator.index(group_size)
+    except TypeError:
+        raise TypeError(f"group_size must be an int, got {type(group_size).__name__}") from None
+    if G < 2:
+        raise ValueError(f"group_size must be >= 2 (a group needs a baseline and a std), got {G}")
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if baseline not in BASELINES:
+        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite real number >= 0, got {eps!r}")
+
+    if rewards.dtype.is_complex:
+        raise TypeError(f"rewards must have a real dtype, got {rewards.dtype}")
+    if rewards.dtype not in FLOAT_DTYPES:
+        if rewards.is_floating_point():  # float8 and friends are not rewards
+            raise TypeError(f"rewards must be float32, float64, bfloat16, float16 or an integer dtype, "
+                            f"got {rewards.dtype}")
+        rewards = rewards.to(torch.float64)  # bool / integer rewards: exact up to 2**53
+    rewards = rewards.detach()
+
+    if rewards.dim() == 1:
+        if rewards.numel() % G != 0:
+            raise ValueError(f"rewards has N={rewards.numel()} elements, not a multiple of group_size={G}")
+        return rewards.view(-1, G)
+    if rewards.dim() == 2:
+        if rewards.shape[1] != G:
+            raise ValueError(f"rewards of shape {list(rewards.shape)} must have group_size={G} columns "
+                             "([N/G, G]: one group per row)")
+        return rewards
+    raise ValueError(f"rewards must have shape [N] or [N/G, G], got {list(rewards.shape)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# backends: rewards_gG [N/G, G] (N >= 1) -> float32 [N/G, G]
+# ---------------------------------------------------------------------------------------------
+def _raise_if_flagged(bad: torch.Tensor | None) -> None:
+    if bad is not None and bool(bad.item()):  # the one device sync of the GPU backends
+        raise ValueError(NON_FINITE)
+
+
+def _run_torch(r_gG, scale, baseline, eps, check_finite):
+    if check_finite and not bool(torch.isfinite(r_gG).all()):
+        raise ValueError(NON_FINITE)
+    return grpo_advantages_ref(r_gG, r_gG.shape[1], scale=scale, baseline=baseline, eps=eps).float()
+
+
+def _run_cpp(r_gG, scale, baseline, eps, check_finite):
+    return _backend.ext().advantage_cpu(r_gG, scale, baseline, eps, check_finite)
+
+
+def _run_triton(r_gG, scale, baseline, eps, check_finite):
+    out, bad = _backend.kernels("advantage").grpo_advantages(r_gG, scale=scale, baseline=baseline, eps=eps,
+                                                            check_finite=check_finite)
+    _raise_if_flagged(bad)
+    return out
+
+
+def _run_cuda(r_gG, scale, baseline, eps, check_finite):
+    out, bad = _backend.ext().advantage_cuda(r_gG, scale, baseline, eps, check_finite)
+    _raise_if_flagged(bad)
+    return out
+
+
+_RUN: dict[str, Callable[..., torch.Tensor]] = {
+    "torch": _run_torch, "cpp": _run_cpp, "triton": _run_triton, "cuda": _run_cuda,
+}
