@@ -22,7 +22,8 @@
 
 namespace r1core {
 
-enum class AdvDtype : int { kFloat32 = 0, kFloat64 = 1, kFloat16 = 2, kBFloat16 = 3 };
+// float16/bfloat16 rewards are widened to float32 by the caller (exact; keeps the build small).
+enum class AdvDtype : int { kFloat32 = 0, kFloat64 = 1 };
 
 // Bytes of device scratch advantage_launch needs (the batch scale's partial moments; 0 otherwise).
 size_t advantage_workspace_bytes(AdvScale scale);

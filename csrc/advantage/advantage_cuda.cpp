@@ -15,9 +15,7 @@ AdvDtype adv_dtype(at::ScalarType t) {
   switch (t) {
     case at::kFloat: return AdvDtype::kFloat32;
     case at::kDouble: return AdvDtype::kFloat64;
-    case at::kHalf: return AdvDtype::kFloat16;
-    case at::kBFloat16: return AdvDtype::kBFloat16;
-    default: R1_CHECK(false, "rewards must be float32, float64, float16 or bfloat16, got ", t);
+    default: R1_CHECK(false, "rewards must be float32 or float64 here, got ", t);
   }
   return AdvDtype::kFloat32;  // unreachable
 }
@@ -30,8 +28,10 @@ std::tuple<at::Tensor, at::Tensor> advantage_cuda(const at::Tensor& rewards_gG, 
   check_adv_args(rewards_gG, eps);
   const AdvScale sc = parse_adv_scale(scale);
   const AdvBaseline bl = parse_adv_baseline(baseline);
-  const AdvDtype dt = adv_dtype(rewards_gG.scalar_type());
   const c10::cuda::CUDAGuard guard(rewards_gG.device());
+  // float16/bfloat16 rewards: widened to float32 first (exact, one small extra kernel)
+  const at::Tensor r_gG = rewards_gG.scalar_type() == at::kDouble ? rewards_gG : rewards_gG.to(at::kFloat);
+  const AdvDtype dt = adv_dtype(r_gG.scalar_type());
 
   const int64_t n_groups = rewards_gG.size(0), G = rewards_gG.size(1);
   at::Tensor out = at::empty({n_groups, G}, rewards_gG.options().dtype(at::kFloat));
@@ -42,7 +42,7 @@ std::tuple<at::Tensor, at::Tensor> advantage_cuda(const at::Tensor& rewards_gG, 
   at::Tensor workspace = ws_bytes ? at::empty({static_cast<int64_t>(ws_bytes)}, rewards_gG.options().dtype(at::kByte))
                                   : at::Tensor();
   const cudaError_t err = advantage_launch(
-      rewards_gG.const_data_ptr(), dt, n_groups, G, rewards_gG.stride(0), rewards_gG.stride(1), sc, bl,
+      r_gG.const_data_ptr(), dt, n_groups, G, r_gG.stride(0), r_gG.stride(1), sc, bl,
       static_cast<float>(eps), out.mutable_data_ptr<float>(), check_finite ? bad.mutable_data_ptr<int>() : nullptr,
       ws_bytes ? workspace.mutable_data_ptr() : nullptr, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "advantage_cuda: kernel launch failed: ", cudaGetErrorString(err));
