@@ -71,10 +71,13 @@ class Attention(nn.Module):
                 causal: bool, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, _ = x_BTH.shape
         Hq, Hkv, D = self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = self.qkv_proj(x_BTH).view(B, T, Hq + 2 * Hkv, D).split((Hq, Hkv, Hkv), dim=2)
+        qkv = self.qkv_proj(x_BTH).view(B, T, Hq + 2 * Hkv, D)
         if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+            qk = torch.cat((self.q_norm(qkv[:, :, :Hq]), self.k_norm(qkv[:, :, Hq:Hq + Hkv])), dim=2)
+        else:
+            qk = qkv[:, :, :Hq + Hkv]
+        qk = apply_rope(qk, cos, sin)                                           # q and k heads in one go
+        q, k, v = qk[:, :, :Hq], qk[:, :, Hq:], qkv[:, :, Hq + Hkv:]
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)      # [B, heads, T, D]
         if cache is not None:
             k, v = cache.write(layer, k, v)

@@ -106,22 +106,27 @@ class RotaryEmbedding:
         return self._cache[device]
 
     def __call__(self, position_ids_BT: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin [B, T, D/2] in `dtype` (computed in float32, like transformers)."""
+        """cos [B, T, D] = (cos, cos) and signed sin [B, T, D] = (−sin, sin) in `dtype` (computed in
+        float32, as transformers does), laid out for `apply_rope`."""
         inv_freq, scale = self._freqs(position_ids_BT.device, position_ids_BT)
         angles = position_ids_BT[..., None].float() * inv_freq
         cos, sin = angles.cos(), angles.sin()
         if scale != 1.0:
             cos, sin = cos * scale, sin * scale
-        return cos.to(dtype), sin.to(dtype)
+        return torch.cat((cos, cos), dim=-1).to(dtype), torch.cat((-sin, sin), dim=-1).to(dtype)
 
 
-def apply_rope(x_BTHD: torch.Tensor, cos_BTd: torch.Tensor, sin_BTd: torch.Tensor, *,
+def apply_rope(x_BTHD: torch.Tensor, cos_BTD: torch.Tensor, sin_BTD: torch.Tensor, *,
                interleave: bool = False) -> torch.Tensor:
-    """Rotate the last dim of x [B, T, H, D] (D = 2·d) by the angles behind cos/sin [B, T, d]."""
-    cos, sin = cos_BTd[:, :, None, :], sin_BTd[:, :, None, :]
+    """Rotate the last dim of x [B, T, H, D] by the angles behind (cos, signed sin) [B, T, D]:
+        half layout   x·cos + (x2, x1)·(−sin, sin) = (x1 cos − x2 sin, x2 cos + x1 sin)
+    (bit for bit transformers' q·cos + rotate_half(q)·sin, in three ops: roll, mul, addcmul).
+    interleave=True reads the pairs (x_2i, x_2i+1) and writes (x_even', x_odd') de-interleaved."""
+    cos, sin = cos_BTD[:, :, None, :], sin_BTD[:, :, None, :]
     if interleave:
-        x1, x2 = x_BTHD[..., 0::2], x_BTHD[..., 1::2]
-    else:
         half = x_BTHD.shape[-1] // 2
-        x1, x2 = x_BTHD[..., :half], x_BTHD[..., half:]
-    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        c, s = cos[..., :half], sin[..., half:]
+        x1, x2 = x_BTHD[..., 0::2], x_BTHD[..., 1::2]
+        return torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), dim=-1)
+    rolled = torch.roll(x_BTHD, x_BTHD.shape[-1] // 2, dims=-1)
+    return torch.addcmul(x_BTHD * cos, rolled, sin)
