@@ -135,6 +135,7 @@ class WorkerPool:
         self.started = 0
         self.closed = False
         self.restarts = 0
+        self.pid = os.getpid()  # a forked child must not share its parent's workers
 
     # -- check-out / in -------------------------------------------------------------------------
     def _checkout(self, block: bool = True) -> _Worker | None:
@@ -183,22 +184,31 @@ class WorkerPool:
 
     # -- one request ----------------------------------------------------------------------------
     def call(self, request: tuple, *, timeout: float) -> Any:
-        """Run `request` on one worker; None when it takes longer than `timeout` seconds or fails."""
-        w = self._checkout()
-        try:
-            w.wait_ready()
-            w.send(request)
-            reply = w.recv(time.monotonic() + timeout)
-        except (TimeoutError, EOFError, OSError):
-            w = self._replace(w)
-            return None
-        except WorkerError as e:
-            warn_once(f"r1core.rewards: {e}; symbolic checks count as not equivalent")
-            w = self._replace(w)
-            return None
-        finally:
-            self._checkin(w)
-        return reply[1] if reply[0] == "ok" else None
+        """Run `request` on one worker; None when it takes longer than `timeout` seconds or fails.
+        A worker found dead before it answered (killed from outside) is replaced and the request
+        tried once more."""
+        for attempt in range(2):
+            w = self._checkout()
+            try:
+                w.wait_ready()
+                w.send(request)
+                reply = w.recv(time.monotonic() + timeout)
+            except TimeoutError:
+                w = self._replace(w)
+                return None
+            except (EOFError, OSError):
+                w = self._replace(w)
+                if attempt:
+                    return None
+                continue
+            except WorkerError as e:
+                warn_once(f"r1core.rewards: {e}; symbolic checks count as not equivalent")
+                w = self._replace(w)
+                return None
+            finally:
+                self._checkin(w)
+            return reply[1] if reply[0] == "ok" else None
+        return None
 
     # -- a batch, streamed per item -------------------------------------------------------------
     def score_items(self, names: list[str], items: list[tuple[str, dict]], *, limit: float,
@@ -319,7 +329,7 @@ def get_pool() -> WorkerPool:
     """The process-wide pool (created on first use, closed at exit)."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL.closed:
+        if _POOL is None or _POOL.closed or _POOL.pid != os.getpid():
             _POOL = WorkerPool(default_size())
             atexit.register(_POOL.close)
         return _POOL
