@@ -76,6 +76,7 @@ ext_modules, cmdclass = _extensions()
 # tree imports as-is (no install needed for tests) and nothing installs a top-level `kernels` module.
 setup(
     packages=PACKAGES,
+    package_data={"r1core.tasks": ["data/*.jsonl"]},  # the shipped word problems (tests, default run)
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )
