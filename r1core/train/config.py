@@ -75,8 +75,9 @@ class OptimConfig:
     schedule: str = opt("constant", "learning-rate schedule after warm-up", ("constant", "cosine"))
     min_lr_ratio: float = opt(0.1, "cosine floor as a fraction of lr")
     grad_clip: float = opt(1.0, "clip the global gradient norm to this (0: off)")
-    micro_batch: int = opt(8, "sequences per forward/backward")
-    grad_accum: int = opt(0, "micro-batches per optimizer step (0: the whole step's batch, one optimizer step per pass)")
+    micro_batch: int = opt(8, "sequences per forward/backward on each rank (memory only: results do not change)")
+    mini_batches: int = opt(1, "optimizer steps per pass: the step's prompt groups are dealt round-robin into this "
+                               "many mini-batches, each accumulating the gradients of its micro-batches")
 
 
 @dataclass(kw_only=True)
@@ -110,6 +111,7 @@ class SampleConfig:
     k: int = opt(4, "samples per prompt")
     keep_per_prompt: int = opt(1, "at most this many kept samples per prompt")
     min_language: float = opt(0.0, "drop samples whose language reward is below this")
+    require_format: bool = opt(True, "keep only samples whose format reward is 1")
     temperature: float = opt(0.7, "sampling temperature")
     max_new_tokens: int = opt(256, "completion length limit")
 
@@ -129,6 +131,7 @@ class RunConfig:
     profile_steps: str = opt("", "a:b: bracket steps a..b-1 with cudaProfilerStart/Stop for nsys")
     tensorboard: bool = opt(True, "write TensorBoard logs when tensorboard is installed")
     progress: bool = opt(True, "show a progress bar")
+    plot: bool = opt(True, "write curves.png at the end (needs matplotlib)")
     dist: str = opt("fsdp", "data parallelism under torchrun: fsdp (FSDP2 fully_shard) or ddp", ("fsdp", "ddp"))
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
 
@@ -297,16 +300,18 @@ def validate(cfg: Config) -> None:
     """Cross-field checks that single-field typing cannot express."""
     r, o, g, run = cfg.rollout, cfg.optim, cfg.grpo, cfg.run
     positive = {"rollout.prompts": r.prompts, "rollout.max_new_tokens": r.max_new_tokens,
-                "optim.micro_batch": o.micro_batch, "grpo.mu": g.mu}
+                "optim.micro_batch": o.micro_batch, "optim.mini_batches": o.mini_batches, "grpo.mu": g.mu}
     for k, v in positive.items():
         if v < 1:
             raise ValueError(f"config key {k!r} must be >= 1, got {v}")
     nonneg = {"run.steps": run.steps, "run.save_every": run.save_every, "run.keep_last": run.keep_last,
-              "run.eval_n": run.eval_n, "optim.warmup": o.warmup, "optim.grad_accum": o.grad_accum,
+              "run.eval_n": run.eval_n, "optim.warmup": o.warmup,
               "rollout.gen_batch": r.gen_batch, "grpo.beta": g.beta, "grpo.chunk_size": g.chunk_size}
     for k, v in nonneg.items():
         if v < 0:
             raise ValueError(f"config key {k!r} must be >= 0, got {v}")
+    if o.mini_batches > r.prompts:
+        raise ValueError(f"config key 'optim.mini_batches' ({o.mini_batches}) cannot exceed rollout.prompts ({r.prompts})")
     if r.group_size < 2:
         raise ValueError(f"config key 'rollout.group_size' must be >= 2 (GRPO compares samples), got {r.group_size}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):

@@ -7,8 +7,8 @@ loss normalisers (token counts, sequence counts) are all-reduced so the summed g
 single-process gradient of the same global batch, whatever the number of ranks.
 
 How the policy is wrapped, in this order (the model itself knows nothing of parallelism):
-1. `PolicyHead(model)`: one module whose forward returns (hidden [B, T, H], lm_head weight, bias), so
-   the fused linear loss sees the lm_head through a forward that FSDP/DDP hooks observe.
+1. `PolicyHead(model)`: one module whose forward runs the model and then the fused linear loss (or
+   log-prob) op on its hidden states and lm_head weight, so FSDP/DDP hooks see every use of a weight.
 2. `dist="fsdp"` (default): FSDP2 `fully_shard` on every transformer block, then on the PolicyHead
    (embeddings, final norm and lm_head live in the root unit).  Rollouts unshard the whole model once
    (`full_params`) instead of gathering every layer at every decoded token.
@@ -104,15 +104,18 @@ def barrier(info: DistInfo) -> None:
 # wrapping the policy
 # ---------------------------------------------------------------------------------------------
 class PolicyHead(nn.Module):
-    """forward(input_ids) -> (hidden [B, T, H], lm_head weight [V, H], lm_head bias [V] or None)."""
+    """forward(input_ids, head_fn) -> head_fn(hidden [B, T, H], lm_head weight [V, H], bias [V] or None).
+
+    The fused linear loss (or log-prob) op is `head_fn`: it runs inside this forward, so under FSDP2
+    the lm_head weight is used while the root unit holds it gathered, like any layer's weight."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, **kwargs):
+    def forward(self, input_ids: torch.Tensor, head_fn, **kwargs):
         head = self.model.lm_head
-        return self.model.hidden_states(input_ids, **kwargs), head.weight, getattr(head, "bias", None)
+        return head_fn(self.model.hidden_states(input_ids, **kwargs), head.weight, getattr(head, "bias", None))
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
@@ -141,8 +144,10 @@ def wrap(head: PolicyHead, info: DistInfo, kind: str) -> nn.Module:
         from torch.distributed.fsdp import fully_shard
         for block in transformer_blocks(head.model):
             fully_shard(block)
-        # the root keeps its parameters gathered after forward: forward returns the lm_head weight
-        fully_shard(head, reshard_after_forward=False)
+        fully_shard(head)
+        with torch.no_grad():   # FSDP2 picks its root at the first forward: make it the PolicyHead, not a
+            head(torch.zeros(1, 1, dtype=torch.long, device=info.device), lambda h, w, b: h)  # block in generate()
+        head.reshard()          # the root stays gathered after a forward: give the optimizer the sharded params
         return head
     if kind == "ddp":
         from torch.nn.parallel import DistributedDataParallel
@@ -170,12 +175,15 @@ def full_params(module: nn.Module):
     if not units:
         yield
         return
+    inner = [u for u in units if u is not module]   # the root never reshards after forward anyway
     for u in units:
         u.unshard()
+    for u in inner:
         u.set_reshard_after_forward(False, recurse=False)
     try:
         yield
     finally:
+        for u in inner:
+            u.set_reshard_after_forward(True, recurse=False)
         for u in units:
             u.reshard()
-            u.set_reshard_after_forward(u is not module, recurse=False)  # the root never reshards (wrap)

@@ -9,9 +9,10 @@ One step:
   3. advantage  group-normalised over the global batch (r1core.grpo_advantages)
   4. logprobs   old log-probs (only when the batch is reused: mu > 1 or several optimizer steps per
                 pass) and reference log-probs (only when beta > 0) with the fused linear log-prob op
-  5. update     mu passes; each pass splits the batch into micro-batches (optim.micro_batch rows),
-                grad_accum of them per optimizer step; fused linear GRPO loss (SPEC §3), backward,
-                gradient clipping, AdamW; one LR-scheduler step per training step.
+  5. update     mu passes; each pass deals the prompt groups into optim.mini_batches mini-batches (one
+                optimizer step each), each processed in micro-batches of optim.micro_batch rows whose
+                gradients accumulate; fused linear GRPO loss (SPEC §3), backward, gradient clipping,
+                AdamW; one LR-scheduler step per training step.
 
 Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
   - Loss aggregation `grpo.loss_agg` defaults to "token_mean" (DAPO) rather than the paper's
@@ -41,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,7 @@ class Batch:
     mask_NT: torch.Tensor           # completion_mask[:, 1:] (bool)
     adv_N: torch.Tensor             # float32 advantages
     rows: torch.Tensor              # kept row indices (all rows unless zero-variance groups are dropped)
+    first_group: int = 0            # global index of this rank's first prompt group
     old_logp_NT: torch.Tensor | None = None
     ref_logp_NT: torch.Tensor | None = None
 
@@ -117,7 +120,8 @@ class GRPOTrainer:
     # -----------------------------------------------------------------------------------------
     # the loop
     # -----------------------------------------------------------------------------------------
-    def train(self) -> dict:
+    def train(self, *, stop_after: int | None = None) -> dict:
+        """Run steps start+1 .. run.steps (or stop after step `stop_after`, as a killed run would)."""
         cfg, info = self.cfg, self.info
         if info.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -141,6 +145,8 @@ class GRPOTrainer:
             if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
                 self.save(step)
             last = step
+            if stop_after is not None and step >= stop_after:
+                break
         window.close()
         log.close()
         summary = {"steps": last, "seconds": time.perf_counter() - t_start,
@@ -170,7 +176,8 @@ class GRPOTrainer:
 
         # 2. reward
         with self.timer("reward"):
-            rb = self.task.reward(s.completions, examples, group_size=G)
+            lang = {"lang": [cfg.task.lang] * len(s.completions)} if "language" in self.task.reward_weights else {}
+            rb = self.task.reward(s.completions, examples, group_size=G, **lang)
             total_N = torch.as_tensor(rb.total, dtype=torch.float32).reshape(-1)
             per_NK = torch.as_tensor(rb.per_reward, dtype=torch.float32).reshape(total_N.numel(), -1)
 
@@ -185,6 +192,7 @@ class GRPOTrainer:
         keep_N = ~zero_var_local.repeat_interleave(G) if cfg.grpo.drop_zero_variance else torch.ones(n_local, dtype=torch.bool)
 
         batch = self._make_batch(s, adv_N, keep_N)
+        batch.first_group = first
         upd = self._update(batch)
 
         # metrics (global over ranks)
@@ -206,7 +214,9 @@ class GRPOTrainer:
             "step_time": dt,
             **self.timer.reset(),
         }
-        self.scheduler.step()
+        with warnings.catch_warnings():   # a step whose groups were all dropped made no optimizer step
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            self.scheduler.step()
         return metrics
 
     # -----------------------------------------------------------------------------------------
@@ -220,24 +230,29 @@ class GRPOTrainer:
         return Batch(input_ids_NT=tokens[:, :-1].to(dev), targets_NT=tokens[:, 1:].to(dev),
                      mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten())
 
-    def _micro_batches(self, rows: torch.Tensor) -> list[list[torch.Tensor]]:
+    def _micro_batches(self, rows: torch.Tensor, first_group: int) -> list[list[torch.Tensor]]:
         """Mini-batches (one optimizer step each) of micro-batches (one forward each) of row indices.
-        Every rank runs the same number of micro-batches (collectives must match): missing ones are
-        empty tensors, run as a masked-out dummy row."""
-        mb = self.cfg.optim.micro_batch
-        micro = list(rows.split(mb)) if rows.numel() else []
-        n = int(D.all_reduce([float(len(micro))], op="max", info=self.info)[0])
-        micro += [rows.new_empty(0)] * (n - len(micro))
-        accum = self.cfg.optim.grad_accum or max(1, n)
-        return [micro[i:i + accum] for i in range(0, n, accum)]
+        Prompt group p (global index) goes to mini-batch p % optim.mini_batches, so the mini-batches
+        hold the same sequences whatever the number of ranks.  Every rank runs the same number of
+        micro-batches (collectives must match): missing ones are empty, run as a masked-out dummy row."""
+        G, mb, n_mini = self.cfg.rollout.group_size, self.cfg.optim.micro_batch, self.cfg.optim.mini_batches
+        owner = (first_group + rows // G) % n_mini
+        minis = [list(rows[owner == k].split(mb)) if bool((owner == k).any()) else [] for k in range(n_mini)]
+        counts = D.all_reduce([float(len(m)) for m in minis], op="max", info=self.info)
+        out = []
+        for m, n in zip(minis, counts.tolist()):
+            if n > 0:
+                out.append(m + [rows.new_empty(0)] * (int(n) - len(m)))
+        return out
 
     @torch.no_grad()
     def _logprobs(self, head: torch.nn.Module, batch: Batch, micro: list[torch.Tensor]) -> torch.Tensor:
         out = torch.zeros(batch.targets_NT.shape, dtype=torch.float32, device=self.device)
         for rows in micro:
             rows_, _ = self._rows_or_dummy(rows)
-            hidden, weight, bias = head(batch.input_ids_NT[rows_])
-            lp = ops.linear_logprobs(hidden, weight, batch.targets_NT[rows_], bias_V=bias, temperature=self.temperature)
+            targets = batch.targets_NT[rows_].masked_fill(~batch.mask_NT[rows_], -100)  # prompt/pad: skipped
+            lp = head(batch.input_ids_NT[rows_], lambda h, w, b: ops.linear_logprobs(
+                h, w, targets, bias_V=b, temperature=self.temperature))
             if rows.numel():
                 out[rows] = lp
         return out
@@ -248,7 +263,7 @@ class GRPOTrainer:
 
     def _update(self, batch: Batch) -> dict:
         cfg, info = self.cfg, self.info
-        minis = self._micro_batches(batch.rows)
+        minis = self._micro_batches(batch.rows, batch.first_group)
         if not minis:                                    # every group dropped everywhere: no update
             return {"loss": 0.0, "kl_mean": 0.0, "clip_low_frac": 0.0, "clip_high_frac": 0.0, "ratio_mean": 1.0,
                     "grad_norm": 0.0, "optimizer_steps": 0}
@@ -273,14 +288,14 @@ class GRPOTrainer:
                 norm = self._normalisers(batch, mini)
                 for rows in mini:
                     rows_, dummy = self._rows_or_dummy(rows)
-                    mask = batch.mask_NT[rows_] & (not dummy)
+                    mask = batch.mask_NT[rows_]
+                    mask = torch.zeros_like(mask) if dummy else mask
                     with self.timer("forward"):
-                        hidden, weight, bias = self.policy(batch.input_ids_NT[rows_])
-                        loss, st = ops.linear_grpo_loss(
-                            hidden, weight, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias_V=bias,
+                        loss, st = self.policy(batch.input_ids_NT[rows_], lambda h, w, b: ops.linear_grpo_loss(
+                            h, w, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias_V=b,
                             old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
-                            chunk_size=g.chunk_size or None, **loss_kw)
+                            chunk_size=g.chunk_size or None, **loss_kw))
                         scale = self._scale(mask, norm)
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()
@@ -347,7 +362,7 @@ class GRPOTrainer:
                                     trainer_state={"eval_history": self.eval_history}, tokenizer=self.tokenizer)
 
     def _finish(self, summary: dict) -> None:
-        png = plot_curves(self.out)
+        png = plot_curves(self.out) if self.cfg.run.plot else None
         table = summary_table(summary["before"], summary["after"])
         print(f"\nr1core train: {summary['steps']} steps in {summary['seconds']:.0f} s -> {self.out}")
         if table:

@@ -159,7 +159,8 @@ def plot_curves(out: str | Path, *, window: int = 5) -> Path | None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_title("held-out evaluation")
-    ax.legend(fontsize=7)
+    if evals:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(out) / "curves.png"
     fig.savefig(path, dpi=110)

@@ -180,5 +180,7 @@ def tiny_config(out, *overrides):
     from r1core.train.config import load_config
     base = [f"out={out}", "model=tiny", "task=tiny", "task.template=plain", "rollout.prompts=4",
             "rollout.group_size=4", "rollout.max_new_tokens=3", "optim.lr=0.05", "optim.micro_batch=4",
-            "run.eval_n=0", "run.progress=false", "run.tensorboard=false", "steps=3", "save_every=0"]
+            "run.eval_n=0", "run.progress=false", "run.tensorboard=false", "run.plot=false", "steps=3",
+            "save_every=0",
+            "run.threads=1"]
     return load_config(None, [*base, *overrides])
