@@ -75,7 +75,7 @@ def _row_lse2(row_ptr, n_cols, scale2, BLOCK_V: tl.constexpr):
         m_new = tl.maximum(m, tl.max(x, axis=0))
         s = s * tl.exp2(m - m_new) + tl.sum(tl.exp2(x - m_new), axis=0)
         m = m_new
-    return m + tl.log2(s)
+    return m + tl.log2(tl.maximum(s, 1.0))  # s >= 1 on a read row (its max contributes 2^0); masked: m = -inf
 
 
 @triton.jit

@@ -36,7 +36,7 @@ constexpr int kTerms = 5;         // l·w, ratio·m, kl·m, clip_low·m, clip_hi
 
 // exp(x) in float32 without calls or branches, so `omp simd` loops vectorise: Cody-Waite range
 // reduction x = n·ln2 + r, |r| <= ln2/2, and Cephes' degree-7 polynomial for e^r (about 1 ulp).
-// x < -87.3 gives exactly 0 (float32 underflow); NaN propagates.
+// x < -87.3 (and -inf) gives exactly 0; NaN propagates; callers only pass x <= ~0.
 static inline float exp_f32(float x) {
   const float xc = std::min(std::max(x, -87.3f), 88.7f);
   // n = round(xc / ln2) by the 1.5·2^23 trick (std::floor/nearbyint would block vectorisation)
@@ -53,12 +53,12 @@ static inline float exp_f32(float x) {
   float two_n;
   std::memcpy(&two_n, &bits, sizeof(two_n));
   const float y = p * two_n;
-  return x < -87.3f ? 0.0f : (x != x ? x : y);
+  return x < -87.3f ? 0.0f : y;  // NaN: xc, n, r and p are NaN, so y is too
 }
 
 // How a row's values are read and written as float32, on raw storage types the vectoriser
 // understands (c10's BFloat16/Half wrappers stop it): bfloat16 by bit shifts with
-// round-to-nearest-even, float16 through the compiler's _Float16 (F16C instructions on x86).
+// round-to-nearest-even, float16 likewise (compilers do not vectorise _Float16 conversions well).
 template <typename scalar_t>
 struct Raw;
 template <>
@@ -90,16 +90,42 @@ struct Raw<at::BFloat16> {
   }
 };
 template <>
-struct Raw<at::Half> {
-#ifdef __FLT16_MAX__
-  using T = _Float16;
-  static float load(T v) { return static_cast<float>(v); }
-  static T store(float f) { return static_cast<T>(f); }
-#else
-  using T = at::Half;
-  static float load(T v) { return static_cast<float>(v); }
-  static T store(float f) { return static_cast<T>(f); }
-#endif
+struct Raw<at::Half> {  // IEEE binary16 by branch-free bit manipulation (F. Giesen's method), RNE
+  using T = uint16_t;
+  static float load(T v) {
+    const uint32_t h = v;
+    const uint32_t em = h & 0x7FFFu;
+    uint32_t u = em << 13;
+    float f;
+    std::memcpy(&f, &u, sizeof(f));
+    f *= 0x1p112f;  // rebias the exponent; also scales subnormals right
+    std::memcpy(&u, &f, sizeof(u));
+    u |= em >= 0x7C00u ? 0x7F800000u : 0u;  // inf / nan
+    u |= (h & 0x8000u) << 16;
+    std::memcpy(&f, &u, sizeof(f));
+    return f;
+  }
+  static T store(float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, sizeof(u));
+    const uint32_t sign = u & 0x80000000u;
+    u ^= sign;
+    // subnormal results: let the float adder round, against a magic constant
+    float g;
+    std::memcpy(&g, &u, sizeof(g));
+    const uint32_t magic_bits = 126u << 23;
+    float magic;
+    std::memcpy(&magic, &magic_bits, sizeof(magic));
+    g += magic;
+    uint32_t sub;
+    std::memcpy(&sub, &g, sizeof(sub));
+    sub -= magic_bits;
+    // normal results: rebias and round to nearest even on the 13 dropped bits
+    const uint32_t norm = (u + ((15u - 127u) << 23) + 0xFFFu + ((u >> 13) & 1u)) >> 13;
+    uint32_t o = u < (113u << 23) ? sub : norm;
+    o = u >= (143u << 23) ? (u > 0x7F800000u ? 0x7E00u : 0x7C00u) : o;  // overflow -> inf; nan
+    return static_cast<T>(o | (sign >> 16));
+  }
 };
 
 template <typename scalar_t>
@@ -185,7 +211,8 @@ struct Rows {  // row n of a [B, T, V] tensor with unit stride over V
 
 Rows rows_of(const at::Tensor& t) { return Rows{t.size(1), t.stride(0), t.stride(1)}; }
 
-int64_t grain(int64_t V) { return std::max<int64_t>(1, 65536 / std::max<int64_t>(V, 1)); }
+// rows per task: about 256K values, so small calls stay on one thread (a fork costs more than they do)
+int64_t grain(int64_t V) { return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(V, 1)); }
 
 void check_logits(const at::Tensor& logits) {
   check_cpu(logits, "logits");
