@@ -72,9 +72,10 @@ def sample(logits_NV: torch.Tensor, *, temperature: float = 1.0, top_p: float = 
     N, V = x.shape
     m = x.max(-1, keepdim=True).values                                          # [N, 1]
     e = (x - m).exp_()                                                          # [N, V]
-    nb = -(-V // _BLOCK)
-    pad = nb * _BLOCK - V
-    e_blocks = (F.pad(e, (0, pad)) if pad else e).view(N, nb, _BLOCK)
+    Bk = min(_BLOCK, V)
+    nb = -(-V // Bk)
+    pad = nb * Bk - V
+    e_blocks = (F.pad(e, (0, pad)) if pad else e).view(N, nb, Bk)
     block_cdf = e_blocks.sum(-1).cumsum(-1)                                     # [N, nb]
     total = block_cdf[:, -1:]                                                   # [N, 1]
     if temperature == 0:
@@ -84,8 +85,8 @@ def sample(logits_NV: torch.Tensor, *, temperature: float = 1.0, top_p: float = 
         target = torch.minimum(u * total, _below(total))
         blk = torch.searchsorted(block_cdf, target, right=True)                # [N, 1] < nb
         before = torch.where(blk > 0, block_cdf.gather(1, (blk - 1).clamp(min=0)), torch.zeros_like(target))
-        inner_cdf = e_blocks.gather(1, blk[:, :, None].expand(N, 1, _BLOCK))[:, 0].cumsum(-1)   # [N, Bk]
+        inner_cdf = e_blocks.gather(1, blk[:, :, None].expand(N, 1, Bk))[:, 0].cumsum(-1)   # [N, Bk]
         rest = torch.minimum((target - before).clamp(min=0), _below(inner_cdf[:, -1:]))
-        tokens = blk * _BLOCK + torch.searchsorted(inner_cdf, rest, right=True)
+        tokens = blk * Bk + torch.searchsorted(inner_cdf, rest, right=True)
     logp = x.gather(1, tokens) - m - total.log()
     return tokens[:, 0], logp[:, 0]
