@@ -176,18 +176,16 @@ class _FusedLinearGRPO(torch.autograd.Function):
                                        need_dh=need_dh, need_dw=need_dw, need_db=need_db)
             return (None if dh is None else dh.to(h.dtype), None if dw is None else dw.to(w.dtype),
                     None if db is None else db.to(b.dtype), None)
+        if ctx.grads is None:
+            raise RuntimeError("fused_linear_grpo_loss: backward called twice on one forward (its gradients are "
+                               "computed in the forward and handed over once); run the loss again instead")
         dh, dw, db = ctx.grads
         ctx.grads = None
         w_dt, b_dt = ctx.dtypes
+        # the stashed gradients are those of grad_output = 1: scale them in place (we own the buffers)
         g = grad_loss
-        # the stashed gradients are those of grad_output = 1: scale (in place where we own the buffer)
-        if dh is not None:
-            dh = dh.mul_(g.to(dh.dtype)) if dh.dtype == torch.float64 or g.dtype == dh.dtype else (dh * g).to(dh.dtype)
-        if dw is not None:
-            dw = dw.mul_(g.to(dw.dtype)).to(w_dt)
-        if db is not None:
-            db = db.mul_(g.to(db.dtype)).to(b_dt)
-        return dh, dw, db, None
+        return (None if dh is None else dh.mul_(g), None if dw is None else dw.mul_(g).to(w_dt),
+                None if db is None else db.mul_(g).to(b_dt), None)
 
 
 # ---------------------------------------------------------------------------------------------
