@@ -284,7 +284,8 @@ def _wgrad_cfg(device: torch.device) -> dict:
 
 
 def _precision(dtype: torch.dtype, allow_tf32: bool) -> dict:
-    return dict(PRECISION="tf32" if (dtype == torch.float32 and allow_tf32) else "ieee",
+    # "ieee" only matters (and is only asked) for float32 operands; bf16/fp16 keep Triton's default
+    return dict(PRECISION="ieee" if (dtype == torch.float32 and not allow_tf32) else "tf32",
                 WIDEN=dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET") == "1")
 
 

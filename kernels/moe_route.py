@@ -72,18 +72,18 @@ def _moe_route_kernel(
                     cg = tl.where(cols[None, :] == first[:, None], float("-inf"), cg)
                     best = best + tl.max(cg, axis=1)
                 gscore = tl.where(gcols[None, :] == g, best[:, None], gscore)
-            keep_g = tl.zeros((BLOCK_T, BLOCK_G), tl.int1)
+            keep_g = tl.zeros((BLOCK_T, BLOCK_G), tl.int32)  # 1 = the group stays eligible
             for _ in tl.static_range(TOPK_GROUP):
                 gbest = tl.max(gscore, axis=1)
                 gpick = tl.min(tl.where(gscore == gbest[:, None], gcols[None, :], BLOCK_G), axis=1)
                 hit = gcols[None, :] == gpick[:, None]
-                keep_g = keep_g | hit
+                keep_g = tl.where(hit, 1, keep_g)
                 gscore = tl.where(hit, float("-inf"), gscore)
-            keep_e = tl.zeros((BLOCK_T, BLOCK_E), tl.int1)
+            keep_e = tl.zeros((BLOCK_T, BLOCK_E), tl.int32)
             for g in tl.static_range(N_GROUP):
-                kept = tl.max(tl.where(gcols[None, :] == g, keep_g.to(tl.int32), 0), axis=1) > 0
-                keep_e = keep_e | ((gid == g)[None, :] & kept[:, None])
-            c = tl.where(keep_e, c, float("-inf"))
+                kept = tl.max(tl.where(gcols[None, :] == g, keep_g, 0), axis=1)
+                keep_e = tl.where((gid == g)[None, :], kept[:, None], keep_e)
+            c = tl.where(keep_e > 0, c, float("-inf"))
 
     # k picks, kept in registers as [BLOCK_T, BLOCK_K] and stored once at the end
     kcols = tl.arange(0, BLOCK_K)
