@@ -64,18 +64,22 @@ def grpo_token_math(logp, old, ref, adv, beta, eps_low, eps_high,
 
 @triton.jit
 def _row_lse2(row_ptr, n_cols, scale2, BLOCK_V: tl.constexpr):
-    """log2 Σ_v 2^(x_v·scale2) over the first n_cols entries of one row, in float32, one pass:
-    a running (scalar) max and a sum rescaled when the max grows; one exp2 per element."""
+    """log2 Σ_v 2^(x_v·scale2) over the first n_cols entries of one row, in float32, one pass.
+
+    A scalar running max m (one block-wide max per step) and per-lane partial sums rescaled by the
+    scalar 2^(m_old - m_new): one exp2 per element and one cross-warp reduction per step; the lanes
+    are summed once at the end."""
     cols = tl.arange(0, BLOCK_V)
     m = float("-inf")
-    s = 0.0
+    s = tl.zeros([BLOCK_V], dtype=tl.float32)
     for start in range(0, n_cols, BLOCK_V):
         x = tl.load(row_ptr + start + cols, mask=start + cols < n_cols, other=float("-inf"))
         x = x.to(tl.float32) * scale2
         m_new = tl.maximum(m, tl.max(x, axis=0))
-        s = s * tl.exp2(m - m_new) + tl.sum(tl.exp2(x - m_new), axis=0)
+        s = s * tl.exp2(m - m_new) + tl.exp2(x - m_new)
         m = m_new
-    return m + tl.log2(tl.maximum(s, 1.0))  # s >= 1 on a read row (its max contributes 2^0); masked: m = -inf
+    # sum >= 1 on a read row (its max contributes 2^0); a masked row (n_cols = 0) gives -inf
+    return m + tl.log2(tl.maximum(tl.sum(s, axis=0), 1.0))
 
 
 @triton.jit
@@ -154,6 +158,7 @@ def _grpo_bwd_kernel(
     scale2 = inv_temp * LOG2E
     lse2 = tl.load(lse_ptr + row) * LOG2E
     tgt = tl.load(targets_ptr + row)
+    tgt = tl.where((tgt >= 0) & (tgt < V), tgt, -1).to(tl.int32)  # 32-bit compares below; -1 matches no column
     n_read = tl.where(active, V, 0)
     cols = tl.arange(0, BLOCK_V)
     for start in range(0, V, BLOCK_V):

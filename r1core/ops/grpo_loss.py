@@ -258,6 +258,10 @@ class _GRPOLossFn(torch.autograd.Function):
         call = ctx.call
         dlogits = _bwd(call.backend, logits_BTV, targets_N, lse_N, dlogp_N, grad_loss,
                        temperature=call.args.opts.temperature, inplace=call.inplace_backward)
+        if call.inplace_backward:
+            # the kernels wrote through a raw pointer: bump the version counter so that any other
+            # autograd node that saved these logits fails loudly instead of using the gradient
+            torch.autograd.graph.increment_version(logits_BTV)
         return dlogits, None
 
 

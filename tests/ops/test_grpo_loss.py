@@ -336,3 +336,14 @@ def test_triton_on_cuda_large_offsets(gen):
     g[targets[0, N - 1]] += 1
     g *= -float(adv) / N
     assert rel_err(x.grad[0, N - 1], g) <= 1e-2
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_inplace_backward_is_caught_when_another_node_saved_the_logits(backend, gen):
+    logits, targets, adv, mask, kw = make(CONFIGS[0], torch.float32, gen)
+    w = logits.detach().clone().requires_grad_()
+    x = w * 1.0
+    other = (x.sin() * 0).sum()   # sin saves x for its backward
+    loss, _ = grpo_loss(x, targets, adv, mask, backend=backend, inplace_backward=True, **kw)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (loss + other).backward()
