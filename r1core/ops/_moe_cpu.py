@@ -19,8 +19,7 @@ from r1core import _backend
 
 class _ExpertsCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_TH, w13_E2IH, w2_EHI, weights_Tk, ids_Tk):
-        save = any(ctx.needs_input_grad[:4])
+    def forward(ctx, x_TH, w13_E2IH, w2_EHI, weights_Tk, ids_Tk, save):
         y_TH, sorted_ids, seg_start, h_S2I, act_SI = _backend.ext().moe_experts_fwd_cpu(
             x_TH, w13_E2IH, w2_EHI, weights_Tk, ids_Tk, save)
         if save:
@@ -34,8 +33,14 @@ class _ExpertsCPU(torch.autograd.Function):
         dx, dw13, dw2, dw = _backend.ext().moe_experts_bwd_cpu(
             dy_TH.to(x_TH.dtype).contiguous(), x_TH, w13_E2IH, w2_EHI, weights_Tk, sorted_ids, seg_start,
             h_S2I, act_SI, need_x, need_w13, need_w2, need_w)
-        return dx, dw13, dw2, dw, None
+        return dx, dw13, dw2, dw, None, None
+
+
+def needs_grad(*tensors) -> bool:
+    """Whether this call will be differentiated (ctx.needs_input_grad says True even under no_grad)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def experts(x, w13, w2, weights, ids):
-    return _ExpertsCPU.apply(x.contiguous(), w13.contiguous(), w2.contiguous(), weights, ids)
+    save = needs_grad(x, w13, w2, weights)  # rollouts keep no activations
+    return _ExpertsCPU.apply(x.contiguous(), w13.contiguous(), w2.contiguous(), weights, ids, save)

@@ -76,7 +76,7 @@ def route(logits_TE, top_k, *, scoring, n_group, topk_group, correction_bias, no
 # ---------------------------------------------------------------------------------------------
 class _Experts(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x_TH, w13_E2IH, w2_EHI, weights_Tk, ids_Tk, allow_tf32):
+    def forward(ctx, x_TH, w13_E2IH, w2_EHI, weights_Tk, ids_Tk, allow_tf32, save_h):
         K = _backend.kernels("moe_gemm")
         T, H = x_TH.shape
         E, twoI, _ = w13_E2IH.shape
@@ -85,7 +85,6 @@ class _Experts(torch.autograd.Function):
         BM = K.block_m_for(S, E, x_TH.device)
         sorted_ids, _inverse, block_expert, seg_start, counts = align(ids_Tk, E, BM)
         w_S = weights_Tk.reshape(-1).to(torch.float32).contiguous()
-        save_h = any(ctx.needs_input_grad[:4])
         act_PI, h_P2I = K.gate_up(x_TH, w13_E2IH, sorted_ids, block_expert, k, BM, save_h=save_h,
                                   allow_tf32=allow_tf32)
         out_SH = K.gemm_scatter(act_PI, w2_EHI, (w2_EHI.stride(0), w2_EHI.stride(2), w2_EHI.stride(1)),
@@ -125,11 +124,12 @@ class _Experts(torch.autograd.Function):
         if need_w2:
             dw2 = K.expert_wgrad(dy_TH, act_PI, sorted_ids, seg_start, counts, E, k, l_gather=True,
                                  r_gather=False, weights_S=w_S, out_dtype=w2_EHI.dtype, allow_tf32=tf32)
-        return dx, dw13, dw2, dw, None, None
+        return dx, dw13, dw2, dw, None, None, None
 
 
 def experts(x, w13, w2, weights, ids, *, allow_tf32: bool = False):
     T, H = x.shape
     if T == 0:  # nothing to route: a zero output that still belongs to the graph
         return x * 0
-    return _Experts.apply(x.contiguous(), w13.contiguous(), w2.contiguous(), weights, ids, allow_tf32)
+    save_h = torch.is_grad_enabled() and any(t.requires_grad for t in (x, w13, w2, weights))
+    return _Experts.apply(x.contiguous(), w13.contiguous(), w2.contiguous(), weights, ids, allow_tf32, save_h)
