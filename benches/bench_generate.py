@@ -70,7 +70,8 @@ def load_pair(quick: bool, device: torch.device):
         ours = r1core.load_model(folder, device=device)
         prompts = [[(7 * i + j) % 500 + 3 for j in range(12 + i % 5)] for i in range(len(QUESTIONS))]
         return ours, hf.to(device), prompts, None
-    path = r1core.models.resolve_source(SMOLLM2)
+    from r1core.models import resolve_source
+    path = resolve_source(SMOLLM2)
     ours = r1core.load_model(SMOLLM2, device=device)
     tok = r1core.load_tokenizer(SMOLLM2)
     hf = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,

@@ -187,25 +187,28 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
             out[rows[alive], step] = m.last_ids.view(-1, k)[alive]
         pos = pos + 1
 
-    # 4. assemble right-padded rows: prompt + completion
-    comp_lens = n_gen
-    row_lens_cpu, comp_cpu = row_lens.tolist(), comp_lens.tolist()
-    T = max(p + c for p, c in zip(row_lens_cpu, comp_cpu))
-    tokens = torch.full((N, T), pad, dtype=torch.long, device=device)
-    logp = torch.zeros(N, T, dtype=torch.float32, device=device)
-    mask = torch.zeros(N, T, dtype=torch.bool, device=device)
-    experts = [torch.arange(k, device=device).expand(N, T, k).clone() for _ in moe]
-    for n in range(N):
-        i, p, c = n // G, row_lens_cpu[n], comp_cpu[n]
-        tokens[n, :p] = ids[i, P - p:]
-        tokens[n, p:p + c] = out_tok[n, :c]
-        logp[n, p:p + c] = out_logp[n, :c]
-        mask[n, p:p + c] = True
-        for e, pe, oe in zip(experts, prompt_experts, out_experts):
-            e[n, :p] = pe[i, P - p:]
-            e[n, p:p + c - 1] = oe[n, :c - 1]     # completion token j was fed (and routed) at decode step j
-    return Rollout(tokens=tokens, prompt_lens=row_lens, completion_lens=comp_lens, completion_mask=mask, logp=logp,
-                   finished=finished, expert_ids=experts if moe else None, num_samples=G)
+    # 4. assemble right-padded rows: prompt + completion (gathers, no per-row loop)
+    T = int((row_lens + n_gen).max())
+    t = torch.arange(T, device=device)[None]                                    # [1, T]
+    p, c = row_lens[:, None], n_gen[:, None]                                    # [N, 1]
+    in_prompt, in_completion = t < p, (t >= p) & (t < p + c)
+    prompt_idx = (P - p + t).clamp(0, P - 1)                                    # column in the left-padded prompt
+    comp_idx = (t - p).clamp(0, max_new - 1)                                    # decode step of a completion token
+    prompt_rows = torch.arange(B, device=device).repeat_interleave(G)
+    prompt_tok = ids[prompt_rows].gather(1, prompt_idx)
+    tokens = torch.where(in_prompt, prompt_tok,
+                         torch.where(in_completion, out_tok.gather(1, comp_idx), torch.full_like(prompt_tok, pad)))
+    logp = torch.where(in_completion, out_logp.gather(1, comp_idx), torch.zeros((), device=device))
+    experts = []
+    fed = (t >= p) & (t < p + c - 1)            # completion token j was fed (and routed) at decode step j
+    placeholder = torch.arange(k, device=device).expand(N, T, k)
+    for pe, oe in zip(prompt_experts, out_experts):
+        from_prompt = pe[prompt_rows].gather(1, prompt_idx[..., None].expand(N, T, k))
+        from_decode = oe.gather(1, comp_idx[..., None].expand(N, T, k))
+        experts.append(torch.where(in_prompt[..., None], from_prompt,
+                                   torch.where(fed[..., None], from_decode, placeholder)))
+    return Rollout(tokens=tokens, prompt_lens=row_lens, completion_lens=n_gen, completion_mask=in_completion,
+                   logp=logp, finished=finished, expert_ids=experts if moe else None, num_samples=G)
 
 
 def _hits_stop_string(out_tok, rows, alive, step, stop_strings, tokenizer, device) -> torch.Tensor:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import r1core
+from r1core.models import resolve_source
 from r1core.models.gguf_reader import GGUFFile, dequantize
 
 gguf = pytest.importorskip("gguf")
@@ -176,7 +177,7 @@ def test_gguf_unknown_architecture_is_rejected(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def _smollm2_or_skip():
     try:
-        return r1core.models.resolve_source("smollm2-135m-instruct")
+        return resolve_source("smollm2-135m-instruct")
     except ValueError as e:
         pytest.skip(str(e))
 
