@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -22,6 +23,7 @@ from r1core.ref.grpo_loss import LOSS_AGGS, GRPOStats, grpo_loss_ref, logprobs_r
 LOSS_AGG_IDS = {name: i for i, name in enumerate(LOSS_AGGS)}
 SKIP_CHECKS_ENV = "R1CORE_SKIP_CHECKS"  # "1": skip the check that costs a device sync (target range)
 LOGITS_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+N_TERMS = 5  # per-token terms the forward kernels write (see _grpo_loss_fwd)
 
 
 @dataclass(frozen=True)
@@ -203,66 +205,81 @@ def token_weights(mask_N: torch.Tensor, B: int, T: int, opts: GRPOOptions) -> to
 
 
 # ---------------------------------------------------------------------------------------------
-# backends: each runs the forward (-> logp, lse, w·dl/dlogp, terms [5, N]) and the backward
+# the kernels as torch.library custom ops (so torch.compile sees one opaque op, not a graph break)
 # ---------------------------------------------------------------------------------------------
-def _fwd(backend: str, logits_BTV: torch.Tensor, a: GRPOArgs, w_N: torch.Tensor):
-    o = a.opts
+@torch.library.custom_op("r1core::grpo_loss_fwd", mutates_args=())
+def _grpo_loss_fwd(logits: torch.Tensor, targets: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                   w: torch.Tensor, old: Optional[torch.Tensor], ref: Optional[torch.Tensor], beta: float,
+                   eps_low: float, eps_high: float, temperature: float, backend: str,
+                   inplace_backward: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [5, N]: l·w, ratio·m, kl·m, clip_low·m, clip_high·m).
+    inplace_backward only travels to the backward (see _setup_context)."""
     if backend == "triton":
-        return kernels("grpo_loss").grpo_fwd(logits_BTV, a.targets_N, a.adv_N, a.mask_N, w_N, a.old_N, a.ref_N,
-                                             beta=o.beta, eps_low=o.eps_low, eps_high=o.eps_high,
-                                             temperature=o.temperature)
+        out = kernels("grpo_loss").grpo_fwd(logits, targets, adv, mask, w, old, ref, beta=beta, eps_low=eps_low,
+                                            eps_high=eps_high, temperature=temperature)
+    elif backend == "cpp":
+        out = ext().grpo_loss_fwd_cpu(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature)
+    else:
+        raise AssertionError(backend)
+    return tuple(out)
+
+
+@_grpo_loss_fwd.register_fake
+def _(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature, backend, inplace_backward):
+    N = targets.numel()
+    f32 = dict(dtype=torch.float32, device=logits.device)
+    return torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N_TERMS, N, **f32)
+
+
+def _launch_bwd(logits, targets, lse, scale, temperature: float, backend: str, inplace: bool) -> torch.Tensor:
+    if backend == "triton":
+        one = torch.ones(1, dtype=torch.float32, device=logits.device)
+        return kernels("grpo_loss").grpo_bwd(logits, targets, lse, scale, one, temperature=temperature,
+                                             inplace=inplace)
     if backend == "cpp":
-        return ext().grpo_loss_fwd_cpu(logits_BTV, a.targets_N, a.adv_N, a.mask_N, w_N, a.old_N, a.ref_N,
-                                       o.beta, o.eps_low, o.eps_high, o.temperature)
+        return ext().grpo_loss_bwd_cpu(logits, targets, lse, scale, 1.0, temperature, inplace)
     raise AssertionError(backend)
 
 
-def _bwd(backend: str, logits_BTV, targets_N, lse_N, dlogp_N, grad_loss, *, temperature: float, inplace: bool):
-    if backend == "triton":
-        return kernels("grpo_loss").grpo_bwd(logits_BTV, targets_N, lse_N, dlogp_N, grad_loss,
-                                             temperature=temperature, inplace=inplace)
-    if backend == "cpp":
-        return ext().grpo_loss_bwd_cpu(logits_BTV, targets_N, lse_N, dlogp_N, float(grad_loss),
-                                       temperature, inplace)
-    raise AssertionError(backend)
+@torch.library.custom_op("r1core::grpo_loss_bwd", mutates_args=())
+def _grpo_loss_bwd(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
+                   temperature: float, backend: str) -> torch.Tensor:
+    """dlogits = (onehot - softmax(logits / T)) · scale / T, a new tensor (scale = w·dl/dlogp·grad)."""
+    return _launch_bwd(logits, targets, lse, scale, temperature, backend, inplace=False)
 
 
-@dataclass(frozen=True)
-class _Call:
-    """Everything the autograd Function needs besides the logits (one argument, not twenty)."""
-    args: GRPOArgs
-    backend: str
-    inplace_backward: bool
+@_grpo_loss_bwd.register_fake
+def _(logits, targets, lse, scale, temperature, backend):
+    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
 
 
-class _GRPOLossFn(torch.autograd.Function):
-    """logits -> (loss 0-d, logp [B, T], stats [4]); only the loss is differentiable."""
+@torch.library.custom_op("r1core::grpo_loss_bwd_", mutates_args=("logits",))
+def _grpo_loss_bwd_(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
+                    temperature: float, backend: str) -> None:
+    """The same, written over the logits (their version counter is bumped, so another autograd node
+    that saved them fails loudly instead of reading the gradient)."""
+    _launch_bwd(logits, targets, lse, scale, temperature, backend, inplace=True)
 
-    @staticmethod
-    def forward(ctx, logits_BTV: torch.Tensor, call: _Call):
-        a = call.args
-        w_N = token_weights(a.mask_N, a.B, a.T, a.opts)
-        logp_N, lse_N, dlogp_N, terms_5N = _fwd(call.backend, logits_BTV, a, w_N)
-        sums = terms_5N.sum(dim=1)                                   # [5]: loss, Σratio·m, Σkl·m, Σclip·m ×2
-        n = a.mask_N.sum().clamp_min(torch.finfo(torch.float32).tiny)  # no token: all sums are 0
-        stats = sums[1:] / n
-        logp_BT = logp_N.view(a.B, a.T)
-        ctx.save_for_backward(logits_BTV, a.targets_N, lse_N, dlogp_N)
-        ctx.call = call
-        ctx.mark_non_differentiable(logp_BT, stats)
-        return sums[0], logp_BT, stats
 
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_logp, _grad_stats):
-        logits_BTV, targets_N, lse_N, dlogp_N = ctx.saved_tensors
-        call = ctx.call
-        dlogits = _bwd(call.backend, logits_BTV, targets_N, lse_N, dlogp_N, grad_loss,
-                       temperature=call.args.opts.temperature, inplace=call.inplace_backward)
-        if call.inplace_backward:
-            # the kernels wrote through a raw pointer: bump the version counter so that any other
-            # autograd node that saved these logits fails loudly instead of using the gradient
-            torch.autograd.graph.increment_version(logits_BTV)
-        return dlogits, None
+def _setup_context(ctx, inputs, output):
+    logits, targets = inputs[0], inputs[1]
+    ctx.temperature, ctx.backend, ctx.inplace = inputs[10], inputs[11], inputs[12]
+    _, lse, dlogp, _ = output
+    ctx.save_for_backward(logits, targets, lse, dlogp)
+
+
+def _backward(ctx, _g_logp, _g_lse, _g_dlogp, g_terms):
+    logits, targets, lse, dlogp = ctx.saved_tensors
+    scale = dlogp * g_terms[0]  # d loss / d (l·w) per token: the upstream gradient (a broadcast scalar)
+    if ctx.inplace:
+        _grpo_loss_bwd_(logits, targets, lse, scale, ctx.temperature, ctx.backend)
+        dlogits = logits.detach()
+    else:
+        dlogits = _grpo_loss_bwd(logits, targets, lse, scale, ctx.temperature, ctx.backend)
+    return dlogits, *([None] * 12)
+
+
+_grpo_loss_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _torch_loss(logits, a: GRPOArgs):
@@ -279,8 +296,13 @@ def _torch_loss(logits, a: GRPOArgs):
                            clip_low_frac=s.clip_low_frac, clip_high_frac=s.clip_high_frac)
 
 
+@torch.compiler.assume_constant_result  # torch.compile: decided once while tracing, not traced into
+def _resolve(op: str, device: torch.device, backend: str | None) -> str:
+    return resolve(op, device, backend, implemented=IMPLEMENTED, gpu_order=GPU_ORDER)
+
+
 def _choose(op: str, x: torch.Tensor, backend: str | None) -> str:
-    name = resolve(op, x.device, backend, implemented=IMPLEMENTED, gpu_order=GPU_ORDER)
+    name = _resolve(op, x.device, backend)
     if x.dtype == torch.float64 and name != "torch":
         if backend is not None or os.environ.get(ENV_VAR):
             raise ValueError(f"{op}: float64 logits run on backend='torch' only, got backend={name!r}")
@@ -316,9 +338,15 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Ten
         name = _choose("grpo_loss", logits, backend)
         if name == "torch":
             return _torch_loss(logits, a)
-        loss, logp_BT, stats = _GRPOLossFn.apply(logits, _Call(a, name, inplace_backward))
-        return loss, GRPOStats(logp=logp_BT, kl_mean=stats[1], ratio_mean=stats[0],
-                               clip_low_frac=stats[2], clip_high_frac=stats[3])
+        o = a.opts
+        w_N = token_weights(a.mask_N, a.B, a.T, o)
+        logp_N, _, _, terms_5N = _grpo_loss_fwd(logits, a.targets_N, a.adv_N, a.mask_N, w_N, a.old_N, a.ref_N,
+                                                o.beta, o.eps_low, o.eps_high, o.temperature, name, inplace_backward)
+        sums = terms_5N.sum(dim=1)            # [5]: loss, Σ ratio·m, Σ kl·m, Σ clip_low·m, Σ clip_high·m
+        n = a.mask_N.sum().clamp_min(torch.finfo(torch.float32).tiny)  # no token: every sum is 0
+        stats = sums[1:].detach() / n
+        return sums[0], GRPOStats(logp=logp_N.detach().view(a.B, a.T), ratio_mean=stats[0], kl_mean=stats[1],
+                                  clip_low_frac=stats[2], clip_high_frac=stats[3])
 
 
 @torch.no_grad()

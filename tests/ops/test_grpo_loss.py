@@ -347,3 +347,31 @@ def test_inplace_backward_is_caught_when_another_node_saved_the_logits(backend, 
     loss, _ = grpo_loss(x, targets, adv, mask, backend=backend, inplace_backward=True, **kw)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         (loss + other).backward()
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library: the kernels are custom ops, so torch.compile traces grpo_loss without a break
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.skipif(not _has_cpp(), reason="r1core._C without grpo_loss")
+def test_custom_op_registration(gen):
+    from r1core.ops import grpo_loss as G
+    x = torch.randn(2, 5, 37, generator=gen, requires_grad=True)
+    N = 10
+    args = (x, torch.randint(0, 37, (N,), generator=gen), torch.randn(N, generator=gen), torch.ones(N),
+            torch.rand(N, generator=gen), torch.randn(N, generator=gen) - 3, None, 0.0, 0.2, 0.2, 1.0, "cpp", False)
+    torch.library.opcheck(G._grpo_loss_fwd, args,
+                          test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+@pytest.mark.skipif(not _has_cpp(), reason="r1core._C without grpo_loss")
+def test_torch_compile_fullgraph(monkeypatch, gen):
+    monkeypatch.setenv("R1CORE_SKIP_CHECKS", "1")  # the target-range check is a data-dependent branch
+    logits, targets, adv, mask, kw = make(CONFIGS[0], torch.float32, gen)
+    fn = torch.compile(lambda x: grpo_loss(x, targets, adv, mask, backend="cpp", **kw)[0],
+                       backend="aot_eager", fullgraph=True)
+    x = logits.detach().clone().requires_grad_()
+    loss = fn(x)
+    loss.backward()
+    loss0, _, g0 = run("cpp", logits, targets, adv, mask, kw)
+    assert float(loss) == float(loss0)
+    torch.testing.assert_close(x.grad, g0, rtol=0, atol=0)
