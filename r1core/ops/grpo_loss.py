@@ -1,10 +1,13 @@
-"""The fused GRPO loss on logits (SPEC §2): argument checks, dispatch and the autograd Function.
+"""The fused GRPO loss on logits (SPEC §2): argument checks, dispatch, the kernels as custom ops.
 
 Legend: B sequences, T positions, V vocabulary, N = B·T tokens (rows of logits).
 
 `check_grpo_args` validates and normalises every argument once, at the boundary, into flat [N]
 float32 per-token tensors plus a frozen `GRPOOptions`; the fused linear loss (r1core.ops.fused_linear)
-shares it.  The backends (torch reference, Triton, C++) then only see well-formed inputs.
+shares it.  The backends (torch reference, Triton, C++) then only see well-formed inputs.  The
+kernels are wrapped as torch.library custom ops with a registered autograd formula (forward: r1core::
+grpo_loss_fwd; backward: r1core::grpo_loss_bwd, or r1core::grpo_loss_bwd_ in place), so that
+torch.compile traces grpo_loss as one opaque op instead of breaking the graph.
 """
 from __future__ import annotations
 
