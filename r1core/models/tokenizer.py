@@ -109,6 +109,18 @@ class Tokenizer:
                                      bos_token=self.bos_token or "", eos_token=self.eos_token or "", **kwargs)
         return self.encode(text, add_special_tokens=False) if tokenize else text
 
+    def save_pretrained(self, folder: str | Path) -> None:
+        """tokenizer.json + tokenizer_config.json (special tokens, chat template): read back by
+        `from_hf_folder` and by transformers' AutoTokenizer."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(folder / "tokenizer.json"))
+        cfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": self.bos_token, "eos_token": self.eos_token,
+               "pad_token": self.pad_token, "clean_up_tokenization_spaces": False}
+        if self.chat_template is not None:
+            cfg["chat_template"] = self.chat_template
+        (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+
     # ------------------------------------------------------------------------------ loading
     @classmethod
     def from_hf_folder(cls, folder: str | Path) -> Tokenizer:

@@ -134,6 +134,21 @@ def test_tiny_gguf_tokenizer_matches_transformers(tiny_gguf):
     assert (ours.eos_token_id, ours.pad_token_id, ours.bos_token_id) == (2, 2, 1)
 
 
+def test_tokenizer_save_pretrained_round_trip(tiny_gguf, tmp_path):
+    """A GGUF tokenizer saved as tokenizer.json + tokenizer_config.json reads back the same in r1core and
+    in transformers (the trainer saves it beside each checkpoint)."""
+    import transformers
+    tok = r1core.load_tokenizer(tiny_gguf)
+    tok.save_pretrained(tmp_path)
+    ours, ref = r1core.load_tokenizer(tmp_path), transformers.AutoTokenizer.from_pretrained(tmp_path)
+    msgs = [{"role": "user", "content": "the 42 answers"}]
+    for text in ["the cat 123", "<|im_start|>a<|im_end|>"]:
+        assert tok.encode(text) == ours.encode(text) == ref.encode(text)
+    assert tok.apply_chat_template(msgs) == ours.apply_chat_template(msgs) == ref.apply_chat_template(
+        msgs, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert (ours.eos_token_id, ours.pad_token_id) == (ref.eos_token_id, ref.pad_token_id) == (2, 2)
+
+
 def test_reader_parses_metadata(tiny_gguf):
     f = GGUFFile(tiny_gguf)
     assert f.meta["general.architecture"] == "llama"
