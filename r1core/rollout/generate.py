@@ -105,7 +105,9 @@ def generate(model, prompts, *, num_samples: int = 1, max_new_tokens: int, tempe
                           stop_strings, tokenizer)
     device = model.device
     static = device.type == "cuda" if static is None else bool(static)
-    graphs = static and device.type == "cuda" and not model.config.is_moe if cuda_graph is None else bool(cuda_graph)
+    # graph capture needs a decode step without host syncs: MoE routing and dynamic-NTK rope have some
+    graphs = (static and device.type == "cuda" and not model.config.is_moe and model.config.rope.type != "dynamic"
+              if cuda_graph is None else bool(cuda_graph))
     if graphs and not (static and device.type == "cuda"):
         raise ValueError("cuda_graph=True needs a CUDA model and static=True")
     cfg = model.config

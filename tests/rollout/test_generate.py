@@ -157,7 +157,10 @@ def test_expert_ids_replay_the_rollout(name, models):
     """Rollout.expert_ids are the experts each token used; the training forward with replay_ids
     reproduces the rollout's routing and its log-probs."""
     _, ours = models(name)
-    r = r1core.generate(ours, PROMPTS, num_samples=2, max_new_tokens=6, seed=1, eos_token_id=[])
+    free = r1core.generate(ours, PROMPTS, num_samples=2, max_new_tokens=6, seed=1, eos_token_id=[])
+    eos = free.completions()[0][2]          # some rows stop early: compaction must keep the ids aligned
+    r = r1core.generate(ours, PROMPTS, num_samples=2, max_new_tokens=6, seed=1, eos_token_id=eos)
+    assert r.finished.any()
     moe = ours.moe_layers
     assert r.expert_ids is not None and len(r.expert_ids) == len(moe)
     N, T = r.tokens.shape
