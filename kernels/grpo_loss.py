@@ -29,8 +29,8 @@ import torch
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
-LN2 = 0.6931471805599453
+LOG2E = tl.constexpr(1.4426950408889634)
+LN2 = tl.constexpr(0.6931471805599453)
 N_TERMS = 5  # rows of the per-token terms buffer: l·w, ratio·m, kl·m, clip_low·m, clip_high·m
 
 
