@@ -108,7 +108,7 @@ def test_dequantize_matches_gguf_package(qtype):
     assert torch.equal(ours, torch.from_numpy(np.ascontiguousarray(ref, dtype=np.float32)))
 
 
-def test_tiny_gguf_logits_match_transformers(tiny_gguf):
+def test_tiny_gguf_logits_match_transformers(tiny_gguf, tmp_path):
     import transformers
     ours = r1core.load_model(tiny_gguf)
     ref = transformers.AutoModelForCausalLM.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name,
@@ -117,6 +117,11 @@ def test_tiny_gguf_logits_match_transformers(tiny_gguf):
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), ref(ids).logits, atol=1e-4, rtol=0)
     assert ours.config.num_kv_heads == KV and not ours.config.tie_word_embeddings
+    # a GGUF model saved as a Hugging Face folder (config built from the GGUF metadata) loads in transformers
+    ours.save_pretrained(tmp_path)
+    back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(back(ids).logits, ours(ids), atol=1e-5, rtol=0)
 
 
 def test_tiny_gguf_tokenizer_matches_transformers(tiny_gguf):
