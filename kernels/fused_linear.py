@@ -173,9 +173,12 @@ def _tiles(H: int, device: torch.device) -> dict:
 
 
 def _dot_precision(dtype: torch.dtype, device: torch.device) -> str:
-    """float32 products: TF32 only where torch itself would use it for a float32 matmul."""
-    tf32 = dtype == torch.float32 and device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32
-    return "tf32" if tf32 else "ieee"
+    """tl.dot's input_precision: "ieee" for float32 operands unless torch itself would use TF32 for a
+    float32 matmul (torch.backends.cuda.matmul.allow_tf32); bf16/fp16 operands take the default
+    ("tf32", which only concerns float32 operands)."""
+    if dtype == torch.float32 and not (device.type == "cuda" and torch.backends.cuda.matmul.allow_tf32):
+        return "ieee"
+    return "tf32"
 
 
 def _check(h_NH: torch.Tensor, w_VH: torch.Tensor) -> None:
