@@ -412,3 +412,67 @@ def test_peak_memory_is_independent_of_tokens():
     peak_mib = float(out.stdout.strip().splitlines()[-1])
     # the chunk buffer (64 MiB) + gradients (dW 4 MiB, dh 1 MiB) + slack; materialised logits: >= 4096 MiB
     assert peak_mib < 1024, f"peak extra memory {peak_mib:.0f} MiB: the logits were materialised"
+
+
+# ---------------------------------------------------------------------------------------------
+# the on-chip kernels directly: tile multiples and non-multiples, vocabulary slices, masked blocks
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.interpret
+@pytest.mark.parametrize("N, H, V, slices", [(32, 32, 64, 1), (5, 17, 37, 1), (40, 48, 100, 3), (16, 16, 16, 1)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_onchip_kernels(gen, N, H, V, slices, dtype):
+    from r1core import _backend
+    k = _backend.kernels("fused_linear")
+    grid = dtype == torch.bfloat16
+    h, w, b, _, _ = make(gen, 1, N, H, V, dtype, bias=True, grid=grid)
+    h, targets = h[0], torch.randint(0, V, (N,), generator=gen)
+    targets[1] = -100                                     # no target: x_target = 0
+    T = 0.8
+    lse, x_t = k.lse_fwd(h, w, b, targets, temperature=T, num_slices=slices)
+    x = (h.double() @ w.double().T + b.double()) / T
+    assert (lse.double() - x.logsumexp(-1)).abs().max() <= 1e-5 * x.abs().max()
+    want_t = torch.where(targets >= 0, x.gather(1, targets.clamp_min(0)[:, None])[:, 0], 0.0)
+    assert (x_t.double() - want_t).abs().max() <= 1e-5 * x.abs().max()
+    # gradient of sum_n g_n · T · logp_n, with g = 0 on some tokens (a fully masked block included)
+    g = torch.randn(N, generator=gen)
+    g[:16] = 0.0
+    g[targets < 0] = 0.0
+    L = x.clone().requires_grad_()
+    (torch.log_softmax(L, -1).gather(1, targets.clamp_min(0)[:, None])[:, 0] * g.double() * T).sum().backward()
+    dx = L.grad / T                                       # d/dlogits = d/dx · 1/T
+    dh, dw, db = k.grad_bwd(h, w, b, targets, lse, g, temperature=T, need_dh=True, need_dw=True, need_db=True)
+    tol = 1e-5 if dtype == torch.float32 else 1e-2
+    assert rel(dh, dx @ w.double()) <= tol
+    assert rel(dw, dx.T @ h.double()) <= tol
+    assert rel(db, dx.sum(0)) <= 1e-5
+    assert (dh[:16] == 0).all()
+    only_dw = k.grad_bwd(h, w, None, targets, lse, g, temperature=T, need_dh=False, need_dw=True, need_db=False)
+    assert only_dw[0] is None and only_dw[2] is None and only_dw[1].shape == (V, H)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU (skipped without CUDA): both Triton strategies at a real size, and their memory
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("strategy", ["chunked", "onchip"])
+def test_gpu_strategies_and_memory(monkeypatch, strategy):
+    monkeypatch.setenv(fl.TRITON_STRATEGY_ENV, strategy)
+    g = torch.Generator().manual_seed(0)
+    N, H, V = 16384, 256, 65536                           # full bf16 logits: 2 GiB, fp32: 4 GiB
+    h = (torch.randn(1, N, H, generator=g) / 4).to("cuda", torch.bfloat16).requires_grad_()
+    w = (torch.randn(V, H, generator=g) / 16).to("cuda", torch.bfloat16).requires_grad_()
+    targets = torch.randint(0, V, (1, N), generator=g).cuda()
+    adv = torch.randn(1, generator=g).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    before = torch.cuda.memory_allocated()
+    loss, stats = r1core.fused_linear_grpo_loss(h, w, targets, adv, backend="triton")
+    loss.backward()
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    assert peak < 1.5 * 2**30, f"{peak / 2**20:.0f} MiB"
+    sub = slice(0, 512)                                   # check a slice of tokens against float64
+    x = h[0, sub].double() @ w.double().T
+    want = torch.log_softmax(x, -1).gather(1, targets[0, sub, None])[:, 0]
+    assert (stats.logp[0, sub].double() - want).abs().max() <= 2e-2   # bf16 logits (chunked) vs exact
+    assert torch.isfinite(h.grad).all() and torch.isfinite(w.grad).all()
