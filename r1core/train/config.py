@@ -92,6 +92,9 @@ class GRPOConfig:
     mu: int = opt(1, "optimisation passes over each step's batch")
     drop_zero_variance: bool = opt(False, "drop groups whose rewards are all equal before the update")
     chunk_size: int = opt(0, "fused linear loss chunk in tokens (0: the op's default)")
+    routing_replay: bool = opt(True, "MoE policies: train through the experts the rollout used (Rollout.expert_ids)")
+    backend: str = opt("", "backend of the advantage / log-prob / loss ops (empty: SPEC §6 default; torch: the eager "
+                           "references, the bench baseline)", ("", "torch", "cpp", "triton", "cuda"))
 
 
 @dataclass(kw_only=True)

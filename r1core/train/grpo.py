@@ -35,6 +35,9 @@ Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
   - The loss divides logits by the sampling temperature, so the ratio compares the distributions
     that were sampled from.
   - The LR schedule advances once per training step, not per optimizer step.
+  - MoE policies train through the experts the rollout chose (routing replay, grpo.routing_replay):
+    without it the training forward routes many tokens differently from the sampler and the ratio
+    is no longer the policy ratio.
   - There is no value model, no reward model and no entropy bonus, as in the paper.
 """
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Batch:
     adv_N: torch.Tensor             # float32 advantages
     rows: torch.Tensor              # kept row indices (all rows unless zero-variance groups are dropped)
     first_group: int = 0            # global index of this rank's first prompt group
+    replay: list[torch.Tensor] | None = None   # MoE routing replay: per MoE layer [N, T, k] (input positions)
     old_logp_NT: torch.Tensor | None = None
     ref_logp_NT: torch.Tensor | None = None
 
@@ -111,6 +115,7 @@ class GRPOTrainer:
             self.eval_history = state.get("eval_history", [])
         self.timer = PhaseTimer(self.device)
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+        self.backend = cfg.grpo.backend or None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -183,7 +188,8 @@ class GRPOTrainer:
 
         # 3. advantages over the global batch (every rank computes them all, keeps its rows)
         rewards_all = D.all_gather_cat(total_N, info)
-        adv_all = ops.advantages(rewards_all, G, scale=cfg.grpo.scale, baseline=cfg.grpo.baseline)
+        adv_all = ops.advantages(rewards_all, G, scale=cfg.grpo.scale, baseline=cfg.grpo.baseline,
+                                 backend=self.backend)
         n_local = total_N.numel()
         adv_N = adv_all[info.rank * n_local:(info.rank + 1) * n_local].float()
         groups = rewards_all.view(-1, G)
@@ -227,8 +233,16 @@ class GRPOTrainer:
         used = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 2   # drop trailing padding columns
         tokens, mask = tokens[:, :max(used, 2)], mask[:, :max(used, 2)]
         dev = self.device
+        T = tokens.shape[1]
+        replay = None
+        if s.expert_ids is not None and self.cfg.grpo.routing_replay:
+            replay = [e[:, :T - 1].to(dev) for e in s.expert_ids]
         return Batch(input_ids_NT=tokens[:, :-1].to(dev), targets_NT=tokens[:, 1:].to(dev),
-                     mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten())
+                     mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), replay=replay)
+
+    @staticmethod
+    def _replay_kw(batch: Batch, rows: torch.Tensor) -> dict:
+        return {} if batch.replay is None else {"replay_ids": [e[rows] for e in batch.replay]}
 
     def _micro_batches(self, rows: torch.Tensor, first_group: int) -> list[list[torch.Tensor]]:
         """Mini-batches (one optimizer step each) of micro-batches (one forward each) of row indices.
@@ -252,7 +266,8 @@ class GRPOTrainer:
             rows_, _ = self._rows_or_dummy(rows)
             targets = batch.targets_NT[rows_].masked_fill(~batch.mask_NT[rows_], -100)  # prompt/pad: skipped
             lp = head(batch.input_ids_NT[rows_], lambda h, w, b: ops.linear_logprobs(
-                h, w, targets, bias_V=b, temperature=self.temperature))
+                h, w, targets, bias_V=b, temperature=self.temperature, backend=self.backend),
+                **self._replay_kw(batch, rows_))
             if rows.numel():
                 out[rows] = lp
         return out
@@ -295,7 +310,8 @@ class GRPOTrainer:
                             h, w, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias_V=b,
                             old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
-                            chunk_size=g.chunk_size or None, **loss_kw))
+                            chunk_size=g.chunk_size or None, backend=self.backend, **loss_kw),
+                            **self._replay_kw(batch, rows_))
                         scale = self._scale(mask, norm)
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()

@@ -22,6 +22,7 @@ class Samples:
     logp_NT: torch.Tensor | None   # float32 sampling log-probs of the tokens (0 elsewhere)
     completions: list[str]         # decoded completion text per row
     prompt_lens: list[int]         # per row
+    expert_ids: list[torch.Tensor] | None = None   # MoE: per MoE layer [N, T, k] experts used (routing replay)
 
     @property
     def num_tokens(self) -> int:
@@ -81,4 +82,8 @@ def _merge(parts, tokenizer, eos, prompt_ids, G) -> Samples:
     logp = None if any(x is None for x in logps) else torch.cat(logps)
     completions = [decode_completion(tokenizer, tokens[r][mask[r]].tolist(), eos) for r in range(tokens.shape[0])]
     prompt_lens = [len(prompt_ids[r // G]) for r in range(tokens.shape[0])]
-    return Samples(tokens, mask, logp, completions, prompt_lens)
+    experts = None
+    if all(getattr(p, "expert_ids", None) for p in parts):
+        experts = [torch.cat([torch.nn.functional.pad(p.expert_ids[layer].cpu(), (0, 0, 0, T - p.tokens.shape[1]))
+                              for p in parts]) for layer in range(len(parts[0].expert_ids))]
+    return Samples(tokens, mask, logp, completions, prompt_lens, experts)

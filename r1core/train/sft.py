@@ -136,7 +136,8 @@ class SFTTrainer:
             with self.timer("forward"):
                 ones = torch.ones(ids.shape[0], device=self.device)
                 loss, st = self.policy(ids, lambda h, w, b: ops.linear_grpo_loss(h, w, targets, ones, mask, bias_V=b,
-                                                                                  loss_agg="token_mean"))
+                                                                                  loss_agg="token_mean",
+                                                                                  backend=cfg.grpo.backend or None))
                 local = float(mask.sum())
                 scale = local / n_tok if n_tok > 0 else 0.0
             with self.timer("backward"):
