@@ -38,8 +38,8 @@ LN2 = 0.6931471805599453
 
 @triton.jit
 def _logits_tile(h_ptr, w_ptr, b_ptr, offs_n, offs_v, N, V, H, stride_hn, stride_wv, scale2,
-                 HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr, BN: tl.constexpr, BV: tl.constexpr,
-                 BK: tl.constexpr):
+                 HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr,
+                 BN: tl.constexpr, BV: tl.constexpr, BK: tl.constexpr):
     """(h[offs_n] @ W[offs_v]ᵀ + b[offs_v]) · scale2 as a float32 [BN, BV] tile; -inf where v >= V."""
     acc = tl.zeros((BN, BV), dtype=tl.float32)
     offs_k = tl.arange(0, BK)
@@ -138,7 +138,7 @@ def _grad_bwd_kernel(
     dx = tl.where(n_ok[:, None] & v_ok[None, :], dx, 0.0)
     if NEED_DB:
         tl.atomic_add(db_ptr + offs_v, tl.sum(dx, axis=0), mask=v_ok)
-    dx_lp = dx.to(h_ptr.dtype.element_ty)                                    # dlogits as an unfused backward stores them
+    dx_lp = dx.to(h_ptr.dtype.element_ty)          # rounded as an unfused backward stores dlogits
     offs_k = tl.arange(0, BK)
     for k0 in range(0, H, BK):
         k = k0 + offs_k
