@@ -46,20 +46,27 @@ from torch import nn
 from r1core.ops.moe import moe_experts, moe_route
 
 
-class MoEGate(nn.Module):
-    """The router: logits = x @ weight.T, plus DeepSeek-V3's choice-only correction bias."""
+class MoEGate(nn.Linear):
+    """The router: an nn.Linear without bias (weight [E, H]) whose logits are computed in float32,
+    plus DeepSeek-V3's choice-only correction bias, a float32 buffer that stays float32 (and keeps
+    its exact value) when the module is cast with .to(dtype) / .bfloat16()."""
 
     def __init__(self, hidden_size: int, num_experts: int, *, use_correction_bias: bool = False,
                  dtype=None, device=None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(num_experts, hidden_size, dtype=dtype, device=device))
+        super().__init__(hidden_size, num_experts, bias=False, dtype=dtype, device=device)
         if use_correction_bias:
-            # Updated by the aux-loss-free balancing rule, not by gradients: a float32 buffer, saved.
+            # Updated by the aux-loss-free balancing rule, not by gradients: a saved buffer.
             self.register_buffer("e_score_correction_bias",
                                  torch.zeros(num_experts, dtype=torch.float32, device=device))
         else:
             self.e_score_correction_bias = None
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def _apply(self, fn, recurse=True):
+        bias = self.e_score_correction_bias
+        super()._apply(fn, recurse)
+        if bias is not None and self._buffers["e_score_correction_bias"].dtype != torch.float32:
+            self._buffers["e_score_correction_bias"] = bias.to(self._buffers["e_score_correction_bias"].device)
+        return self
 
     def forward(self, x_TH: torch.Tensor) -> torch.Tensor:
         dt = torch.float64 if x_TH.dtype == torch.float64 else torch.float32

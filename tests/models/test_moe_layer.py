@@ -72,6 +72,18 @@ def test_gradients_of_every_parameter_bf16(gen):
         assert (p.grad.double() - p64.grad).norm() <= 3e-2 * p64.grad.norm(), name
 
 
+def test_router_is_a_linear_and_its_bias_stays_float32(gen):
+    m = MoE(16, 8, 8, 2, scoring="sigmoid", use_correction_bias=True)
+    assert isinstance(m.gate, torch.nn.Linear) and m.gate.bias is None
+    with torch.no_grad():
+        m.gate.e_score_correction_bias.copy_(torch.randn(8, generator=gen) * 1e-3 + 1.0)
+    exact = m.gate.e_score_correction_bias.clone()
+    m.to(torch.bfloat16)
+    assert m.gate.weight.dtype == torch.bfloat16 and m.experts.w13.dtype == torch.bfloat16
+    assert torch.equal(m.gate.e_score_correction_bias, exact)  # not rounded to bf16
+    assert "gate.e_score_correction_bias" in m.state_dict()
+
+
 def test_hf_per_expert_names_roundtrip(gen):
     E, H, I = 3, 8, 6
     prefix = "model.layers.1.mlp."
