@@ -53,7 +53,26 @@ def load_policy(source: str, cfg: Config, device: torch.device, deps: Deps) -> t
         if enable is None:
             raise ValueError("model.gradient_checkpointing=true but this model has no gradient_checkpointing_enable()")
         enable()
+    if cfg.model.train_layers:
+        freeze_below(model, cfg.model.train_layers)
     return model
+
+
+def freeze_below(model: torch.nn.Module, n: int) -> None:
+    """Keep only the top `n` transformer blocks and the final norm trainable: the forward is unchanged,
+    the backward stops at block L-n, AdamW holds state for those blocks only."""
+    from r1core.train.distributed import transformer_blocks
+    blocks = transformer_blocks(model)
+    if not blocks:
+        raise ValueError("model.train_layers needs a model with a `layers` ModuleList")
+    if n > len(blocks):
+        raise ValueError(f"model.train_layers={n} but the model has {len(blocks)} blocks")
+    model.requires_grad_(False)
+    for block in blocks[-n:]:
+        block.requires_grad_(True)
+    norm = getattr(model, "norm", None)
+    if isinstance(norm, torch.nn.Module):
+        norm.requires_grad_(True)
 
 
 def tokenizer_source(cfg: Config) -> str:

@@ -41,6 +41,8 @@ class ModelConfig:
     ref: str = opt("", "frozen reference model for the KL term (empty: the initial policy)")
     device: str = opt("auto", "auto (cuda if available), cpu or cuda", ("auto", "cpu", "cuda"))
     gradient_checkpointing: bool = opt(False, "recompute activations in backward (if the model supports it)")
+    train_layers: int = opt(0, "train only the top N transformer blocks and the final norm, everything else (embeddings "
+                               "and lm_head included) frozen; 0: train every parameter")
 
 
 @dataclass(kw_only=True)
@@ -99,7 +101,9 @@ class GRPOConfig:
 
 @dataclass(kw_only=True)
 class SFTConfig:
-    data: str = opt("", "JSONL of {prompt, completion} records (cold start / distillation data)")
+    data: str = opt("builtin:arithmetic", "JSONL of {prompt, completion} records, or builtin:arithmetic (a generated "
+                                          "cold-start set, r1core.train.coldstart)")
+    examples: int = opt(256, "size of a builtin: cold-start set")
     epochs: float = opt(1.0, "passes over the data")
     lr: float = opt(1e-5, "peak learning rate of SFT stages")
     batch: int = opt(8, "sequences per optimizer step")
@@ -141,8 +145,8 @@ class RunConfig:
 
 @dataclass(kw_only=True)
 class PipelineConfig:
-    recipe: str = opt("grpo", "stages to run: grpo (one RL stage), r1zero, r1, distill or custom",
-                      ("grpo", "r1zero", "r1", "distill", "custom"))
+    recipe: str = opt("grpo", "stages to run: grpo (one RL stage), cold_start_rl (SFT on sft.data, then RL), r1zero, "
+                              "r1, distill or custom", ("grpo", "cold_start_rl", "r1zero", "r1", "distill", "custom"))
     stages: list = opt([], "custom stages: [{name, kind: grpo|sft|sample, init: base|prev|PATH, set: {key: value}}]")
 
 
@@ -308,7 +312,7 @@ def validate(cfg: Config) -> None:
         if v < 1:
             raise ValueError(f"config key {k!r} must be >= 1, got {v}")
     nonneg = {"run.steps": run.steps, "run.save_every": run.save_every, "run.keep_last": run.keep_last,
-              "run.eval_n": run.eval_n, "optim.warmup": o.warmup,
+              "run.eval_n": run.eval_n, "optim.warmup": o.warmup, "model.train_layers": cfg.model.train_layers,
               "rollout.gen_batch": r.gen_batch, "grpo.beta": g.beta, "grpo.chunk_size": g.chunk_size}
     for k, v in nonneg.items():
         if v < 0:

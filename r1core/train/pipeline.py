@@ -1,6 +1,8 @@
 """The R1 recipes as stages in one config (`pipeline.recipe`), each stage one trainer.
 
-    grpo     one GRPO stage with the configured task and template (the default run)
+    grpo     one GRPO stage with the configured task and template
+    cold_start_rl  the first two stages of R1: cold-start SFT on sft.data (default: the built-in
+             formatted single-digit arithmetic set), then GRPO on the task (the embedded default run)
     r1zero   R1-Zero: GRPO from the base model with the R1-Zero text template, accuracy + format rewards
     r1       R1: cold-start SFT on sft.data (long chain-of-thought JSONL)
              -> reasoning RL with accuracy + format + language-consistency rewards
@@ -35,6 +37,9 @@ def recipe_stages(cfg: Config) -> list[dict]:
     recipe = cfg.pipeline.recipe
     if recipe == "grpo":
         return [{"name": "rl", "kind": "grpo"}]
+    if recipe == "cold_start_rl":
+        return [{"name": "cold_start", "kind": "sft", "init": "base", "data": "config"},
+                {"name": "rl", "kind": "grpo", "init": "prev"}]
     if recipe == "r1zero":
         return [{"name": "r1zero", "kind": "grpo", "set": {"task.template": "r1zero"}}]
     if recipe == "r1":
@@ -103,7 +108,10 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
     single = len(stages) == 1
     outputs: dict[str, str] = {}
     prev_model, prev_data = None, None
+    columns: list[tuple[str, dict]] = []
     try:
+        if cfg.run.eval_n and not single and any(s["kind"] == "grpo" for s in stages):
+            columns.append(("base", _evaluate_base(cfg, deps, info, root)))
         for i, stage in enumerate(stages):
             out = root if single else root / f"{i}-{stage['name']}"
             marker = out / "stage.json"
@@ -127,9 +135,50 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
     finally:
         D.shutdown(info)
     if info.main and not single:
-        (root / "pipeline.json").write_text(json.dumps(outputs, indent=1))
+        for i, stage in enumerate(stages):
+            ev = root / f"{i}-{stage['name']}" / "eval.json"
+            if stage["kind"] == "grpo" and ev.exists():
+                data = json.loads(ev.read_text())
+                if i > 0 and data.get("before"):
+                    columns.append((f"after {stages[i - 1]['name']}", data["before"]))
+                if data.get("after"):
+                    columns.append((f"after {stage['name']}", data["after"]))
+        (root / "pipeline.json").write_text(json.dumps({"outputs": outputs, "eval": dict(columns)}, indent=1))
         print("\npipeline outputs:\n" + "\n".join(f"  {k}: {v}" for k, v in outputs.items()))
+        if columns:
+            print("\n" + columns_table(columns))
     return outputs
+
+
+def columns_table(columns: list[tuple[str, dict]], keys=("pass@1", "format", "completion_len")) -> str:
+    """Held-out metrics side by side, one column per model (base, after each stage)."""
+    keys = [k for k in keys if all(k in c for _, c in columns)] + \
+        sorted({k for _, c in columns for k in c if k.startswith("cons@")} & set.intersection(*(set(c) for _, c in columns)))
+    w = max(12, *(len(n) + 2 for n, _ in columns))
+    lines = [f"{'held-out':16s}" + "".join(f"{n:>{w}s}" for n, _ in columns)]
+    for k in keys:
+        lines.append(f"{k:16s}" + "".join(f"{c[k]:{w}.3f}" for _, c in columns))
+    return "\n".join(lines)
+
+
+def _evaluate_base(cfg: Config, deps, info, root: Path) -> dict:
+    """Held-out metrics of model.source before any stage (cached in <out>/eval_base.json)."""
+    from r1core.train.evaluate import evaluate_policy
+    path = root / "eval_base.json"
+    if cfg.run.resume and path.exists():
+        return json.loads(path.read_text())
+    tok = deps.load_tokenizer(build.tokenizer_source(cfg))
+    task = build.load_task(cfg, tok, deps)
+    model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
+    result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
+                             max_new_tokens=cfg.rollout.max_new_tokens, seed=build.call_seed(cfg.run.seed, 7),
+                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps)
+    if info.main:
+        root.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+        print(f"base model on held-out {cfg.task.name}: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}")
+    del model
+    return result
 
 
 def _advance(stage, output, prev_model, prev_data):

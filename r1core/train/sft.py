@@ -1,4 +1,5 @@
 """Supervised fine-tuning on a JSONL of {"prompt", "completion"} records, loss on completion tokens.
+(`sft.data` may also name a built-in cold-start set, "builtin:arithmetic": r1core.train.coldstart.)
 
 The cold-start, post-rejection-sampling and distillation stages of the R1 pipeline.  `prompt` is the
 question; it is rendered with the run's prompt template (task.template: chat / r1zero / plain) so
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 from r1core.train import build, checkpoint as ckpt, distributed as D, ops
+from r1core.train.coldstart import resolve_sft_data
 from r1core.train.config import Config, save_config
 from r1core.train.logging import RunLogger
 from r1core.train.profiling import PhaseTimer
@@ -74,7 +76,14 @@ class SFTTrainer:
         self.out = Path(cfg.run.out)
         build.seed_everything(cfg.run.seed + self.info.rank)
         self.tokenizer = self.deps.load_tokenizer(build.tokenizer_source(cfg))
-        self.seqs = tokenize_sft(read_sft_jsonl(data or cfg.sft.data), self.tokenizer, cfg)
+        data = data or cfg.sft.data
+        if data.startswith("builtin:"):
+            if self.info.main:
+                resolve_sft_data(data, self.out, n=cfg.sft.examples, seed=cfg.run.seed,
+                                 ops=str(cfg.task.args.get("ops", "+-*")))
+            D.barrier(self.info)
+            data = str(self.out / f"coldstart-{data.removeprefix('builtin:')}.jsonl")
+        self.seqs = tokenize_sft(read_sft_jsonl(data), self.tokenizer, cfg)
         B = cfg.sft.batch
         if B % self.info.world:
             raise ValueError(f"sft.batch={B} must be divisible by the number of ranks ({self.info.world})")
@@ -92,6 +101,11 @@ class SFTTrainer:
             self.start_step = ckpt.load_checkpoint(resume_from, policy=self.policy, optimizer=self.optimizer,
                                                    scheduler=self.scheduler, info=self.info)["step"]
         self.timer = PhaseTimer(self.device)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The CausalLM being trained (inside the data-parallel wrapper)."""
+        return D.unwrap(self.policy)
 
     def _batch_rows(self, step: int) -> list[int]:
         """Record indices of optimizer step `step` (1-based): a seeded shuffle per epoch."""
