@@ -211,8 +211,9 @@ struct Rows {  // row n of a [B, T, V] tensor with unit stride over V
 
 Rows rows_of(const at::Tensor& t) { return Rows{t.size(1), t.stride(0), t.stride(1)}; }
 
-// rows per task: about 256K values, so small calls stay on one thread (a fork costs more than they do)
-int64_t grain(int64_t V) { return std::max<int64_t>(1, (int64_t{1} << 18) / std::max<int64_t>(V, 1)); }
+// rows per task: about 1M values (~0.5 ms of one core), so small calls stay on one thread: on a
+// loaded machine a fork/join can cost a scheduler quantum (~10 ms) when a worker is descheduled
+int64_t grain(int64_t V) { return std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(V, 1)); }
 
 void check_logits(const at::Tensor& logits) {
   check_cpu(logits, "logits");
