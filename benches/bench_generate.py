@@ -165,17 +165,21 @@ def target(*, batch: int, samples: int, new: int, quick: bool, out: Path | None)
     rows = []
     for label, eos_on in (("EOS on", True), ("EOS off", False)):
         for engine in ("transformers", "r1core"):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if engine == "r1core":
                 n = run_ours(ours, prompts, G=samples, new=new, eos=eos if eos_on else [])
             else:
                 n = run_hf(hf, prompts, G=samples, new=new, eos=eos if eos_on else None, pad=pad)
-            dt = time.perf_counter() - t0
-            rows.append({"engine": engine, "setting": label, "tokens": n, "seconds": dt, "tokens_per_s": n / dt})
-            print(f"{label:8s} {engine:13s} {n:7d} tokens  {dt:8.1f} s  {n / dt:8.1f} tokens/s", flush=True)
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+            rows.append({"engine": engine, "setting": label, "tokens": n, "seconds": dt, "cpu_seconds": cpu,
+                         "tokens_per_s": n / dt, "tokens_per_cpu_s": n / cpu})
+            # on a shared machine the wall time depends on the neighbours; CPU time (process_time) much less
+            print(f"{label:8s} {engine:13s} {n:7d} tokens  {dt:8.1f} s wall {n / dt:8.1f} tokens/s  "
+                  f"{cpu:8.1f} s cpu {n / cpu:8.1f} tokens/cpu-s", flush=True)
     for label in ("EOS on", "EOS off"):
         a, b = [r for r in rows if r["setting"] == label]
-        print(f"{label}: r1core / transformers = {b['tokens_per_s'] / a['tokens_per_s']:.2f}x", flush=True)
+        print(f"{label}: r1core / transformers = {b['tokens_per_s'] / a['tokens_per_s']:.2f}x wall, "
+              f"{b['tokens_per_cpu_s'] / a['tokens_per_cpu_s']:.2f}x cpu time", flush=True)
     result = {"model": "tiny" if quick else SMOLLM2, "batch": batch, "samples": samples, "new_tokens": new,
               "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows,
               "when": time.strftime("%Y-%m-%dT%H:%M:%S")}
