@@ -76,21 +76,33 @@ def _usage(command: str, lead: str, extra_help: str = "") -> str:
     return f"usage: r1core {command} {lead}\n{extra_help}\noptions (key=default):{help_text()}\n"
 
 
+# `r1core train --quick`: a smoke run of the same recipe (a couple of minutes on a CPU)
+QUICK = ["run.steps=2", "run.eval_n=8", "run.eval_k=1", "rollout.prompts=2", "rollout.group_size=4",
+         "rollout.max_new_tokens=24", "sft.examples=32", "run.save_every=0"]
+
+
 def _train(argv: list[str]) -> int:
     from r1core.train.config import load_config
     try:
-        config, overrides, _, want_help = split_args(argv)
+        config, overrides, extras, want_help = split_args(argv, extra=("quick",))
         if want_help:
-            print(_usage("train", "[--config FILE.yaml] [key=value …]",
-                         "Runs the pipeline of `pipeline.recipe` (default: one GRPO stage). With no arguments\n"
-                         "this is the embedded default: SmolLM2-135M-Instruct learning arithmetic on this CPU."))
+            print(_usage("train", "[--config FILE.yaml] [key=value …] [--quick]",
+                         "Runs the stages of `pipeline.recipe`. With no arguments this is the embedded default:\n"
+                         "SmolLM2-135M-Instruct, a cold-start SFT on formatted single-digit sums, then GRPO on\n"
+                         "two-digit sums (configs/default.yaml). --quick: the same recipe shrunk to a smoke run\n"
+                         f"({' '.join(QUICK)}), before your overrides."))
             return 0
-        cfg = load_config(config, overrides)
+        quick = extras.get("quick", "false").lower() in ("1", "true", "yes")
+        cfg = load_config(config, (QUICK if quick else []) + overrides)
     except ValueError as e:
         print(f"r1core train: {e}", file=sys.stderr)
         return 2
     from r1core.train.pipeline import run_pipeline
-    run_pipeline(cfg)
+    try:
+        run_pipeline(cfg)
+    except ValueError as e:       # a bad model/task/data source, caught before or while building a stage
+        print(f"r1core train: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -107,6 +119,14 @@ def _eval(argv: list[str]) -> int:
     except ValueError as e:
         print(f"r1core eval: {e}", file=sys.stderr)
         return 2
+    try:
+        return _run_eval(cfg, extras)
+    except ValueError as e:
+        print(f"r1core eval: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_eval(cfg, extras: dict) -> int:
     from r1core.train import build, distributed as D
     from r1core.train.evaluate import evaluate_policy
     info = D.init(cfg.model.device)
@@ -148,6 +168,14 @@ def _sample(argv: list[str]) -> int:
     except ValueError as e:
         print(f"r1core sample: {e}", file=sys.stderr)
         return 2
+    try:
+        return _run_sample(cfg, extras, n)
+    except ValueError as e:
+        print(f"r1core sample: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_sample(cfg, extras: dict, n: int) -> int:
     from r1core.tasks.prompts import R1ZERO_SYSTEM, build_prompt
     from r1core.train import build
     from r1core.train.distributed import init

@@ -40,6 +40,8 @@ class ModelConfig:
     tokenizer: str = opt("", "tokenizer source (empty: model.source); set it when model.source is a checkpoint without one")
     ref: str = opt("", "frozen reference model for the KL term (empty: the initial policy)")
     device: str = opt("auto", "auto (cuda if available), cpu or cuda", ("auto", "cpu", "cuda"))
+    autocast: str = opt("", "mixed precision of the training and log-prob forwards (torch.autocast; parameters and AdamW "
+                            "stay in model.dtype): bfloat16, float16 or empty (off)", ("", "bfloat16", "float16"))
     gradient_checkpointing: bool = opt(False, "recompute activations in backward (if the model supports it)")
     train_layers: int = opt(0, "train only the top N transformer blocks and the final norm, everything else (embeddings "
                                "and lm_head included) frozen; 0: train every parameter")

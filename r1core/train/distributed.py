@@ -109,13 +109,22 @@ class PolicyHead(nn.Module):
     The fused linear loss (or log-prob) op is `head_fn`: it runs inside this forward, so under FSDP2
     the lm_head weight is used while the root unit holds it gathered, like any layer's weight."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, *, autocast: torch.dtype | None = None):
         super().__init__()
         self.model = model
+        self.autocast = autocast
 
     def forward(self, input_ids: torch.Tensor, head_fn, **kwargs):
         head = self.model.lm_head
-        return head_fn(self.model.hidden_states(input_ids, **kwargs), head.weight, getattr(head, "bias", None))
+        weight, bias = head.weight, getattr(head, "bias", None)
+        if self.autocast is None:
+            return head_fn(self.model.hidden_states(input_ids, **kwargs), weight, bias)
+        with torch.autocast(input_ids.device.type, dtype=self.autocast):
+            hidden = self.model.hidden_states(input_ids, **kwargs)
+        # the fused op wants one dtype: the lm_head runs in the autocast dtype too (its gradient
+        # flows back through the cast to the full-precision weight)
+        hidden = hidden.to(self.autocast)
+        return head_fn(hidden, weight.to(self.autocast), None if bias is None else bias.to(self.autocast))
 
 
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:

@@ -97,13 +97,14 @@ class GRPOTrainer:
         source = str(resume_from) if resume_from else (init or cfg.model.source)
         model = build.load_policy(source, cfg, self.device, self.deps)
         model.train()
-        self.policy = D.wrap(D.PolicyHead(model), self.info, cfg.run.dist)
+        autocast = build.DTYPES[cfg.model.autocast] if cfg.model.autocast else None
+        self.policy = D.wrap(D.PolicyHead(model, autocast=autocast), self.info, cfg.run.dist)
         self.ref = None
         if cfg.grpo.beta > 0:                      # beta = 0: no reference model at all
             ref_model = build.load_policy(cfg.model.ref or init or cfg.model.source, cfg, self.device, self.deps)
             ref_model.requires_grad_(False).eval()
-            self.ref = D.wrap(D.PolicyHead(ref_model), self.info, cfg.run.dist) if cfg.run.dist == "fsdp" \
-                else D.PolicyHead(ref_model)
+            ref_head = D.PolicyHead(ref_model, autocast=autocast)
+            self.ref = D.wrap(ref_head, self.info, cfg.run.dist) if cfg.run.dist == "fsdp" else ref_head
         self.optimizer = build.make_optimizer(self.policy.parameters(), cfg)
         self.scheduler = build.make_scheduler(self.optimizer, cfg, cfg.run.steps)
         self.start_step = 0

@@ -93,7 +93,8 @@ class SFTTrainer:
         model = build.load_policy(str(resume_from) if resume_from else (init or cfg.model.source), cfg,
                                   self.device, self.deps)
         model.train()
-        self.policy = D.wrap(D.PolicyHead(model), self.info, cfg.run.dist)
+        autocast = build.DTYPES[cfg.model.autocast] if cfg.model.autocast else None
+        self.policy = D.wrap(D.PolicyHead(model, autocast=autocast), self.info, cfg.run.dist)
         self.optimizer = build.make_optimizer(self.policy.parameters(), cfg, lr=cfg.sft.lr)
         self.scheduler = build.make_scheduler(self.optimizer, cfg, self.total)
         self.start_step = 0

@@ -94,6 +94,9 @@ def test_cli_argument_forms_and_errors(capsys):
     assert main(["train", "positional"]) == 2
     assert main(["nonsense"]) == 2
     assert main(["sample", "n=2"]) == 2          # no prompt
+    assert main(["sample", "prompt=hi", "model=/nonexistent"]) == 2
+    assert main(["eval", "model=/nonexistent"]) == 2
+    assert "/nonexistent" in capsys.readouterr().err
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     for cmd in ("train", "eval", "sample", "bench", "info"):

@@ -121,3 +121,12 @@ def test_reference_model_only_when_beta_positive(tmp_path):
         m1, m2 = t.step(1), t.step(2)
         assert m1["kl_mean"] == pytest.approx(0.0, abs=1e-6)      # policy == reference at step 1
         assert (m2["kl_mean"] > 0) == (beta > 0)
+
+
+def test_autocast_bf16_step(tmp_path):
+    """model.autocast: parameters and AdamW stay float32, forwards run in bfloat16."""
+    t = GRPOTrainer(tiny_config(tmp_path, "model.autocast=bfloat16", "optim.lr=0.01"), deps=tiny_deps())
+    before = {k: v.clone() for k, v in t.model.state_dict().items()}
+    m = t.step(1)
+    assert all(p.dtype == torch.float32 for p in t.model.parameters())
+    assert m["grad_norm"] > 0 and any(not torch.equal(before[k], v) for k, v in t.model.state_dict().items())
