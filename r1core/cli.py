@@ -81,19 +81,28 @@ QUICK = ["run.steps=2", "run.eval_n=8", "run.eval_k=1", "rollout.prompts=2", "ro
          "rollout.max_new_tokens=24", "sft.examples=32", "run.save_every=0"]
 
 
+def _embedded_diff() -> str:
+    from r1core.train.config import Config, embedded_default, options
+    plain = {k: v for k, v, _, _ in options(Config())}
+    return ", ".join(f"{k}={v}" for k, v, _, _ in options(embedded_default()) if plain[k] != v)
+
+
 def _train(argv: list[str]) -> int:
-    from r1core.train.config import load_config
+    from r1core.train.config import embedded_default, load_config
     try:
         config, overrides, extras, want_help = split_args(argv, extra=("quick",))
         if want_help:
             print(_usage("train", "[--config FILE.yaml] [key=value …] [--quick]",
-                         "Runs the stages of `pipeline.recipe`. With no arguments this is the embedded default:\n"
-                         "SmolLM2-135M-Instruct, a cold-start SFT on formatted single-digit sums, then GRPO on\n"
-                         "two-digit sums (configs/default.yaml). --quick: the same recipe shrunk to a smoke run\n"
+                         "Runs the stages of `pipeline.recipe`. Without --config the options start from the\n"
+                         "embedded default recipe (configs/default.yaml: SmolLM2-135M-Instruct, a cold-start SFT on\n"
+                         "formatted single-digit sums, then GRPO on two-digit sums), which differs from the\n"
+                         f"defaults below in: {_embedded_diff()}.\n"
+                         "--quick: that recipe shrunk to a smoke run "
                          f"({' '.join(QUICK)}), before your overrides."))
             return 0
         quick = extras.get("quick", "false").lower() in ("1", "true", "yes")
-        cfg = load_config(config, (QUICK if quick else []) + overrides)
+        base = None if config else embedded_default()       # no --config: the embedded default recipe
+        cfg = load_config(config, (QUICK if quick else []) + overrides, base=base)
     except ValueError as e:
         print(f"r1core train: {e}", file=sys.stderr)
         return 2
@@ -130,6 +139,7 @@ def _run_eval(cfg, extras: dict) -> int:
     from r1core.train import build, distributed as D
     from r1core.train.evaluate import evaluate_policy
     info = D.init(cfg.model.device)
+    build.set_threads(cfg)
     deps = build.Deps()
     tok = deps.load_tokenizer(build.tokenizer_source(cfg))
     task = build.load_task(cfg, tok, deps)
@@ -181,6 +191,7 @@ def _run_sample(cfg, extras: dict, n: int) -> int:
     from r1core.train.distributed import init
     from r1core.train.sampling import sample
     info = init(cfg.model.device)
+    build.set_threads(cfg)
     deps = build.Deps()
     tok = deps.load_tokenizer(build.tokenizer_source(cfg))
     model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()

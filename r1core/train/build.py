@@ -121,6 +121,13 @@ def make_scheduler(optimizer, cfg: Config, total_steps: int) -> torch.optim.lr_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
+def set_threads(cfg: Config) -> None:
+    """run.threads > 0: that many torch CPU threads (fewer than cores avoids OpenMP stalls when the
+    CPU is shared with other busy processes)."""
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
+
+
 def seed_everything(seed: int) -> None:
     import random
 

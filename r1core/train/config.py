@@ -165,6 +165,29 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
+# `r1core train` without --config runs this recipe (configs/default.yaml spells out the same run):
+# SmolLM2-135M-Instruct, a cold-start SFT on formatted single-digit sums, then GRPO on two-digit sums;
+# chosen by experiment to finish within ~15 minutes on a 2-core CPU (docs/train.md).
+EMBEDDED_DEFAULT = {
+    "model": {"source": "smollm2-135m-instruct", "train_layers": 8},
+    "task": {"name": "arithmetic", "args": {"digits": 2, "ops": "+"}, "template": "plain",
+             "rewards": {"accuracy": 1.0, "format": 0.5}},
+    "rollout": {"prompts": 8, "group_size": 8, "max_new_tokens": 40, "temperature": 0.7},
+    "optim": {"lr": 3.0e-5, "micro_batch": 16},
+    "grpo": {"eps_high": 0.28},
+    "sft": {"data": "builtin:arithmetic", "examples": 128, "batch": 16, "lr": 1.0e-4},
+    "run": {"steps": 30, "out": "runs/default", "save_every": 5, "keep_last": 1, "eval_n": 64, "eval_k": 4,
+            "eval_temperature": 0.6},
+    "pipeline": {"recipe": "cold_start_rl"},
+}
+
+
+def embedded_default() -> Config:
+    cfg = Config()
+    apply_dict(cfg, EMBEDDED_DEFAULT)
+    return cfg
+
+
 # SPEC §5 top-level keys (and a few everyday ones) -> dotted keys
 SHORTCUTS = {
     "model": "model.source", "task": "task.name", "steps": "run.steps", "seed": "run.seed",

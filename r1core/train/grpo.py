@@ -81,8 +81,7 @@ class GRPOTrainer:
         self.cfg, self.deps = cfg, deps or build.Deps()
         self.info = info or D.init(cfg.model.device)
         self.device = self.info.device
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
+        build.set_threads(cfg)
         if cfg.rollout.prompts % self.info.world:
             raise ValueError(f"rollout.prompts={cfg.rollout.prompts} must be divisible by the number of ranks "
                              f"({self.info.world})")
@@ -165,7 +164,7 @@ class GRPOTrainer:
     def step(self, step: int) -> dict:
         """One GRPO step (rollout, reward, advantages, log-probs, mu passes of updates) -> metrics."""
         cfg, info = self.cfg, self.info
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         P, G = cfg.rollout.prompts, cfg.rollout.group_size
         P_local = P // info.world
         first = info.rank * P_local
@@ -219,6 +218,7 @@ class GRPOTrainer:
             "tokens": int(n_tok[0]),
             "tokens_per_s": n_tok[0].item() / dt,
             "step_time": dt,
+            "cpu_time": time.process_time() - c0,     # this process, all threads (robust on a shared CPU)
             **self.timer.reset(),
         }
         with warnings.catch_warnings():   # a step whose groups were all dropped made no optimizer step

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from pathlib import Path
 
 from r1core.train import build, checkpoint as ckpt, distributed as D
@@ -104,8 +105,10 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
     stages = recipe_stages(cfg)
     check_stages(stages)
     info = D.init(cfg.model.device)
+    build.set_threads(cfg)
     root = Path(cfg.run.out)
     single = len(stages) == 1
+    t0, c0 = time.perf_counter(), time.process_time()
     outputs: dict[str, str] = {}
     prev_model, prev_data = None, None
     columns: list[tuple[str, dict]] = []
@@ -145,6 +148,7 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
                     columns.append((f"after {stage['name']}", data["after"]))
         (root / "pipeline.json").write_text(json.dumps({"outputs": outputs, "eval": dict(columns)}, indent=1))
         print("\npipeline outputs:\n" + "\n".join(f"  {k}: {v}" for k, v in outputs.items()))
+        print(f"time: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU (rank 0, all threads)")
         if columns:
             print("\n" + columns_table(columns))
     return outputs

@@ -23,6 +23,7 @@ def rejection_sample(cfg: Config, *, model_source: str, out: str | Path, deps: b
     from r1core.rewards import get
     deps = deps or build.Deps()
     info = info or D.init(cfg.model.device)
+    build.set_threads(cfg)
     out = Path(out)
     sc = cfg.sample
     tok = deps.load_tokenizer(tokenizer_source or build.tokenizer_source(cfg))

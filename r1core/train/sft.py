@@ -74,6 +74,7 @@ class SFTTrainer:
         self.info = info or D.init(cfg.model.device)
         self.device = self.info.device
         self.out = Path(cfg.run.out)
+        build.set_threads(cfg)
         build.seed_everything(cfg.run.seed + self.info.rank)
         self.tokenizer = self.deps.load_tokenizer(build.tokenizer_source(cfg))
         data = data or cfg.sft.data

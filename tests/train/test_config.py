@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from r1core.cli import main, split_args
-from r1core.train.config import (SHORTCUTS, Config, help_text, load_config, options, save_config, set_override,
-                                 to_dict)
+from r1core.train.config import (SHORTCUTS, Config, embedded_default, help_text, load_config, options, save_config,
+                                 set_override, to_dict)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,8 +70,8 @@ def test_shipped_configs_load_and_default_yaml_is_the_default():
     for f in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(f)
     default = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
-    assert load_config(ROOT / "configs" / "default.yaml") == Config(), \
-        "configs/default.yaml must spell out the dataclass defaults (the embedded default run)"
+    assert load_config(ROOT / "configs" / "default.yaml") == embedded_default(), \
+        "configs/default.yaml must spell out the embedded default run (r1core.train.config.EMBEDDED_DEFAULT)"
     assert set(default) <= {f.name for f in dataclasses.fields(Config)}
 
 
