@@ -8,7 +8,7 @@ from r1core.train import checkpoint as ckpt
 from r1core.train.grpo import GRPOTrainer
 from tinyrl import tiny_config, tiny_deps
 
-TIMING = ("tokens_per_s", "step_time")
+TIMING = ("tokens_per_s", "step_time", "cpu_time")  # wall and CPU clocks differ run to run
 
 
 def _metrics(run):
