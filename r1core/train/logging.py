@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 BAR_KEYS = (("reward_mean", "reward", "{:.3f}"), ("kl_mean", "kl", "{:.2e}"), ("clip_frac", "clip", "{:.3f}"),
-            ("tokens_per_s", "tok/s", "{:.0f}"))
+            ("sft_loss", "loss", "{:.4f}"), ("tokens_per_s", "tok/s", "{:.0f}"))
 
 
 def read_metrics(path: str | Path) -> list[dict]:
@@ -71,7 +71,10 @@ class RunLogger:
                 if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
                     self.tb.add_scalar(k, v, step)
         if self.bar is not None:
-            metrics = {**metrics, "clip_frac": metrics.get("clip_low_frac", 0.0) + metrics.get("clip_high_frac", 0.0)}
+            if "clip_low_frac" in metrics:      # a GRPO step
+                metrics = {**metrics, "clip_frac": metrics["clip_low_frac"] + metrics.get("clip_high_frac", 0.0)}
+            elif "loss" in metrics:             # an SFT step: its loss is the cross-entropy
+                metrics = {**metrics, "sft_loss": metrics["loss"]}
             self.bar.set_postfix_str(" ".join(f"{short}={fmt.format(metrics[k])}" for k, short, fmt in BAR_KEYS
                                               if k in metrics), refresh=False)
             self.bar.update(step - self.bar.n)

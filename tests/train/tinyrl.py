@@ -57,7 +57,8 @@ class TinyLM(nn.Module):
     def save_pretrained(self, folder):
         from safetensors.torch import save_file
         Path(folder).mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()},
+        # named_parameters, as r1core's CausalLM does: under FSDP2's unshard() they are the full tensors
+        save_file({k: v.detach().contiguous().cpu() for k, v in self.named_parameters()},
                   str(Path(folder) / "model.safetensors"))
         (Path(folder) / "config.json").write_text(json.dumps({"tiny": True, "hidden": self.hidden,
                                                               "layers": len(self.layers)}))
@@ -184,3 +185,28 @@ def tiny_config(out, *overrides):
             "save_every=0",
             "run.threads=1"]
     return load_config(None, [*base, *overrides])
+
+
+def make_tiny_llama(folder, seed: int = 0) -> str:
+    """A random 2-layer r1core Llama (tied embeddings) over the character vocabulary, saved as a HF folder."""
+    from r1core.models import CausalLM, ModelConfig
+    cfg = ModelConfig.from_hf({"model_type": "llama", "architectures": ["LlamaForCausalLM"], "vocab_size": VOCAB + 1,
+                               "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                               "num_attention_heads": 4, "num_key_value_heads": 2, "tie_word_embeddings": True,
+                               "eos_token_id": EOS, "max_position_embeddings": 64})
+    torch.manual_seed(seed)
+    model = CausalLM(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.normal_(0, 0.3)
+    model.save_pretrained(folder)
+    return str(folder)
+
+
+def llama_deps(folder) -> Deps:
+    """The real stack (r1core.load_model, r1core.generate) on the tiny Llama, with the tiny task."""
+    import r1core
+    return Deps(load_model=lambda src, **kw: r1core.load_model(folder if src == "tiny" else src, **kw),
+                load_tokenizer=lambda src: CharTokenizer(), generate=r1core.generate,
+                get_task=lambda name, **kw: TinyTask())
