@@ -116,15 +116,16 @@ def _train(argv: list[str]) -> int:
 
 
 def _eval(argv: list[str]) -> int:
-    from r1core.train.config import load_config
+    from r1core.train.config import embedded_default, load_config
     try:
         config, overrides, extras, want_help = split_args(argv, extra=("json",))
         if want_help:
             print(_usage("eval", "[--config FILE.yaml] [key=value …] [json=true]",
                          "Evaluates model.source on task.name's held-out split: pass@1 averaged over run.eval_k\n"
-                         "samples (at run.eval_temperature), cons@k and the mean format reward."))
+                         "samples (at run.eval_temperature), cons@k and the mean format reward. Without --config\n"
+                         "the options start from the embedded default run's (its task, template, sampling)."))
             return 0
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, base=None if config else embedded_default())
     except ValueError as e:
         print(f"r1core eval: {e}", file=sys.stderr)
         return 2
@@ -161,7 +162,7 @@ def _run_eval(cfg, extras: dict) -> int:
 
 
 def _sample(argv: list[str]) -> int:
-    from r1core.train.config import load_config
+    from r1core.train.config import embedded_default, load_config
     try:
         config, overrides, extras, want_help = split_args(argv, extra=("prompt", "n"))
         if want_help:
@@ -174,7 +175,7 @@ def _sample(argv: list[str]) -> int:
         n = int(extras.get("n", "1"))
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        cfg = load_config(config, overrides)
+        cfg = load_config(config, overrides, base=None if config else embedded_default())
     except ValueError as e:
         print(f"r1core sample: {e}", file=sys.stderr)
         return 2
