@@ -1,9 +1,11 @@
 """Tiny random models of every supported architecture, made by transformers (the oracle).
 
-`tiny_hf(name)` -> (transformers model in eval mode, its config); `TINY` lists the names.  The sizes are
+`tiny_hf(name)` -> (transformers model in eval mode, its config); `TINY` lists the names; the fixture
+`saved_tiny` (imported by the conftests of tests/models and tests/rollout) saves each once per session.  The sizes are
 awkward on purpose (odd vocabulary, GQA ratio 2, head_dim != hidden/heads, rope scaling variants)."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 TINY = ("llama", "llama-dynamic", "qwen2", "qwen3", "qwen3_moe", "deepseek_v3")
@@ -58,3 +60,18 @@ def tiny_hf(name: str, seed: int = 0):
             if name_.endswith("e_score_correction_bias"):
                 b.copy_(torch.rand(b.shape, generator=g) * 0.1)
     return model, cfg
+
+
+@pytest.fixture(scope="session")
+def saved_tiny(tmp_path_factory):
+    """saved_tiny(name) -> (transformers model, folder it was saved to)."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            model, _ = tiny_hf(name)
+            folder = tmp_path_factory.mktemp(name)
+            model.save_pretrained(folder)
+            cache[name] = (model, folder)
+        return cache[name]
+    return get
