@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -172,44 +175,76 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 # -------------------------------------------------------------------------------------------------
 # standalone: per-phase times and peak memory of both stacks, side by side
 # -------------------------------------------------------------------------------------------------
+STACKS = {"torch+transformers": True, "r1core": False}     # name -> is the baseline
+
+
+def _measure(name: str, *, quick: bool, device: torch.device, steps: int) -> list[dict]:
+    """One warm-up step, then `steps` timed steps of one stack; each row: the trainer's metrics + wall + peak."""
+    overrides, ours, base = _stacks(quick, device)
+    is_base = STACKS[name]
+    trainer = make_trainer(base if is_base else ours, overrides, device, baseline=is_base)
+    trainer.step(1)                                           # warm-up (allocator, kernels, caches)
+    rows = []
+    for s in range(2, 2 + steps):
+        gc.collect()
+        t0 = time.perf_counter()
+        peak = peak_extra_bytes(lambda: rows.append(trainer.step(s)), device)
+        rows[-1]["wall"] = time.perf_counter() - t0
+        rows[-1]["peak"] = peak
+    return [{k: v for k, v in r.items() if isinstance(v, (int, float, str)) or v is None} for r in rows]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a tiny random Llama instead of SmolLM2-135M")
     p.add_argument("--steps", type=int, default=2, help="timed steps per stack (after one warm-up step)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    p.add_argument("--out", type=Path, default=None, help="also write the per-step numbers as JSON here")
+    p.add_argument("--stack", choices=["both", *STACKS], default="both",
+                   help="both (default): each stack in its own fresh process, so neither inherits the "
+                        "other's heap and the peak-memory numbers are comparable")
     args = p.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    overrides, ours, base = _stacks(args.quick, device)
+    if args.stack != "both":
+        rows = _measure(args.stack, quick=args.quick, device=device, steps=args.steps)
+        if args.out is not None:
+            args.out.write_text(json.dumps(rows))
+        return 0
+    import platform
+    import subprocess
     results = {}
-    for name, deps, is_base in (("torch+transformers", base, True), ("r1core", ours, False)):
-        trainer = make_trainer(deps, overrides, device, baseline=is_base)
-        trainer.step(1)                                           # warm-up (allocator, kernels, caches)
-        rows = []
-        for s in range(2, 2 + args.steps):
-            gc.collect()
-            t0 = time.perf_counter()
-            peak = peak_extra_bytes(lambda: rows.append(trainer.step(s)), device)
-            rows[-1]["wall"] = time.perf_counter() - t0
-            rows[-1]["peak"] = peak
-        results[name] = rows
-        del trainer
-        gc.collect()
+    with tempfile.TemporaryDirectory() as tmp:
+        keep = [a for a in argv if not a.startswith("--out") and a != str(args.out)]
+        for name in STACKS:
+            part = Path(tmp) / "rows.json"
+            subprocess.run([sys.executable, "-m", "benches.bench_grpo_step", *keep, "--stack", name,
+                            "--out", str(part)], check=True)
+            results[name] = json.loads(part.read_text())
     phases = ["rollout", "reward", "logprobs", "forward", "backward", "optimizer"]
     print(f"# one GRPO step, {'tiny random Llama' if args.quick else 'SmolLM2-135M fp32'} on {device}, "
-          f"torch threads {torch.get_num_threads()}, mean of {args.steps} steps")
+          f"torch threads {torch.get_num_threads()}, mean of {args.steps} steps, each stack in its own process")
     print(f"{'phase (s)':14s}" + "".join(f"{n:>20s}" for n in results) + f"{'speed-up':>10s}")
-    for ph in phases + ["wall"]:
+    for ph in phases + ["wall", "cpu_time"]:
         vals = [sum(r.get(f"time/{ph}", r.get(ph, 0.0)) for r in rows) / len(rows) for rows in results.values()]
         sp = vals[0] / vals[1] if vals[1] else float("nan")
         print(f"{ph:14s}" + "".join(f"{v:20.3f}" for v in vals) + f"{sp:10.2f}")
     for key, label in (("tokens", "tokens/step"), ("tokens_per_s", "tokens/s")):
-        vals = [sum(r[key] for r in rows) / len(rows) for rows in results.values()]
+        vals = [sum(r.get(key, 0.0) for r in rows) / len(rows) for rows in results.values()]
         print(f"{label:14s}" + "".join(f"{v:20.1f}" for v in vals))
     peaks = [max((r["peak"] or 0) for r in rows) / 2**20 for rows in results.values()]
-    print(f"{'peak MiB':14s}" + "".join(f"{v:20.0f}" for v in peaks))
+    print(f"{'peak MiB':14s}" + "".join(f"{v:20.0f}" for v in peaks) + "   (RSS high-water mark above the step's start)")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({
+            "command": "python -m benches.bench_grpo_step " + " ".join(argv),
+            "model": "tiny" if args.quick else SMOLLM2, "device": str(device), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+            "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": results}, indent=1))
+        print(f"# wrote {args.out}")
     return 0
 
 
