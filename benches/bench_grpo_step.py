@@ -12,12 +12,15 @@ Same prompts, group size, lengths, optimizer and loss settings; rewards from the
     python -m benches.bench_grpo_step [--quick] [--steps 2]   # per-phase table, both stacks
     python -m benches --ops grpo_step [--quick]               # the runner: one step per call
 
-First principles (SmolLM2-135M, fp32, P·G = 64 rows, ~40 prompt + ≤64 completion tokens): the
-update costs ~6·135M FLOPs per token over ~6k tokens ≈ 5 TFLOP plus the lm_head's 6·H·V per token
-(0.17 GFLOP/token); the rollout ≈ 2·135M FLOPs per decoded row-token.  Both stacks run the same
-GEMMs; r1core saves the prompt prefill per sample, the finished rows' decode steps, the [B·T, V]
-float32 logits (64 rows × 100 tokens × 49152 × 4 B ≈ 1.3 GB, plus as much again for log_softmax
-and its gradient) and their memory traffic.
+First principles (SmolLM2-135M, fp32, P·G = 64 rows; the chat template with the R1-Zero system
+prompt makes 109-token prompts, completions are ≤ 64 tokens, ~50 on average): a forward costs
+~2·135M FLOPs per token, a backward twice that.  As rows (the baseline) the reference and update
+forwards see 64 × ~172 ≈ 11k positions; r1core packs each group's prompt once (shared-prefix
+packing, r1core.train.packing): 8 × (108 + 8 × ~51) ≈ 4.1k, so ~2.7× fewer GEMM FLOPs in the
+log-prob, forward and backward phases.  The rollout ≈ 2·135M FLOPs per decoded row-token in both;
+r1core saves the per-sample prompt prefill and the finished rows' decode steps.  The baseline's
+[rows·T, V] float32 logits (64 × 172 × 49152 × 4 B ≈ 2.2 GB, plus as much again for log_softmax and
+its gradient) never exist in r1core.  Measured: docs/train.md, benches/results/cpu/grpo-step.json.
 """
 from __future__ import annotations
 
@@ -155,7 +158,8 @@ def make_trainer(deps, overrides, device: torch.device, *, baseline: bool):
     cfg = load_config(None, [*overrides, "task=arithmetic", "task.args.digits=2", "task.template=chat",
                              "grpo.beta=0.04", "rollout.temperature=1.0", "run.eval_n=0", "run.progress=false",
                              "run.tensorboard=false", "run.plot=false", f"run.out={tempfile.mkdtemp()}",
-                             f"model.device={device.type}", *(["grpo.backend=torch"] if baseline else [])])
+                             f"model.device={device.type}",
+                             *(["grpo.backend=torch", "grpo.share_prefix=false"] if baseline else [])])
     return GRPOTrainer(cfg, deps=deps)
 
 

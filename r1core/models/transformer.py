@@ -9,7 +9,8 @@ without explicit `position_ids` the positions count real tokens only (cumsum(mas
 left-padded row gets exactly the logits of the same row unpadded.  Packed rows (several documents in
 one row) are given by `position_ids` that restart: a token attends only to earlier tokens of its own
 document (a new document starts wherever position[t] != position[t−1] + 1).  Without mask and
-packing the attention is the plain causal kernel.
+packing the attention is the plain causal kernel.  A boolean `attention_mask [B, 1, T, T]` with
+explicit `position_ids` is used as given (the trainer's shared-prefix packing, r1core.train.packing).
 
 Generation passes a KVCache (r1core.models.kv_cache); MoE layers record the experts each token used
 (`moe.last_ids`) and accept `replay_ids` to route exactly as a rollout did.
@@ -113,6 +114,8 @@ class CausalLM(nn.Module):
             mask = None if (T == 1 and not cache.static and bool(cache.valid[:, :cache.length + 1].all())) \
                 else cache.attention_mask(T)
             causal = False
+        elif attention_mask is not None and attention_mask.dim() == 4:
+            mask, causal = attention_mask, False
         else:
             mask = _padding_and_packing_mask(attention_mask, position_ids)
             causal = mask is None
@@ -138,7 +141,15 @@ class CausalLM(nn.Module):
             raise ValueError("input_ids has no tokens (T = 0)")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
             raise ValueError(f"input_ids hold ids outside [0, vocab_size={self.config.vocab_size})")
-        if attention_mask is not None and tuple(attention_mask.shape) != (B, T):
+        if attention_mask is not None and attention_mask.dim() == 4:
+            # an explicit boolean mask [B, 1, T, T] (True = may attend), e.g. shared-prefix packing;
+            # the positions cannot be inferred from it, so they must come with it
+            if tuple(attention_mask.shape) != (B, 1, T, T) or attention_mask.dtype != torch.bool:
+                raise ValueError(f"a 4-d attention_mask must be bool [B, 1, T, T] = {(B, 1, T, T)}, got "
+                                 f"{attention_mask.dtype} {tuple(attention_mask.shape)}")
+            if position_ids is None or cache is not None:
+                raise ValueError("a 4-d attention_mask needs explicit position_ids and no cache")
+        elif attention_mask is not None and tuple(attention_mask.shape) != (B, T):
             raise ValueError(f"attention_mask must have the shape of input_ids {(B, T)}, "
                              f"got {tuple(attention_mask.shape)}")
         if position_ids is not None:

@@ -97,6 +97,8 @@ class GRPOConfig:
     drop_zero_variance: bool = opt(False, "drop groups whose rewards are all equal before the update")
     chunk_size: int = opt(0, "fused linear loss chunk in tokens (0: the op's default)")
     routing_replay: bool = opt(True, "MoE policies: train through the experts the rollout used (Rollout.expert_ids)")
+    share_prefix: bool = opt(True, "compute each prompt once per group in the log-prob and update forwards "
+                                   "(shared-prefix packing, r1core.train.packing)")
     backend: str = opt("", "backend of the advantage / log-prob / loss ops (empty: SPEC §6 default; torch: the eager "
                            "references, the bench baseline)", ("", "torch", "cpp", "triton", "cuda"))
 

@@ -114,13 +114,17 @@ class PolicyHead(nn.Module):
         self.model = model
         self.autocast = autocast
 
-    def forward(self, input_ids: torch.Tensor, head_fn, **kwargs):
+    def forward(self, input_ids: torch.Tensor, head_fn, *, select=None, **kwargs):
+        """`select` = (rows, columns) index tensors of equal shape: the head sees hidden[rows, columns]
+        (shared-prefix packing maps packed positions back to per-row completion positions)."""
         head = self.model.lm_head
         weight, bias = head.weight, getattr(head, "bias", None)
         if self.autocast is None:
-            return head_fn(self.model.hidden_states(input_ids, **kwargs), weight, bias)
+            hidden = self.model.hidden_states(input_ids, **kwargs)
+            return head_fn(hidden if select is None else hidden[select], weight, bias)
         with torch.autocast(input_ids.device.type, dtype=self.autocast):
             hidden = self.model.hidden_states(input_ids, **kwargs)
+        hidden = hidden if select is None else hidden[select]
         # the fused op wants one dtype: the lm_head runs in the autocast dtype too (its gradient
         # flows back through the cast to the full-precision weight)
         hidden = hidden.to(self.autocast)

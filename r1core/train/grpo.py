@@ -39,6 +39,10 @@ Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
     without it the training forward routes many tokens differently from the sampler and the ratio
     is no longer the policy ratio.
   - There is no value model, no reward model and no entropy bonus, as in the paper.
+
+Not a departure, an execution detail: with grpo.share_prefix (default) each prompt is computed once
+per group in the log-prob and update forwards (r1core.train.packing); the loss and gradients are the
+row layout's up to rounding (tests/train/test_packing.py).
 """
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ import torch
 from r1core.train import build, checkpoint as ckpt, distributed as D, ops
 from r1core.train.config import Config, parse_profile_steps, save_config
 from r1core.train.evaluate import evaluate_policy
+from r1core.train.packing import PrefixPacking
 from r1core.train.logging import RunLogger, plot_curves, summary_table
 from r1core.train.profiling import PhaseTimer, ProfileWindow
 from r1core.train.sampling import sample
@@ -69,6 +74,7 @@ class Batch:
     rows: torch.Tensor              # kept row indices (all rows unless zero-variance groups are dropped)
     first_group: int = 0            # global index of this rank's first prompt group
     replay: list[torch.Tensor] | None = None   # MoE routing replay: per MoE layer [N, T, k] (input positions)
+    packing: PrefixPacking | None = None       # shared-prefix packing: then *_NT are completion positions only
     old_logp_NT: torch.Tensor | None = None
     ref_logp_NT: torch.Tensor | None = None
 
@@ -116,6 +122,8 @@ class GRPOTrainer:
         self.timer = PhaseTimer(self.device)
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         self.backend = cfg.grpo.backend or None
+        self.share_prefix = cfg.grpo.share_prefix and cfg.rollout.group_size > 1 and all(
+            _packable(D.unwrap(m)) for m in (self.policy, self.ref) if m is not None)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -238,12 +246,26 @@ class GRPOTrainer:
         replay = None
         if s.expert_ids is not None and self.cfg.grpo.routing_replay:
             replay = [e[:, :T - 1].to(dev) for e in s.expert_ids]
+        if self.share_prefix:
+            inputs, targets, cmask, lens = PrefixPacking.extension_layout(tokens, mask, s.prompt_lens)
+            G = self.cfg.rollout.group_size
+            packing = PrefixPacking(tokens, s.prompt_lens, lens, torch.arange(tokens.shape[0]) // G,
+                                    None if replay is None else [e.cpu() for e in replay])
+            return Batch(input_ids_NT=inputs.to(dev), targets_NT=targets.to(dev), mask_NT=cmask.to(dev),
+                         adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), packing=packing)
         return Batch(input_ids_NT=tokens[:, :-1].to(dev), targets_NT=tokens[:, 1:].to(dev),
                      mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), replay=replay)
 
-    @staticmethod
-    def _replay_kw(batch: Batch, rows: torch.Tensor) -> dict:
-        return {} if batch.replay is None else {"replay_ids": [e[rows] for e in batch.replay]}
+    def _forward(self, head: torch.nn.Module, batch: Batch, rows: torch.Tensor, head_fn):
+        """head_fn(hidden [n, T, H] of `rows` in the batch's layout, lm_head weight, bias) through the
+        policy (or reference) forward: the rows as they are, or packed by prompt group."""
+        if batch.packing is None:
+            kw = {} if batch.replay is None else {"replay_ids": [e[rows] for e in batch.replay]}
+            return head(batch.input_ids_NT[rows], head_fn, **kw)
+        p = batch.packing.pack(rows, self.device, batch.input_ids_NT.shape[1])
+        kw = {} if p.replay_ids is None else {"replay_ids": p.replay_ids}
+        return head(p.input_ids, head_fn, position_ids=p.position_ids, attention_mask=p.attention_mask,
+                    select=p.select, **kw)
 
     def _micro_batches(self, rows: torch.Tensor, first_group: int) -> list[list[torch.Tensor]]:
         """Mini-batches (one optimizer step each) of micro-batches (one forward each) of row indices.
@@ -266,9 +288,8 @@ class GRPOTrainer:
         for rows in micro:
             rows_, _ = self._rows_or_dummy(rows)
             targets = batch.targets_NT[rows_].masked_fill(~batch.mask_NT[rows_], -100)  # prompt/pad: skipped
-            lp = head(batch.input_ids_NT[rows_], lambda h, w, b: ops.linear_logprobs(
-                h, w, targets, bias_V=b, temperature=self.temperature, backend=self.backend),
-                **self._replay_kw(batch, rows_))
+            lp = self._forward(head, batch, rows_, lambda h, w, b: ops.linear_logprobs(
+                h, w, targets, bias_V=b, temperature=self.temperature, backend=self.backend))
             if rows.numel():
                 out[rows] = lp
         return out
@@ -307,12 +328,11 @@ class GRPOTrainer:
                     mask = batch.mask_NT[rows_]
                     mask = torch.zeros_like(mask) if dummy else mask
                     with self.timer("forward"):
-                        loss, st = self.policy(batch.input_ids_NT[rows_], lambda h, w, b: ops.linear_grpo_loss(
+                        loss, st = self._forward(self.policy, batch, rows_, lambda h, w, b: ops.linear_grpo_loss(
                             h, w, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias_V=b,
                             old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
-                            chunk_size=g.chunk_size or None, backend=self.backend, **loss_kw),
-                            **self._replay_kw(batch, rows_))
+                            chunk_size=g.chunk_size or None, backend=self.backend, **loss_kw))
                         scale = self._scale(mask, norm)
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()
@@ -386,3 +406,10 @@ class GRPOTrainer:
             print(table)
         if png:
             print(f"curves: {png}")
+
+
+def _packable(model: torch.nn.Module) -> bool:
+    """Shared-prefix packing needs r1core's CausalLM (4-d masks, explicit positions) and a RoPE whose
+    frequencies do not depend on the longest position in the forward (dynamic NTK does)."""
+    from r1core.models.transformer import CausalLM
+    return isinstance(model, CausalLM) and model.config.rope.type != "dynamic"

@@ -1,0 +1,128 @@
+"""Shared-prefix packing: each prompt runs once per micro-batch, not once per sample.
+
+The G samples of a group share their prompt, and R1-style prompts are long (the R1-Zero system
+prompt alone is ~90 tokens; completions of a short task are ~50).  Written as G separate rows, the
+update and log-prob forwards compute every prompt token G times.  Here one packed row holds a
+group's prompt once followed by each of its completions, and a block mask lets every completion
+token see the whole prompt and its own completion (causally), nothing else:
+
+    packed row   [ p0 p1 … p(L-2) | x0 c0 c1 … | x0 c0' c1' … | pad ]      x0 = the prompt's last token
+    sees         prompt: causal   | prompt + own segment, causal           | itself only
+
+Positions are the ones the tokens have in their own row, so RoPE (hence every logit) is the same as
+in the row layout up to rounding: a completion segment starts with the prompt's last token (its
+hidden state predicts the first completion token), at position L-1.  Padding inside a completion
+is dropped, so the packed batch also carries no padding columns of finished rows.
+
+Cost: G·(L-1) fewer token-forwards per group, paid with a denser attention mask (L + Σ completion
+lengths keys per group instead of L + completion per row); attention is a small part of a step
+next to the GEMMs at these lengths.  Layout for the loss: `select` maps the packed hidden states
+back to [n, Tc] completion positions, the `Batch`'s extension layout:
+
+    input_ids_NT[n, t] = row n's token at column L_n - 1 + t,   targets_NT[n, t] = column L_n + t
+
+Not used (the trainer falls back to rows) for models that are not r1core CausalLMs and for dynamic
+NTK RoPE, whose frequencies depend on the longest position in the forward.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Packed:
+    """One micro-batch in packed form: what PolicyHead.forward takes."""
+    input_ids: torch.Tensor                  # [U, S] int64 (U groups present in the micro-batch)
+    position_ids: torch.Tensor               # [U, S]
+    attention_mask: torch.Tensor             # [U, 1, S, S] bool, True = may attend
+    select: tuple[torch.Tensor, torch.Tensor]  # ([n, Tc], [n, Tc]) packed (row, column) of each completion position
+    replay_ids: list[torch.Tensor] | None    # MoE: per MoE layer [U, S, k]
+
+
+class PrefixPacking:
+    """The rows of one rank's rollout, kept so any subset of rows can be packed by prompt group.
+
+    tokens_NT     prompt + completion per row, right-padded (the rollout's layout)
+    prompt_lens   per row, completion_lens per row (>= 1: a sampled row has at least one token)
+    group_N       the prompt group of each row (rows of a group share the prompt)
+    replay        MoE routing replay in the row layout: per MoE layer [N, T, k] (input positions)
+    """
+
+    def __init__(self, tokens_NT: torch.Tensor, prompt_lens: list[int], completion_lens: list[int],
+                 group_N: torch.Tensor, replay: list[torch.Tensor] | None = None):
+        self.tokens = tokens_NT.cpu()
+        self.prompt_lens = [int(x) for x in prompt_lens]
+        self.comp_lens = [int(x) for x in completion_lens]
+        self.group = group_N.cpu()
+        self.replay = None if replay is None else [e.cpu() for e in replay]
+        if min(self.prompt_lens, default=1) < 1:
+            raise ValueError("every row needs a prompt of at least one token")
+
+    @staticmethod
+    def extension_layout(tokens_NT: torch.Tensor, mask_NT: torch.Tensor, prompt_lens: list[int]
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+        """(input_ids [N, Tc], targets [N, Tc], mask [N, Tc], completion lengths): the completion
+        positions of each row, the first one being predicted from the prompt's last token."""
+        N = tokens_NT.shape[0]
+        lens = [int(mask_NT[n, prompt_lens[n]:].sum()) for n in range(N)]
+        Tc = max(1, max(lens, default=1))
+        inputs = torch.zeros(N, Tc, dtype=torch.long)
+        targets = torch.zeros(N, Tc, dtype=torch.long)
+        mask = torch.zeros(N, Tc, dtype=torch.bool)
+        for n in range(N):
+            L, c = prompt_lens[n], lens[n]
+            inputs[n, :c] = tokens_NT[n, L - 1:L - 1 + c]
+            targets[n, :c] = tokens_NT[n, L:L + c]
+            mask[n, :c] = mask_NT[n, L:L + c]
+        return inputs, targets, mask, lens
+
+    def pack(self, rows: torch.Tensor, device: torch.device | str, Tc: int) -> Packed:
+        """Pack `rows` (indices into this rank's rows) by prompt group; `Tc` is the extension layout's width."""
+        rows = rows.cpu().tolist()
+        groups: dict[int, list[int]] = {}
+        for r in rows:
+            groups.setdefault(int(self.group[r]), []).append(r)
+        segs = []                                   # per packed row: [(row or -1 for the prompt, start col, length)]
+        for members in groups.values():
+            first = members[0]
+            L = self.prompt_lens[first]
+            layout = [(-1, 0, L - 1)] if L > 1 else []
+            layout += [(r, L - 1, self.comp_lens[r]) for r in members]
+            segs.append((first, layout))
+        S = max(sum(n for _, _, n in layout) for _, layout in segs)
+        U = len(segs)
+        ids = torch.zeros(U, S, dtype=torch.long)
+        pos = torch.zeros(U, S, dtype=torch.long)
+        seg_id = torch.full((U, S), -1, dtype=torch.long)         # -1 padding, 0 prompt, i>0 completion i
+        src_row = torch.zeros(U, S, dtype=torch.long)              # row-layout source (for replay ids)
+        src_col = torch.zeros(U, S, dtype=torch.long)
+        sel_u = torch.zeros(len(rows), Tc, dtype=torch.long)
+        sel_s = torch.zeros(len(rows), Tc, dtype=torch.long)
+        where = {}
+        for u, (first, layout) in enumerate(segs):
+            at = 0
+            for i, (r, col, n) in enumerate(layout):
+                src = first if r < 0 else r
+                ids[u, at:at + n] = self.tokens[src, col:col + n]
+                pos[u, at:at + n] = torch.arange(col, col + n)
+                seg_id[u, at:at + n] = 0 if r < 0 else i + 1
+                src_row[u, at:at + n], src_col[u, at:at + n] = src, torch.arange(col, col + n)
+                if r >= 0:
+                    where[r] = (u, at, n)
+                at += n
+        for j, r in enumerate(rows):
+            u, at, n = where[r]
+            sel_u[j] = u
+            sel_s[j, :n] = torch.arange(at, at + n)
+            sel_s[j, n:] = at + n - 1                                  # past the completion: masked in the loss
+        q, k = seg_id[:, :, None], seg_id[:, None, :]
+        idx = torch.arange(S)
+        causal = idx[None, :] <= idx[:, None]
+        mask = ((q == k) & (q >= 0) & causal[None]) | ((k == 0) & (q > 0)) | torch.eye(S, dtype=torch.bool)[None]
+        replay = None
+        if self.replay is not None:
+            replay = [e[src_row, src_col.clamp(max=e.shape[1] - 1)].to(device) for e in self.replay]
+        return Packed(ids.to(device), pos.to(device), mask[:, None].to(device),
+                      (sel_u.to(device), sel_s.to(device)), replay)
