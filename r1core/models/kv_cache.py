@@ -113,6 +113,31 @@ class KVCache:
         Only the written slots are copied."""
         return self._gather(torch.arange(self.batch, device=self.valid.device).repeat_interleave(g))
 
+    def compact(self, alive_B: torch.Tensor) -> torch.Tensor:
+        """Drop the rows that are not alive, in place (dynamic cache only) -> `keep`: cache row i now
+        holds what was row keep[i].  The n live rows end up in the first n rows of the same buffers:
+        each dead row among them is overwritten by a live row from past n (order not kept), so only
+        min(dead, live past n) rows × the written slots are copied — no new cache, no page faults.
+        (select_rows, which keeps the order, copies every live row into a fresh allocation.)"""
+        if self.static:
+            raise ValueError("a static cache keeps its shape: compact() is for the dynamic cache")
+        alive_B = alive_B.to(self.valid.device)
+        n = int(alive_B.sum())
+        keep = torch.arange(n, device=self.valid.device)
+        holes = (~alive_B[:n]).nonzero()[:, 0]
+        movers = alive_B[n:].nonzero()[:, 0] + n
+        if holes.numel():
+            used = self.length
+            for t in self.k + self.v:
+                if t is not None:
+                    t[holes, :, :used] = t[movers, :, :used]
+            self.valid[holes, :used] = self.valid[movers, :used]
+            keep[holes] = movers
+        self.k = [t[:n] for t in self.k]
+        self.v = [None if t is None else t[:n] for t in self.v]
+        self.valid = self.valid[:n]
+        return keep
+
     def select_rows(self, rows: torch.Tensor) -> KVCache:
         """Keep only `rows` (in that order): finished sequences stop costing anything."""
         return self._gather(rows.to(self.valid.device))

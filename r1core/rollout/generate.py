@@ -7,9 +7,11 @@ The plan for B prompts × G samples (N = B·G rows):
      prefill costs B·P tokens, not B·G·P);
   3. decode: each step feeds the N last tokens (one slot, the same for all rows), samples N tokens
      (r1core.rollout.sampling), and stops a row at EOS or at a stop string;
-  4. early exit: finished rows are dropped from the batch when that saves more than it costs —
-     dropping copies the live cache once (≈ one decode step of every row), and saves
-     (finished rows × remaining steps) row-steps, so compact when dead·remaining > rows.
+  4. early exit: finished rows leave the batch at once.  KVCache.compact moves live rows from the
+     end of the cache into the dead rows' places, in the same buffers, so dropping d rows copies at
+     most d rows' keys/values (a row's cache is ~¼ of one decode step of that row on CPU) and saves
+     d × remaining row-steps.  (Copying every live row into a fresh cache, as order-keeping
+     compaction does, cost more than it saved on CPU: page faults on every new allocation.)
      The loop ends when every row has finished.
   static=True instead keeps every shape fixed (no compaction; attention reads the whole cache
   under the validity mask; the write slot is a device tensor): that decode step is what a CUDA
@@ -175,10 +177,9 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
         remaining = max_new - step - 1
         if remaining == 0 or not bool(alive.any()):
             break
-        dead = int((~alive).sum())
-        if not static and dead and dead * remaining > alive.numel():    # compaction pays for itself
-            keep = alive.nonzero()[:, 0]
-            cache, rows, tok, pos = cache.select_rows(keep), rows[keep], tok[keep], pos[keep]
+        if not static and not bool(alive.all()):                      # finished rows leave the batch
+            keep = cache.compact(alive)
+            rows, tok, pos = rows[keep], tok[keep], pos[keep]
             alive = torch.ones(keep.numel(), dtype=torch.bool, device=device)
         if step_fn is not None:
             logits = step_fn(tok, pos)
