@@ -117,8 +117,8 @@ class KVCache:
         """Drop the rows that are not alive, in place (dynamic cache only) -> `keep`: cache row i now
         holds what was row keep[i].  The n live rows end up in the first n rows of the same buffers:
         each dead row among them is overwritten by a live row from past n (order not kept), so only
-        min(dead, live past n) rows × the written slots are copied — no new cache, no page faults.
-        (select_rows, which keeps the order, copies every live row into a fresh allocation.)"""
+        min(dead, live past n) rows × the written slots are copied — no new cache, no page faults
+        (an order-keeping gather would copy every live row into a fresh allocation)."""
         if self.static:
             raise ValueError("a static cache keeps its shape: compact() is for the dynamic cache")
         alive_B = alive_B.to(self.valid.device)
@@ -137,10 +137,6 @@ class KVCache:
         self.v = [None if t is None else t[:n] for t in self.v]
         self.valid = self.valid[:n]
         return keep
-
-    def select_rows(self, rows: torch.Tensor) -> KVCache:
-        """Keep only `rows` (in that order): finished sequences stop costing anything."""
-        return self._gather(rows.to(self.valid.device))
 
     def _gather(self, rows: torch.Tensor) -> KVCache:
         n, used = rows.numel(), self.capacity if self.static else self.length

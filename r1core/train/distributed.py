@@ -119,12 +119,15 @@ class PolicyHead(nn.Module):
         (shared-prefix packing maps packed positions back to per-row completion positions)."""
         head = self.model.lm_head
         weight, bias = head.weight, getattr(head, "bias", None)
+        # no autocast of our own: leave any surrounding autocast context in charge
+        amp = contextlib.nullcontext() if self.autocast is None else torch.autocast(input_ids.device.type,
+                                                                                   dtype=self.autocast)
+        with amp:
+            hidden = self.model.hidden_states(input_ids, **kwargs)
+        if select is not None:
+            hidden = hidden[select]
         if self.autocast is None:
-            hidden = self.model.hidden_states(input_ids, **kwargs)
-            return head_fn(hidden if select is None else hidden[select], weight, bias)
-        with torch.autocast(input_ids.device.type, dtype=self.autocast):
-            hidden = self.model.hidden_states(input_ids, **kwargs)
-        hidden = hidden if select is None else hidden[select]
+            return head_fn(hidden, weight, bias)
         # the fused op wants one dtype: the lm_head runs in the autocast dtype too (its gradient
         # flows back through the cast to the full-precision weight)
         hidden = hidden.to(self.autocast)

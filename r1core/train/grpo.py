@@ -243,18 +243,18 @@ class GRPOTrainer:
         tokens, mask = tokens[:, :max(used, 2)], mask[:, :max(used, 2)]
         dev = self.device
         T = tokens.shape[1]
-        replay = None
+        replay = None                      # host tensors: packing gathers from them per micro-batch
         if s.expert_ids is not None and self.cfg.grpo.routing_replay:
-            replay = [e[:, :T - 1].to(dev) for e in s.expert_ids]
+            replay = [e[:, :T - 1].cpu() for e in s.expert_ids]
         if self.share_prefix:
             inputs, targets, cmask, lens = PrefixPacking.extension_layout(tokens, mask, s.prompt_lens)
             G = self.cfg.rollout.group_size
-            packing = PrefixPacking(tokens, s.prompt_lens, lens, torch.arange(tokens.shape[0]) // G,
-                                    None if replay is None else [e.cpu() for e in replay])
+            packing = PrefixPacking(tokens, s.prompt_lens, lens, torch.arange(tokens.shape[0]) // G, replay)
             return Batch(input_ids_NT=inputs.to(dev), targets_NT=targets.to(dev), mask_NT=cmask.to(dev),
                          adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), packing=packing)
         return Batch(input_ids_NT=tokens[:, :-1].to(dev), targets_NT=tokens[:, 1:].to(dev),
-                     mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), replay=replay)
+                     mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(),
+                     replay=None if replay is None else [e.to(dev) for e in replay])
 
     def _forward(self, head: torch.nn.Module, batch: Batch, rows: torch.Tensor, head_fn):
         """head_fn(hidden [n, T, H] of `rows` in the batch's layout, lm_head weight, bias) through the

@@ -62,7 +62,7 @@ def test_packed_forward_equals_rows(arch, replay, tmp_path, gen):
             model.hidden_states(ids)
         replay_rows = [m.last_ids.reshape(N, ids.shape[1], -1).clone() for m in model.moe_layers]
     kw = {} if replay_rows is None else {"replay_ids": replay_rows}
-    lp_rows = head(ids, lambda h, w, b: _logp_fn(tokens[:, 1:])(h, w, b), **kw)
+    lp_rows = head(ids, _logp_fn(tokens[:, 1:]), **kw)
     lp_rows = lp_rows.gather(1, cols)                                                    # -> extension layout
     (lp_rows * weights).sum().backward()
     grads_rows = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
