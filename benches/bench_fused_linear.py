@@ -21,7 +21,7 @@ import os
 import torch
 
 import r1core
-from benches.common import Case
+from r1core.bench import Case
 from r1core.ref.fused_linear import fused_linear_grpo_loss_ref
 
 

@@ -57,3 +57,18 @@ def test_kernels_ship_inside_r1core_only():
     link = ROOT / "r1core" / "_kernels"
     assert link.is_symlink() and link.resolve() == (ROOT / "kernels").resolve()
     assert not (ROOT / "kernels" / "setup.py").exists()
+
+
+def test_package_never_imports_benches():
+    """The bench runner lives in r1core.bench; benches/ holds only case files and results, and is not
+    installed (a top-level `benches` package would clash with any other project's)."""
+    for f in (ROOT / "r1core").rglob("*.py"):
+        bad = {n for n in _imports(f) if n.split(".")[0] == "benches"}
+        assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    packages = next(ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "PACKAGES" for t in n.targets))
+    assert "r1core.bench" in packages
+    assert not any(p.split(".")[0] == "benches" for p in packages), packages
+    assert sorted(p.name for p in (ROOT / "benches").glob("*.py") if not p.name.startswith("bench_")) \
+        == ["__init__.py", "__main__.py", "test_pytest_benchmark.py"]
