@@ -19,7 +19,8 @@ on CPU, a [V, H] product per chunk), the float32 [V, H] weight-gradient accumula
 hidden gradient: O(C·V), independent of n.
 
 The row kernels are the GRPO loss's own (r1core.ops.grpo_loss: C++ on CPU, Triton on GPU) applied to
-the chunk viewed as [1, C, V]; a vectorised PyTorch version is the fallback when neither is built.
+the chunk viewed as [1, C, V]; the PyTorch version (the "torch" backend's chunk loop) computes the
+per-token GRPO math with r1core.ref.grpo_math, the one definition of it.
 """
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ from typing import Callable
 
 import torch
 
-from r1core.ops.grpo_loss import GRPOOptions
-
-N_TERMS = 5  # rows of the per-token terms: l·w, ratio·m, kl·m, clip_low·m, clip_high·m
+from r1core.ops._grpo_args import GRPOOptions
+from r1core.ref import grpo_math
+from r1core.ref.grpo_math import N_TERMS, stack_terms
 
 # Bytes of one chunk's logits buffer that the default chunk size aims at (see default_chunk_size).
 CPU_CHUNK_BYTES = 64 << 20
@@ -64,25 +65,11 @@ class RowKernels:
     logprobs: Callable
 
 
-def grpo_token_terms(logp, adv, old, ref, opts: GRPOOptions):
-    """Per-token GRPO math on vectors (SPEC §2), same as grpo_token_math in kernels/grpo_loss.py:
-    -> (l, dl/dlogp, ratio, kl, clip_low, clip_high)."""
-    ratio = torch.exp(logp - old) if old is not None else torch.ones_like(logp)
-    clip_low = (ratio < 1 - opts.eps_low) & (adv < 0)
-    clip_high = (ratio > 1 + opts.eps_high) & (adv > 0)
-    clipped = ratio.clamp(1 - opts.eps_low, 1 + opts.eps_high)
-    loss = -torch.minimum(ratio * adv, clipped * adv)
-    dlogp = torch.where(clip_low | clip_high, 0.0, -adv * ratio)
-    if ref is not None:
-        d = ref - logp
-        e = torch.exp(d)
-        kl = e - d - 1
-        if opts.beta > 0:  # only then: an infinite kl never meets beta = 0 as 0·inf
-            loss = loss + opts.beta * kl
-            dlogp = dlogp + opts.beta * (1 - e)
-    else:
-        kl = torch.zeros_like(logp)
-    return loss, dlogp, ratio, kl, clip_low, clip_high
+def token_terms(logp, tok: "Tokens", opts: GRPOOptions, cdt: torch.dtype | None = None) -> grpo_math.TokenTerms:
+    """r1core.ref.grpo_math.token_terms on the tokens' per-token inputs (cast to `cdt` if given)."""
+    cast = (lambda t: t) if cdt is None else (lambda t: None if t is None else t.to(cdt))  # noqa: E731
+    return grpo_math.token_terms(logp, cast(tok.adv), cast(tok.old), cast(tok.ref), beta=opts.beta,
+                                 eps_low=opts.eps_low, eps_high=opts.eps_high)
 
 
 def _torch_fwd(logits_1CV, targets, adv, mask, w, old, ref, opts: GRPOOptions):
@@ -92,13 +79,10 @@ def _torch_fwd(logits_1CV, targets, adv, mask, w, old, ref, opts: GRPOOptions):
     valid = (targets >= 0) & (targets < x.shape[-1])
     x_t = x.gather(1, targets.clamp(0, x.shape[-1] - 1)[:, None])[:, 0].to(cdt) / opts.temperature
     logp = torch.where(valid, x_t - lse, 0.0)
-    adv, mask, w = adv.to(cdt), mask.to(cdt), w.to(cdt)
-    l, dl, ratio, kl, lo, hi = grpo_token_terms(logp, adv, None if old is None else old.to(cdt),
-                                                None if ref is None else ref.to(cdt), opts)
+    mask, w = mask.to(cdt), w.to(cdt)
+    t = token_terms(logp, Tokens(targets, adv, mask, w, old, ref), opts, cdt)
     active = mask != 0
-    terms = torch.stack([l * w, ratio * mask, kl * mask, lo * mask, hi * mask])
-    terms = torch.where(active, terms, 0.0)
-    return logp, lse, torch.where(active, dl * w, 0.0), terms
+    return logp, lse, torch.where(active, t.dlogp * w, 0.0), torch.where(active, stack_terms(t, mask, w), 0.0)
 
 
 def _torch_bwd_(logits_1CV, targets, lse, dlogp, temperature: float):
