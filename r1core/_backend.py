@@ -174,6 +174,11 @@ class Op:
         return _choose(self.name, x.device.type, x.dtype == torch.float64, backend,
                        os.environ.get(ENV_VAR) or None, arg)
 
+    def fastest(self, device_type: str) -> str:
+        """The first available backend of the preference order for tensors of `device_type`."""
+        order = self.gpu_order if device_type == "cuda" else ("cpp", "torch")
+        return next((b for b in order if self.missing(b, device_type) is None), "torch")
+
     def explicit(self, backend: str | None) -> bool:
         """Whether the caller named the backend (argument or R1CORE_BACKEND) rather than letting it be chosen."""
         return backend is not None or bool(os.environ.get(ENV_VAR))
@@ -198,12 +203,7 @@ def _choose(name: str, device_type: str, is_float64: bool, backend: str | None, 
             raise ValueError(f"{name}: float64 {arg} run on backend='torch' only (or backend=None), "
                              f"got backend={requested!r}")
         return requested
-    if is_float64 and op.float64 == "torch":
-        return "torch"
-    for candidate in (op.gpu_order if device_type == "cuda" else ("cpp", "torch")):
-        if op.missing(candidate, device_type) is None:
-            return candidate
-    return "torch"
+    return "torch" if is_float64 and op.float64 == "torch" else op.fastest(device_type)
 
 
 def backends() -> dict[str, str]:

@@ -27,8 +27,6 @@ class GRPOOptions:
     temperature: float = 1.0
     loss_agg: str = "token_mean"
     max_len: int = 1               # resolved: the caller's max_len, else T
-    has_old: bool = False          # old_logp given (else on-policy: ratio == 1)
-    has_ref: bool = False          # ref_logp given (KL computed; enters the loss when beta > 0)
 
 
 @dataclass(frozen=True)
@@ -48,8 +46,8 @@ class GRPOArgs:
 def check_x(x, x_name: str = "logits", *, last_dim_contiguous: bool = True) -> tuple[int, int, int]:
     """The logits [B, T, V] (or hidden [B, T, H]) -> (B, T, last)."""
     _args.tensor(x, x_name, f"of shape [B, T, {'V' if x_name == 'logits' else 'H'}]")
-    _args.dims(x, x_name, 3, f"[B, T, {'V' if x_name == 'logits' else 'H'}]")
-    _args.dtype_in(x, x_name, X_DTYPES, "float32, bfloat16 or float16 (float64 on the torch backend)")
+    _args.shape(x, x_name, 3, what=f"[B, T, {'V' if x_name == 'logits' else 'H'}]")
+    _args.floating(x, x_name, X_DTYPES, "float32, bfloat16 or float16 (float64 on the torch backend)")
     B, T, last = x.shape
     if last == 0:
         raise ValueError(f"{x_name} must have a non-empty last dimension, got shape {list(x.shape)}")
@@ -130,8 +128,7 @@ def grpo_args(x, targets, advantages, mask=None, *, old_logp=None, ref_logp=None
     opts = GRPOOptions(beta=beta, eps_low=_args.real(eps_low, "eps_low", low=0.0),
                        eps_high=_args.real(eps_high, "eps_high", low=0.0), temperature=check_temperature(temperature),
                        loss_agg=_args.choice(loss_agg, "loss_agg", LOSS_AGGS),
-                       max_len=T if max_len is None else _args.integer_value(max_len, "max_len", low=1),
-                       has_old=old_N is not None, has_ref=ref_N is not None)
+                       max_len=T if max_len is None else _args.integer_value(max_len, "max_len", low=1))
     check_target_range(targets_N, mask_N, V, T)
     return GRPOArgs(B=B, T=T, V=V, targets_N=targets_N, adv_N=adv_N, mask_N=mask_N, old_N=old_N, ref_N=ref_N,
                     opts=opts)

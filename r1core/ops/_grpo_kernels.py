@@ -1,11 +1,12 @@
-"""The grpo_loss kernels (Triton, C++) as torch.library custom ops with a registered autograd
-formula, so that torch.compile traces r1core.grpo_loss as one opaque op instead of breaking the graph.
+"""The grpo_loss row kernels (backend "triton" or "cpp"): `launch_*`, used by grpo_loss, logprobs and
+the fused linear chunk loop, and the torch.library custom ops with a registered autograd formula that
+grpo_loss runs, so torch.compile traces it as one opaque op instead of breaking the graph:
 
     r1core::grpo_loss_fwd   logits [B, T, V] + per-token [N] inputs -> logp, lse, w·dl/dlogp, terms
     r1core::grpo_loss_bwd   dlogits = (onehot - softmax(logits / T)) · scale / T, a new tensor
     r1core::grpo_loss_bwd_  the same, written over the logits (inplace_backward=True)
 
-Inputs are already checked and normalised (r1core.ops._grpo_args); `backend` is "triton" or "cpp".
+Inputs are already checked and normalised (r1core.ops._grpo_args).
 """
 from __future__ import annotations
 
@@ -17,21 +18,36 @@ from r1core._backend import ext, kernels
 from r1core.ref.grpo_math import N_TERMS
 
 
+def launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature) -> tuple:
+    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [N_TERMS, N] in the layout of r1core.ref.grpo_math.TERMS)."""
+    if backend == "triton":
+        return tuple(kernels("grpo_loss").grpo_fwd(logits, targets, adv, mask, w, old, ref, beta=beta, eps_low=eps_low,
+                                                   eps_high=eps_high, temperature=temperature))
+    return tuple(ext().grpo_loss_fwd_cpu(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature))
+
+
+def launch_bwd(backend, logits, targets, lse, scale, temperature: float, inplace: bool) -> torch.Tensor:
+    if backend == "triton":
+        one = torch.ones(1, dtype=torch.float32, device=logits.device)
+        return kernels("grpo_loss").grpo_bwd(logits, targets, lse, scale, one, temperature=temperature,
+                                             inplace=inplace)
+    return ext().grpo_loss_bwd_cpu(logits, targets, lse, scale, 1.0, temperature, inplace)
+
+
+def launch_logprobs(backend, logits, targets, temperature: float) -> torch.Tensor:
+    """-> logp [N] float32 (0 where target < 0)."""
+    if backend == "triton":
+        return kernels("grpo_loss").logprobs_fwd(logits, targets, temperature=temperature)
+    return ext().logprobs_cpu(logits, targets, temperature)
+
+
 @torch.library.custom_op("r1core::grpo_loss_fwd", mutates_args=())
 def _grpo_loss_fwd(logits: torch.Tensor, targets: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
                    w: torch.Tensor, old: Optional[torch.Tensor], ref: Optional[torch.Tensor], beta: float,
                    eps_low: float, eps_high: float, temperature: float, backend: str,
                    inplace_backward: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [N_TERMS, N] in the layout of r1core.ref.grpo_math.TERMS).
-    inplace_backward only travels to the backward (see _setup_context)."""
-    if backend == "triton":
-        out = kernels("grpo_loss").grpo_fwd(logits, targets, adv, mask, w, old, ref, beta=beta, eps_low=eps_low,
-                                            eps_high=eps_high, temperature=temperature)
-    elif backend == "cpp":
-        out = ext().grpo_loss_fwd_cpu(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature)
-    else:
-        raise AssertionError(backend)
-    return tuple(out)
+    """launch_fwd as a custom op; inplace_backward only travels to the backward (see _setup_context)."""
+    return launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature)
 
 
 @_grpo_loss_fwd.register_fake
@@ -41,21 +57,11 @@ def _(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperat
     return torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N_TERMS, N, **f32)
 
 
-def _launch_bwd(logits, targets, lse, scale, temperature: float, backend: str, inplace: bool) -> torch.Tensor:
-    if backend == "triton":
-        one = torch.ones(1, dtype=torch.float32, device=logits.device)
-        return kernels("grpo_loss").grpo_bwd(logits, targets, lse, scale, one, temperature=temperature,
-                                             inplace=inplace)
-    if backend == "cpp":
-        return ext().grpo_loss_bwd_cpu(logits, targets, lse, scale, 1.0, temperature, inplace)
-    raise AssertionError(backend)
-
-
 @torch.library.custom_op("r1core::grpo_loss_bwd", mutates_args=())
 def _grpo_loss_bwd(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
                    temperature: float, backend: str) -> torch.Tensor:
     """dlogits = (onehot - softmax(logits / T)) · scale / T, a new tensor (scale = w·dl/dlogp·grad)."""
-    return _launch_bwd(logits, targets, lse, scale, temperature, backend, inplace=False)
+    return launch_bwd(backend, logits, targets, lse, scale, temperature, False)
 
 
 @_grpo_loss_bwd.register_fake
@@ -68,7 +74,7 @@ def _grpo_loss_bwd_(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tens
                     temperature: float, backend: str) -> None:
     """The same, written over the logits (their version counter is bumped, so another autograd node
     that saved them fails loudly instead of reading the gradient)."""
-    _launch_bwd(logits, targets, lse, scale, temperature, backend, inplace=True)
+    launch_bwd(backend, logits, targets, lse, scale, temperature, True)
 
 
 def _setup_context(ctx, inputs, output):

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from r1core._backend import Op, ext, kernels
+from r1core._backend import Op, kernels
 from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops import _fused_linear_chunked as chunked
@@ -53,8 +53,8 @@ __all__ = ["fused_linear_grpo_loss", "fused_linear_logprobs", "GRPOStats", "plan
 # the backends: each supplies the row kernels of the chunk loop
 for _op in (FUSED_LINEAR, FUSED_LINEAR_LOGPROBS):
     _op.impl("torch")(lambda: chunked.TORCH_ROWS)
-    _op.impl("cpp")(lambda: chunked.cpp_rows(ext()))
-    _op.impl("triton")(lambda: chunked.triton_rows(kernels("grpo_loss")))
+    _op.impl("cpp")(lambda: chunked.kernel_rows("cpp"))
+    _op.impl("triton")(lambda: chunked.kernel_rows("triton"))
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def plan(hidden: torch.Tensor, backend: str | None = None, strategy: str | None 
 def _check_linear(hidden, weight, bias, chunk_size) -> int:
     """-> V.  The lm_head's checks (grpo_args checks the rest)."""
     _args.tensor(hidden, "hidden", "of shape [B, T, H]")
-    _args.dims(hidden, "hidden", 3, "[B, T, H]")
+    _args.shape(hidden, "hidden", 3, what="[B, T, H]")
     _args.tensor(weight, "weight", "(the [V, H] lm_head weight)")
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
         raise ValueError(f"weight must have shape [V, H] with H = hidden.shape[-1] = {hidden.shape[-1]}, "

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from r1core._backend import Op, ext, kernels
+from r1core._backend import Op
 from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops._grpo_args import GRPOArgs, GRPOOptions, check_target_range, check_targets, check_temperature, \
     check_x, grpo_args
-from r1core.ops._grpo_kernels import _grpo_loss_fwd
+from r1core.ops._grpo_kernels import _grpo_loss_fwd, launch_logprobs
 from r1core.ref.grpo_loss import GRPOStats, grpo_loss_ref, logprobs_ref
 from r1core.ref.grpo_math import term_means, token_weights
 
@@ -65,7 +65,7 @@ def logprobs(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float 
         temperature = check_temperature(temperature)
         check_target_range(targets_N, targets_N >= 0, V, T)   # negative targets are ignored, not checked
         name = LOGPROBS.choose(logits, backend, arg="logits")
-        return LOGPROBS(name, logits, targets_N, temperature).view(B, T)
+        return LOGPROBS(name, logits, targets_N, temperature, name).view(B, T)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,16 +101,12 @@ def _kernel_loss(logits, a: GRPOArgs, name: str, inplace_backward: bool):
 # logprobs backends: (logits [B, T, V], targets_N int64, temperature) -> [N] or [B, T] float32
 # ---------------------------------------------------------------------------------------------
 @LOGPROBS.impl("torch")
-def _torch_logprobs(logits, targets_N, temperature):
+def _torch_logprobs(logits, targets_N, temperature, _name):
     t_BT = targets_N.view(logits.shape[:2])
     return logprobs_ref(logits, t_BT, temperature=temperature).float().masked_fill(t_BT < 0, 0.0)
 
 
 @LOGPROBS.impl("triton")
-def _triton_logprobs(logits, targets_N, temperature):
-    return kernels("grpo_loss").logprobs_fwd(logits, targets_N, temperature=temperature)
-
-
 @LOGPROBS.impl("cpp")
-def _cpp_logprobs(logits, targets_N, temperature):
-    return ext().logprobs_cpu(logits, targets_N, temperature)
+def _kernel_logprobs(logits, targets_N, temperature, name):
+    return launch_logprobs(name, logits, targets_N, temperature)

@@ -32,7 +32,7 @@ MOE_EXPERTS = Op("moe_experts", gpu_order=("triton", "torch"),
 # ---------------------------------------------------------------------------------------------
 def _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correction_bias, replay_ids):
     _args.tensor(router_logits, "router_logits", "of shape [T, E]")
-    _args.dims(router_logits, "router_logits", 2, "[T, E]")
+    _args.shape(router_logits, "router_logits", 2, what="[T, E]")
     _args.floating(router_logits, "router_logits")
     T, E = router_logits.shape
     _args.choice(scoring, "scoring", ref.SCORINGS)

@@ -12,7 +12,7 @@ import torch
 
 from .grpo_math import LOSS_AGGS, stack_terms, term_means, token_terms, token_weights
 
-__all__ = ["GRPOStats", "LOSS_AGGS", "grpo_loss_ref", "logprobs_ref", "token_weights_ref"]
+__all__ = ["GRPOStats", "LOSS_AGGS", "grpo_loss_ref", "logprobs_ref"]
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,6 @@ class GRPOStats:
     ratio_mean: torch.Tensor      # 0-d; exp(logp - old_logp)
     clip_low_frac: torch.Tensor   # 0-d; share with ratio < 1 - eps_low and A < 0 (gradient cut)
     clip_high_frac: torch.Tensor  # 0-d; share with ratio > 1 + eps_high and A > 0 (gradient cut)
-
-
-def token_weights_ref(mask_BT: torch.Tensor, loss_agg: str, max_len: int | None = None) -> torch.Tensor:
-    """Each token's weight w in loss = sum(l * w), in float64 (r1core.ref.grpo_math.token_weights)."""
-    return token_weights(mask_BT.to(torch.float64), loss_agg, max_len)
 
 
 def logprobs_ref(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
