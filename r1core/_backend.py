@@ -141,20 +141,14 @@ class Op:
     impls: dict[str, Callable] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.float64 not in ("any", "torch"):
-            raise ValueError(f"float64 must be 'any' or 'torch', got {self.float64!r}")
         OPS[self.name] = self
-        # torch.compile: the choice is made once while tracing, not traced into.  Marked here, when
-        # the first op module is imported, not at `import r1core` (the decorator imports torch._dynamo).
-        torch.compiler.assume_constant_result(_choose)
 
-    def impl(self, backend: str) -> Callable[[Callable], Callable]:
-        """Decorator: register `fn` as this op's `backend` implementation."""
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    def impl(self, *backends: str) -> Callable[[Callable], Callable]:
+        """Decorator: register `fn` as this op's implementation on each of `backends`."""
+        assert set(backends) <= set(BACKENDS), backends
 
         def register(fn: Callable) -> Callable:
-            self.impls[backend] = fn
+            self.impls.update(dict.fromkeys(backends, fn))
             return fn
         return register
 
@@ -180,11 +174,10 @@ class Op:
         return next((b for b in order if self.missing(b, device_type) is None), "torch")
 
     def explicit(self, backend: str | None) -> bool:
-        """Whether the caller named the backend (argument or R1CORE_BACKEND) rather than letting it be chosen."""
+        """Whether the caller named the backend (argument or R1CORE_BACKEND)."""
         return backend is not None or bool(os.environ.get(ENV_VAR))
 
-    def __call__(self, backend: str, *args, **kwargs):
-        """Run the `backend` implementation (a name `choose` returned)."""
+    def __call__(self, backend: str, *args, **kwargs):  # run the implementation `choose` picked
         return self.impls[backend](*args, **kwargs)
 
 
@@ -204,6 +197,12 @@ def _choose(name: str, device_type: str, is_float64: bool, backend: str | None, 
                              f"got backend={requested!r}")
         return requested
     return "torch" if is_float64 and op.float64 == "torch" else op.fastest(device_type)
+
+
+# torch.compile: the choice is made once while tracing, not traced into.  This is exactly what
+# torch.compiler.assume_constant_result does, without importing torch._dynamo (and Triton with it)
+# at import time; tests/ops/test_grpo_loss.py::test_torch_compile_fullgraph holds it.
+_choose._dynamo_marked_constant = True
 
 
 def backends() -> dict[str, str]:

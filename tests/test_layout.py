@@ -72,3 +72,13 @@ def test_package_never_imports_benches():
     assert not any(p.split(".")[0] == "benches" for p in packages), packages
     assert sorted(p.name for p in (ROOT / "benches").glob("*.py") if not p.name.startswith("bench_")) \
         == ["__init__.py", "__main__.py", "test_pytest_benchmark.py"]
+
+
+def test_op_modules_import_without_triton_or_dynamo():
+    """Declaring the ops' dispatch tables imports neither Triton (it must not be imported before the
+    interpreter switch of r1core._backend.kernels) nor torch._dynamo (seconds of import time)."""
+    code = ("import sys, r1core.ops.advantage, r1core.ops.fused_linear, r1core.ops.moe; "
+            "print([m for m in sys.modules if m.startswith(('triton', 'r1core._kernels', 'torch._dynamo'))])")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

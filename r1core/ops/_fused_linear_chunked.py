@@ -108,7 +108,10 @@ TORCH_ROWS = RowKernels("torch", _torch_fwd, _torch_bwd_,
 
 
 def kernel_rows(backend: str) -> RowKernels:
-    """The grpo_loss row kernels of `backend` ("cpp": r1core._C, "triton": kernels/grpo_loss.py)."""
+    """The row kernels of `backend`: TORCH_ROWS, or the grpo_loss kernels ("cpp": r1core._C, "triton":
+    kernels/grpo_loss.py)."""
+    if backend == "torch":
+        return TORCH_ROWS
     return RowKernels(
         backend,
         lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,

@@ -50,11 +50,9 @@ STRATEGIES = {"torch": ("reference", "chunked"), "cpp": ("chunked",), "triton": 
 __all__ = ["fused_linear_grpo_loss", "fused_linear_logprobs", "GRPOStats", "plan", "Plan", "STRATEGIES"]
 
 
-# the backends: each supplies the row kernels of the chunk loop
-for _op in (FUSED_LINEAR, FUSED_LINEAR_LOGPROBS):
-    _op.impl("torch")(lambda: chunked.TORCH_ROWS)
-    _op.impl("cpp")(lambda: chunked.kernel_rows("cpp"))
-    _op.impl("triton")(lambda: chunked.kernel_rows("triton"))
+# the backends: each supplies the row kernels of the chunk loop (OP(name, name))
+FUSED_LINEAR.impl("torch", "cpp", "triton")(chunked.kernel_rows)
+FUSED_LINEAR_LOGPROBS.impl("torch", "cpp", "triton")(chunked.kernel_rows)
 
 
 @dataclass(frozen=True)
@@ -220,7 +218,7 @@ def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size):
         h_nH = h_nH if h_nH.stride(-1) == 1 else h_nH.contiguous()
         w_mat = w_mat if w_mat.stride(-1) == 1 else w_mat.contiguous()
     chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
-    call = _Call(tok=tok, opts=args.opts, rows=None if p.strategy == "onchip" else FUSED_LINEAR(p.backend),
+    call = _Call(tok=tok, opts=args.opts, rows=None if p.strategy == "onchip" else FUSED_LINEAR(p.backend, p.backend),
                  chunk=chunk)
     loss, logp_n, terms = _FusedLinearGRPO.apply(h_nH, w_mat, bias, call)
     logp_N = torch.zeros(B * T, dtype=torch.float32, device=hidden.device)
@@ -257,5 +255,5 @@ def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: fl
             else:
                 chunk = chunk_size or chunked.default_chunk_size(B * T, V, hidden.dtype, hidden.device)
                 logp = chunked.chunked_logprobs(h_NH, w, b, t_N, temperature=temperature, chunk=chunk,
-                                                rows=FUSED_LINEAR_LOGPROBS(p.backend))
+                                                rows=FUSED_LINEAR_LOGPROBS(p.backend, p.backend))
             return logp.float().view(B, T)

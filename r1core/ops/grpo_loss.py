@@ -85,8 +85,7 @@ def _torch_loss(logits, a: GRPOArgs, _name, _inplace):
                            clip_low_frac=s.clip_low_frac, clip_high_frac=s.clip_high_frac)
 
 
-@GRPO_LOSS.impl("triton")
-@GRPO_LOSS.impl("cpp")
+@GRPO_LOSS.impl("triton", "cpp")
 def _kernel_loss(logits, a: GRPOArgs, name: str, inplace_backward: bool):
     o = a.opts
     w_N = token_weights(a.mask_N.view(a.B, a.T), o.loss_agg, o.max_len).reshape(-1)
@@ -106,7 +105,6 @@ def _torch_logprobs(logits, targets_N, temperature, _name):
     return logprobs_ref(logits, t_BT, temperature=temperature).float().masked_fill(t_BT < 0, 0.0)
 
 
-@LOGPROBS.impl("triton")
-@LOGPROBS.impl("cpp")
+@LOGPROBS.impl("triton", "cpp")
 def _kernel_logprobs(logits, targets_N, temperature, name):
     return launch_logprobs(name, logits, targets_N, temperature)

@@ -19,7 +19,7 @@ import torch
 
 from r1core._backend import Op
 from r1core._nvtx import nvtx_range
-from r1core.ops import _args
+from r1core.ops import _args, _moe_cpu, _moe_triton
 from r1core.ref import moe as ref
 
 MOE_ROUTE = Op("moe_route", gpu_order=("triton", "torch"))
@@ -130,7 +130,7 @@ def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, weights: t
 
 
 # ---------------------------------------------------------------------------------------------
-# backends (the Triton and C++ ones import their modules lazily: Triton is imported only when used)
+# backends (the Triton and C++ ones live in _moe_triton.py / _moe_cpu.py; Triton loads on first use)
 # ---------------------------------------------------------------------------------------------
 @MOE_ROUTE.impl("torch")
 def _route_torch(router_logits, top_k, **kw):
@@ -138,22 +138,7 @@ def _route_torch(router_logits, top_k, **kw):
     return (w if w.dtype == torch.float64 else w.float()), ids
 
 
-@MOE_ROUTE.impl("triton")
-def _route_triton(router_logits, top_k, **kw):
-    from r1core.ops import _moe_triton  # noqa: PLC0415 (imports Triton)
-    return _moe_triton.route(router_logits, top_k, **kw)
-
-
+MOE_ROUTE.impl("triton")(_moe_triton.route)
 MOE_EXPERTS.impl("torch")(ref.moe_experts_ref)
-
-
-@MOE_EXPERTS.impl("cpp")
-def _experts_cpp(x, w13, w2, weights, ids):
-    from r1core.ops import _moe_cpu  # noqa: PLC0415
-    return _moe_cpu.experts(x, w13, w2, weights, ids)
-
-
-@MOE_EXPERTS.impl("triton")
-def _experts_triton(x, w13, w2, weights, ids):
-    from r1core.ops import _moe_triton  # noqa: PLC0415
-    return _moe_triton.experts(x, w13, w2, weights, ids)
+MOE_EXPERTS.impl("cpp")(_moe_cpu.experts)
+MOE_EXPERTS.impl("triton")(_moe_triton.experts)
