@@ -7,13 +7,10 @@ Backends (SPEC §6):
   "triton" Triton kernels (kernels/, installed as r1core._kernels); on CPU tensors they run under
            the Triton interpreter, TRITON_INTERPRET=1, which is how CI checks their logic
 
-Every public op declares one `Op` table at the top of its module in r1core/ops/: its GPU preference
-order, its float64 policy, the r1core._C symbols its cpp/cuda backends need, and (filled by the
-`@OP.impl("cpp")` decorator on each backend's function) backend -> function.  `Op.choose` is the
-one place a backend is chosen: the op's `backend=` argument, else the environment variable
-R1CORE_BACKEND, else the fastest available for the tensors' device (CUDA: the op's GPU order; CPU:
-"cpp", else "torch").  A backend that is asked for and cannot run raises BackendUnavailable: never a
-silent fallback.  `missing` is the one availability query.
+Every op declares one `Op` table in its module (r1core/ops/); `Op.choose` is where every backend is
+chosen: `backend=`, else $R1CORE_BACKEND, else the fastest available for the tensors' device.  A
+backend asked for that cannot run raises BackendUnavailable, never a silent fallback.  `missing` is
+the one availability query.  docs/ops.md walks through it.
 """
 from __future__ import annotations
 
@@ -126,7 +123,7 @@ OPS: dict[str, "Op"] = {}  # every declared op by name (r1core.train.config chec
 
 @dataclass(frozen=True, eq=False)
 class Op:
-    """One op's dispatch table (declared once, at the top of its module in r1core/ops/).
+    """One op's dispatch table.
 
     gpu_order: backends to try on CUDA tensors, fastest first (CPU tensors: "cpp", else "torch").
     float64:   "any" (every backend computes float64) or "torch" (float64 runs on "torch" only: the

@@ -2,14 +2,10 @@
 layout of the per-token terms every loss implementation writes.
 
 Legend: B sequences, T positions, n tokens (any flat selection of them).  Everything here works on
-tensors of any float dtype, without a host sync, and is shared by:
-  r1core/ref/grpo_loss.py               the reference loss (autograd differentiates these formulas)
-  r1core/ops/_fused_linear_chunked.py   the PyTorch row math of the chunk loop, the on-chip path
-  r1core/ops/grpo_loss.py               the weights w handed to the kernels, the statistics
-  r1core/train/grpo.py                  the normaliser of an optimizer batch (agg_denominator)
-  r1core/integrations/verl.py           verl's policy loss
-The Triton (kernels/grpo_loss.py) and C++ (csrc/grpo_loss/grpo_loss_cpu.cpp) kernels implement the
-same per-token formulas independently: the tests hold them to this file's reference.
+tensors of any float dtype without a host sync, and is what the reference loss (autograd
+differentiates it), the fused linear op's PyTorch row math and on-chip path, the kernels' weights and
+statistics, the trainer's normaliser and verl's policy loss all use (docs/ops.md).  The Triton and
+C++ kernels implement the same per-token formulas independently; the tests hold them to it.
 """
 from __future__ import annotations
 
