@@ -199,7 +199,7 @@ phase_ncu() {
 export -f phase_env phase_wheels phase_build phase_ceilings phase_tests phase_bench phase_ncu
 
 limit_of() {  # seconds each phase may take on the GPU machine (the rehearsal takes far less)
-  case $1 in env) echo 30 ;; wheels) echo 60 ;; build) echo 240 ;; ceilings) echo 60 ;; tests) echo 180 ;;
+  case $1 in env) echo 60 ;; wheels) echo 60 ;; build) echo 240 ;; ceilings) echo 60 ;; tests) echo 180 ;;
     bench) echo 300 ;; ncu) echo 240 ;; esac
 }
 
