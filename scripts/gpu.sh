@@ -105,11 +105,11 @@ try:
 except ImportError:
     tv = None
 import numpy
-print(f"python {platform.python_version()} | torch {torch.__version__} (CUDA {torch.version.cuda}) | triton {tv} | "
-      f"numpy {numpy.__version__}")
+line = f"python {platform.python_version()} | torch {torch.__version__} | triton {tv} | numpy {numpy.__version__}"
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
-    print(f"gpu {p.name} | sm_{p.major}{p.minor} | {p.multi_processor_count} SMs | {p.total_memory / 2**30:.0f} GiB")
+    line = f"{p.name} sm_{p.major}{p.minor} {p.multi_processor_count} SMs | " + line
+print("NOTE:", line)
 EOF
 }
 
@@ -117,6 +117,7 @@ phase_wheels() {
   shopt -s nullglob
   local whl=("$WHEELS"/*.whl)
   if [ ${#whl[@]} = 0 ]; then echo "SKIP: no wheels in $WHEELS (run scripts/gpu.sh --fetch here and carry it)"; return 0; fi
+  echo "NOTE: ${#whl[@]} wheels"
   $PY -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "${whl[@]}" || return 1
   ls "$SITE"
@@ -130,7 +131,7 @@ import importlib.util, os
 spec = importlib.util.spec_from_file_location("r1core_setup", os.path.join(os.environ["ROOT"], "setup.py"))
 m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
 root, tried = m.find_cuda_home()
-print(f"rehearsal: no CUDA build; the toolkit found is {root} (looked at {tried})")
+print(f"NOTE: rehearsal, no CUDA build; toolkit {root} (looked at {tried})")
 EOF
     return
   fi
@@ -138,12 +139,13 @@ EOF
   local rc=$?
   grep -iE "error|warning.*spill|r1core setup" "$OUTDIR/build.log" | head -40
   [ $rc = 0 ] || { tail -30 "$OUTDIR/build.log"; return $rc; }
-  $PY -c "import r1core; print('backends:', r1core.backends())"
+  $PY -c "import r1core; b = r1core.backends(); print(b); print('NOTE: available:', ', '.join(k for k, v in b.items() if v.startswith('available')))"
 }
 
 phase_ceilings() {
   if [ "$REHEARSE" = 1 ]; then set -- --device cpu --copy-mib 32 --mm 256 --reps 3; fi
-  $PY scripts/gpu_ceilings.py --out "$OUTDIR/ceilings.json" "$@"
+  $PY scripts/gpu_ceilings.py --out "$OUTDIR/ceilings.json" "$@" | sed 's/^/NOTE: /'
+  return "${PIPESTATUS[0]}"
 }
 
 phase_tests() {
@@ -156,6 +158,7 @@ phase_tests() {
     --continue-on-collection-errors $files > "$OUTDIR/tests.log" 2>&1
   local rc=$?
   tail -25 "$OUTDIR/tests.log"
+  echo "NOTE: $(grep -E '(passed|failed|skipped|error)' "$OUTDIR/tests.log" | tail -1 | tr -d '=')"
   return $rc
 }
 
@@ -182,6 +185,7 @@ keys = sorted({k for r in rows for k in r})
 with open(f"{out}/bench.csv", "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=keys); w.writeheader(); w.writerows(rows)
 json.dump({"runs": runs, "rows": rows}, open(f"{out}/bench.json", "w"), indent=1)
+print(f"NOTE: {len(rows)} rows, {sum(1 for r in rows if r.get('error'))} errors")
 EOF
   done
   return $rc
@@ -194,6 +198,7 @@ phase_ncu() {
     $PY -m r1core bench --device cuda --ops "${OPS%%,*}" --quick --budget 0.1 --no-save > "$OUTDIR/ncu.txt" 2>&1
   local rc=$?
   grep -E "Duration|Throughput|Registers|Block Size|Grid Size" "$OUTDIR/ncu.txt" | head -20
+  echo "NOTE: $(grep -E "Duration" "$OUTDIR/ncu.txt" | head -1 | tr -s ' ')"
   return $rc
 }
 export -f phase_env phase_wheels phase_build phase_ceilings phase_tests phase_bench phase_ncu
@@ -221,9 +226,9 @@ for p in $PHASES; do
   tail -6 "$WORK/$p.out" | cut -c1-200
   if [ $rc = 124 ] || [ $rc = 137 ]; then status="TIMEOUT"
   elif [ $rc != 0 ]; then status="FAIL($rc)"
-  elif grep -q "^SKIP" "$WORK/$p.out"; then status="skip"
+  elif grep -q "^SKIP:" "$WORK/$p.out"; then status="skip"
   else status="ok"; fi
-  note=$(grep -E "^SKIP|passed|failed|TB/s|backends:|rehearsal:|^gpu |^python " "$WORK/$p.out" | tail -1 | cut -c1-90)
+  note=$(grep -E "^(SKIP|NOTE):" "$WORK/$p.out" | tail -1 | sed -E 's/^(NOTE|SKIP): //' | cut -c1-100)
   ROWS+=("$p|$status|$dt|$limit|$note")
 done
 
