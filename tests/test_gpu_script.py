@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ PHASES = ("env", "wheels", "build", "ceilings", "tests", "bench")
 def test_gpu_script_rehearsal(tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "PYTEST_XDIST_WORKER")}
+    env["PYTHON"] = sys.executable  # the interpreter (and torch) this suite runs under
     res = subprocess.run(["bash", "scripts/gpu.sh", "--rehearse", "--out", str(out), "--wheels", str(tmp_path / "none")],
                          cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     text = res.stdout + res.stderr
