@@ -89,7 +89,8 @@ def find_cuda_home(env=None) -> tuple[str | None, list[str]]:
                     return root, tried
     candidates = ["/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"), key=_version_key, reverse=True),
                   "/opt/cuda"]
-    for sp in [*site.getsitepackages(), site.getusersitepackages()]:
+    site_dirs = [*getattr(site, "getsitepackages", lambda: [])(), site.getusersitepackages()]
+    for sp in site_dirs:
         candidates += sorted(glob.glob(os.path.join(sp, "nvidia", "cu*")), key=_version_key, reverse=True)
     for root in candidates:
         tried.append(root)
