@@ -19,11 +19,31 @@ def _has_triton() -> bool:
     return True
 
 
+def _interpreter_broken() -> str | None:
+    """Why this triton's interpreter cannot run here, or None.  Triton 3.6's interpreter calls int()
+    on one-element numpy arrays, which numpy >= 2.4 refuses (TypeError); seen with 3.6.0, fine with
+    3.9 (3.7/3.8 not checked).  scripts/check-gpu-stack.sh pins numpy<2.4 so the tier runs there."""
+    try:
+        import numpy
+        import triton
+    except ImportError:
+        return None
+    tv = tuple(int(x) for x in triton.__version__.split(".")[:2])
+    nv = tuple(int(x) for x in numpy.__version__.split(".")[:2])
+    if tv < (3, 7) and nv >= (2, 4):
+        return (f"triton {triton.__version__}'s interpreter fails with numpy {numpy.__version__} (int() of a "
+                "one-element array): use numpy<2.4 or a newer triton")
+    return None
+
+
 def pytest_collection_modifyitems(config, items):
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
     skip_interp = pytest.mark.skip(reason="needs triton and TRITON_INTERPRET=1 (CPU tensors)")
     skip_nvcc = pytest.mark.skip(reason="nvcc not found")
     interp_ok = _has_triton() and os.environ.get("TRITON_INTERPRET") == "1"
+    broken = _interpreter_broken() if interp_ok else None
+    if broken:
+        interp_ok, skip_interp = False, pytest.mark.skip(reason=broken)
     for item in items:
         if "gpu" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_gpu)

@@ -1,7 +1,10 @@
 // Torch glue for the CUDA MoE permutation (moe_align.cu): validates, allocates, launches on the
 // current stream.  Built only in CUDA builds of the extension (R1CORE_WITH_CUDA).
-#include <ATen/cuda/CUDAContext.h>
+// Only the c10 stream and guard headers: ATen/cuda/CUDAContext.h pulls in cuBLAS, cuSPARSE and
+// cuSOLVER headers, which a plain CUDA toolkit (or torch's pip CUDA wheels) need not ship.
+#include <ATen/ATen.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>  // c10::cuda::getCurrentCUDAStream
 #include <torch/extension.h>
 
 #include "common.h"
@@ -33,7 +36,7 @@ std::vector<at::Tensor> moe_align_cuda(const at::Tensor& ids, int64_t num_expert
   const cudaError_t err = moe_align_launch(
       ids64.data_ptr<int64_t>(), S, (int)num_experts, (int)block, P_max, sorted_ids.data_ptr<int32_t>(),
       inverse.data_ptr<int32_t>(), block_expert.data_ptr<int32_t>(), seg_start.data_ptr<int32_t>(),
-      counts.data_ptr<int32_t>(), workspace.data_ptr<int32_t>(), at::cuda::getCurrentCUDAStream());
+      counts.data_ptr<int32_t>(), workspace.data_ptr<int32_t>(), c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "moe_align_launch failed: ", cudaGetErrorString(err));
   return {sorted_ids, inverse, block_expert, seg_start, counts};
 }

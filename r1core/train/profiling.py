@@ -18,6 +18,7 @@ from collections import defaultdict
 
 import torch
 
+from r1core import _nvtx
 from r1core._nvtx import nvtx_range
 
 PHASES = ("rollout", "reward", "logprobs", "forward", "backward", "optimizer")
@@ -54,7 +55,7 @@ class ProfileWindow:
     def __init__(self, steps: tuple[int, int] | None):
         self.steps = steps
         self.active = False
-        self.cuda = torch.cuda.is_available()
+        self.cuda = _nvtx.cuda_in_use()
 
     def before_step(self, step: int) -> None:
         if self.steps and step == self.steps[0] and self.cuda and not self.active:

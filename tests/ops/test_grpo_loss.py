@@ -384,58 +384,6 @@ def test_torch_compile_fullgraph(monkeypatch, gen):
 
 
 # ---------------------------------------------------------------------------------------------
-# the Triton kernels compile for sm_90 even here (no GPU): catches what the interpreter accepts and
-# the compiler does not (non-constexpr globals, types), and checks that rows load 128 bits at a time
-# ---------------------------------------------------------------------------------------------
-_COMPILE_SCRIPT = r'''
-import importlib.util, re, sys
-import triton
-from triton.backends.compiler import GPUTarget
-spec = importlib.util.spec_from_file_location("k", sys.argv[1])
-K = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(K)
-
-def compile_(fn, sig, consts, warps):
-    # what the JIT specialises on launch when pointers, strides and V are multiples of 16
-    attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(sig)
-             if sig[n].startswith("*") or n in ("stride_b", "stride_t", "dstride_b", "dstride_t", "V")}
-    src = triton.compiler.ASTSource(fn=fn, signature=sig, constexprs=consts, attrs=attrs)
-    return triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
-
-f32 = "*fp32"
-fwd = dict(logits_ptr="*bf16", stride_b="i64", stride_t="i64", targets_ptr="*i64", adv_ptr=f32, mask_ptr=f32,
-           w_ptr=f32, old_ptr=f32, ref_ptr=f32, logp_ptr=f32, lse_ptr=f32, dlogp_ptr=f32, terms_ptr=f32, N="i32",
-           T="i32", V="i32", inv_temp="fp32", beta="fp32", eps_low="fp32", eps_high="fp32", LOSS="constexpr",
-           HAS_OLD="constexpr", HAS_REF="constexpr", BLOCK_V="constexpr")
-bwd = dict(logits_ptr="*bf16", stride_b="i64", stride_t="i64", dlogits_ptr="*bf16", dstride_b="i64",
-           dstride_t="i64", targets_ptr="*i64", lse_ptr=f32, dlogp_ptr=f32, grad_ptr=f32, T="i32", V="i32",
-           inv_temp="fp32", BLOCK_V="constexpr")
-ptx = compile_(K._grpo_fwd_kernel, fwd, dict(LOSS=True, HAS_OLD=True, HAS_REF=True, BLOCK_V=8192), 16)
-assert "ld.global.v4" in ptx, "forward: logits rows are not loaded 128 bits at a time"
-ptx = compile_(K._grpo_bwd_kernel, bwd, dict(BLOCK_V=8192), 16)
-assert "ld.global.v4" in ptx and "st.global.v4" in ptx, "backward: rows are not moved 128 bits at a time"
-print("ok")
-'''
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the gpu tests compile and run the kernels")
-def test_triton_kernels_compile_for_sm90():
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    pytest.importorskip("triton")
-    path = Path(__file__).resolve().parents[2] / "kernels" / "grpo_loss.py"
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    out = subprocess.run([sys.executable, "-c", _COMPILE_SCRIPT, str(path)], capture_output=True, text=True, env=env,
-                         timeout=300)
-    if out.returncode != 0 and "GPUTarget" in out.stderr and "ImportError" in out.stderr:
-        pytest.skip("this triton cannot target CUDA")
-    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
-
-
-# ---------------------------------------------------------------------------------------------
 # the per-token terms layout is defined once (r1core/ref/grpo_math.py); the kernels point to it
 # ---------------------------------------------------------------------------------------------
 def test_terms_layout_is_defined_once():

@@ -2,13 +2,14 @@
 `profile_steps=a:b`, observed through stand-ins for the CUDA calls (no GPU needed)."""
 import torch
 
+from r1core import _nvtx
 from r1core.train.grpo import GRPOTrainer
 from tinyrl import tiny_config, tiny_deps
 
 
 def test_phase_ranges_and_profiler_window(tmp_path, monkeypatch):
     events = []
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(_nvtx, "cuda_in_use", lambda: True)  # not torch.cuda.is_available: torch itself asks it
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda.profiler, "start", lambda: events.append("START"))
     monkeypatch.setattr(torch.cuda.profiler, "stop", lambda: events.append("STOP"))
