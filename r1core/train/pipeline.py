@@ -37,11 +37,12 @@ from r1core.train.config import Config, set_option, set_override, validate
 KINDS = ("grpo", "sft", "sample")
 
 
-# Settings of the r1 recipe's later stages, chosen by experiment on the embedded default (docs/train.md,
-# "The R1 pipeline as stages"): the SFT of the base model mixes the rejection samples with the cold-start
-# set (R1 mixes in non-reasoning data; here it keeps the format the cold start taught) and makes two
-# passes over them, as the paper's SFT does; the rejection stage keeps every distinct correct sample.
-R1_REJECTION = {"sample.keep_per_prompt": 4}
+# The SFT stage after rejection sampling / of a distilled student, chosen by experiment on the embedded
+# default (docs/train.md, "The R1 pipeline as stages"; docs/r1_small_scale.md): it mixes the samples
+# with sft.data (R1 mixes in non-reasoning data; here the cold-start set keeps the format in every
+# batch) and makes two passes, as the paper's SFT does.  With one pass over 38 samples (2 steps) the
+# base model never learnt the format.  How many samples are drawn and kept is sample.* (the embedded
+# default: 256 prompts x 4, up to 4 distinct correct per prompt).
 R1_SFT = {"sft.epochs": 2.0}
 
 
@@ -81,7 +82,7 @@ def _r1_stages(cfg: Config) -> list[dict]:
     return [
         {"name": "cold_start", "kind": "sft", "init": "base", "data": "config"},
         {"name": "reasoning_rl", "kind": "grpo", "init": "prev", "set": lang},
-        {"name": "rejection", "kind": "sample", "init": "prev", "set": dict(R1_REJECTION)},
+        {"name": "rejection", "kind": "sample", "init": "prev"},
         {"name": "sft", "kind": "sft", "init": "base", "data": ["prev", "config"], "set": dict(R1_SFT)},
         {"name": "final_rl", "kind": "grpo", "init": "prev"},
     ]
@@ -90,8 +91,7 @@ def _r1_stages(cfg: Config) -> list[dict]:
 def _distill_stages(teacher: str) -> list[dict]:
     """Sample the teacher, SFT the base model on its correct answers (plus sft.data when set, as in r1)."""
     return [
-        {"name": "teacher_samples", "kind": "sample", "init": teacher, "teacher": True,
-         "set": dict(R1_REJECTION)},
+        {"name": "teacher_samples", "kind": "sample", "init": teacher, "teacher": True},
         {"name": "student_sft", "kind": "sft", "init": "base", "data": ["prev", "config"], "set": dict(R1_SFT)},
     ]
 
