@@ -78,7 +78,7 @@ def _usage(command: str, lead: str, extra_help: str = "") -> str:
 
 # `r1core train --quick`: a smoke run of the same recipe (a couple of minutes on a CPU)
 QUICK = ["run.steps=2", "run.eval_n=8", "run.eval_k=1", "rollout.prompts=2", "rollout.group_size=4",
-         "rollout.max_new_tokens=24", "sft.examples=32", "run.save_every=0"]
+         "rollout.max_new_tokens=24", "sft.examples=32", "run.save_every=0", "sample.prompts=32"]
 
 
 def _embedded_diff() -> str:

@@ -88,8 +88,10 @@ def load_task(cfg: Config, tokenizer, deps: Deps, *, name: str | None = None):
         kw.setdefault("path", name)
         name = "jsonl"
     system = {"r1zero": R1ZERO_SYSTEM, "": None}.get(t.system, t.system)
-    return deps.get_task(name, template=t.template, tokenizer=tokenizer, system=system,
+    task = deps.get_task(name, template=t.template, tokenizer=tokenizer, system=system,
                          reward_weights=dict(t.rewards) or None, **kw)
+    task.lang = t.lang          # the language-consistency target, for held-out evaluation
+    return task
 
 
 def make_optimizer(params, cfg: Config, *, lr: float | None = None) -> torch.optim.Optimizer:

@@ -150,7 +150,8 @@ class RunConfig:
 @dataclass(kw_only=True)
 class PipelineConfig:
     recipe: str = opt("grpo", "stages to run: grpo (one RL stage), cold_start_rl (SFT on sft.data, then RL), r1zero, "
-                              "r1, distill or custom", ("grpo", "cold_start_rl", "r1zero", "r1", "distill", "custom"))
+                              "r1, distill, study (r1 + distill + r1zero, the paper's comparisons) or custom",
+                      ("grpo", "cold_start_rl", "r1zero", "r1", "distill", "study", "custom"))
     stages: list = opt([], "custom stages: [{name, kind: grpo|sft|sample, init: base|prev|PATH, set: {key: value}}]")
 
 
@@ -178,6 +179,9 @@ EMBEDDED_DEFAULT = {
     "optim": {"lr": 3.0e-5, "micro_batch": 16},
     "grpo": {"eps_high": 0.28},
     "sft": {"data": "builtin:arithmetic", "examples": 128, "batch": 16, "lr": 1.0e-4},
+    # the r1 / distill / study recipes' sample stages (the default run has none): two-digit sums need ~30
+    # tokens, so samples stop where the RL rollouts do; 256 prompts x 4 give the SFT stage ~150 samples
+    "sample": {"prompts": 256, "k": 4, "keep_per_prompt": 4, "max_new_tokens": 40},
     "run": {"steps": 30, "out": "runs/default", "save_every": 5, "keep_last": 1, "eval_n": 64, "eval_k": 4,
             "eval_temperature": 0.6},
     "pipeline": {"recipe": "cold_start_rl"},

@@ -1,5 +1,6 @@
 """Held-out evaluation as the R1 paper reports it: pass@1 averaged over k samples per question,
-cons@k (majority vote over the extracted answers) and the mean format reward.
+cons@k (majority vote over the extracted answers), the mean format reward and, when the task rewards
+language consistency (R1's reasoning RL), the mean language reward of the chains of thought.
 
 Questions are split over ranks in contiguous blocks and gathered on every rank, so the numbers do not depend
 on the number of ranks.  Used by the trainer (before / during / after) and by `r1core eval`.
@@ -13,8 +14,10 @@ from r1core.train.sampling import sample
 
 def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                     max_new_tokens: int = 64, seed: int = 0, gen_batch: int = 0, info: D.DistInfo | None = None,
-                    deps: Deps | None = None, return_samples: bool = False) -> dict:
-    """{"pass@1", "cons@k", "format", "completion_len", "questions", "samples"} on task.test(n)."""
+                    deps: Deps | None = None, return_samples: bool = False, lang: str | None = None) -> dict:
+    """{"pass@1", "cons@k", "format", "completion_len", "questions", "samples"} on task.test(n), plus
+    "language" (share of target-language words in the chain of thought) when `lang` is given or the
+    task's rewards include "language" (then `lang` defaults to the task's `lang`, else "en")."""
     from r1core.rewards import get
     from r1core.tasks import evaluate
     info = info or D.DistInfo()
@@ -44,6 +47,12 @@ def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: 
     result = evaluate(task, examples, completions_QK)
     fmt = get("format")
     result["format"] = sum(fmt(c) for cs in completions_QK for c in cs) / sum(len(cs) for cs in completions_QK)
+    if lang is None and "language" in getattr(task, "reward_weights", {}):
+        lang = getattr(task, "lang", None) or "en"
+    if lang is not None:
+        lang_fn = get("language")
+        result["language"] = sum(lang_fn(c, lang=lang) for cs in completions_QK for c in cs) / \
+            sum(len(cs) for cs in completions_QK)
     all_lens = [l for i in range(len(examples)) for l in by_index[i][1]]
     result["completion_len"] = sum(all_lens) / max(1, len(all_lens))
     if return_samples:

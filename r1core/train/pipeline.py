@@ -7,18 +7,22 @@
     r1       R1: cold-start SFT on sft.data (long chain-of-thought JSONL)
              -> reasoning RL with accuracy + format + language-consistency rewards
              -> rejection sampling of the RL policy (correct, well-formed, target-language answers)
-             -> SFT of the base model on those samples -> a final RL stage
+             -> SFT of the base model on those samples mixed with sft.data, two epochs -> a final RL stage
     distill  sample the teacher (sample.teacher), keep correct well-formed answers, SFT the student
-             (model.source) on them
+             (model.source) on them (mixed with sft.data when set), two epochs
+    study    r1, then distill with the final R1 model as the teacher, then r1zero from the base model:
+             the paper's comparisons in one run (r1core.train.study prints them as one table)
     custom   pipeline.stages: [{name, kind: grpo|sft|sample, init, data, set: {key: value}}]
 
-A stage's `init` is "base" (model.source), "prev" (the previous stage's output; the default) or
-any checkpoint / model folder, so a stage can start from any checkpoint.  `data` (sft stages) is
-"prev" (the previous sample stage's JSONL; the default when there is one), "config" (sft.data) or a
-path.  `set` holds overrides for that stage only (`{run.steps: 50, task.rewards: {...}}`).  Stage i
-writes to `<run.out>/<i>-<name>/` (the single-stage `grpo`/`r1zero` recipes write to run.out itself)
-and marks itself done with `stage.json`; with resume=true finished stages are skipped and the
-interrupted one resumes from its newest checkpoint.
+A stage's `init` is "base" (model.source), "prev" (the previous stage's output; the default), the
+name of an earlier stage, or any checkpoint / model folder, so a stage can start from any checkpoint.
+`data` (sft stages) is a source or a list of sources, mixed: "prev" (the previous sample stage's JSONL;
+the default when there is one), the name of an earlier sample stage, "config" (sft.data; skipped in a
+list when empty) or a path.  `set` holds overrides for that stage only (`{run.steps: 50, task.rewards:
+{...}}`); `teacher: true` on a sample stage evaluates its model first and uses that model's tokenizer.
+Stage i writes to `<run.out>/<i>-<name>/` (the single-stage `grpo`/`r1zero` recipes write to run.out
+itself) and marks itself done with `stage.json` (with its wall time); with resume=true finished
+stages are skipped and the interrupted one resumes from its newest checkpoint.
 """
 from __future__ import annotations
 
@@ -33,6 +37,15 @@ from r1core.train.config import Config, set_option, set_override, validate
 KINDS = ("grpo", "sft", "sample")
 
 
+# The SFT stage after rejection sampling / of a distilled student, chosen by experiment on the embedded
+# default (docs/train.md, "The R1 pipeline as stages"; docs/r1_small_scale.md): it mixes the samples
+# with sft.data (R1 mixes in non-reasoning data; here the cold-start set keeps the format in every
+# batch) and makes two passes, as the paper's SFT does.  With one pass over 38 samples (2 steps) the
+# base model never learnt the format.  How many samples are drawn and kept is sample.* (the embedded
+# default: 256 prompts x 4, up to 4 distinct correct per prompt).
+R1_SFT = {"sft.epochs": 2.0}
+
+
 def recipe_stages(cfg: Config) -> list[dict]:
     """The stage list of cfg.pipeline.recipe."""
     recipe = cfg.pipeline.recipe
@@ -44,24 +57,16 @@ def recipe_stages(cfg: Config) -> list[dict]:
     if recipe == "r1zero":
         return [{"name": "r1zero", "kind": "grpo", "set": {"task.template": "r1zero"}}]
     if recipe == "r1":
-        if not cfg.sft.data:
-            raise ValueError("pipeline.recipe=r1 needs sft.data: a JSONL of {prompt, completion} cold-start "
-                             "examples (long chain of thought in <think>…</think><answer>…</answer>)")
-        lang = {"task.rewards": {**(cfg.task.rewards or {"accuracy": 1.0, "format": 0.1}), "language": 0.1}}
-        return [
-            {"name": "cold_start", "kind": "sft", "init": "base", "data": "config"},
-            {"name": "reasoning_rl", "kind": "grpo", "init": "prev", "set": lang},
-            {"name": "rejection", "kind": "sample", "init": "prev"},
-            {"name": "sft", "kind": "sft", "init": "base", "data": "prev"},
-            {"name": "final_rl", "kind": "grpo", "init": "prev"},
-        ]
+        return _r1_stages(cfg)
     if recipe == "distill":
         if not cfg.sample.teacher:
             raise ValueError("pipeline.recipe=distill needs sample.teacher: the model that writes the samples")
-        return [
-            {"name": "teacher_samples", "kind": "sample", "init": cfg.sample.teacher},
-            {"name": "student_sft", "kind": "sft", "init": "base", "data": "prev"},
-        ]
+        return _distill_stages(cfg.sample.teacher)
+    if recipe == "study":
+        # the paper's comparisons in one run: R1 (whose first two stages are "cold start + RL"), the
+        # R1 model distilled into the base, and R1-Zero (pure RL from the base, the R1-Zero template)
+        return [*_r1_stages(cfg), *_distill_stages("final_rl"),
+                {"name": "r1zero", "kind": "grpo", "init": "base", "set": {"task.template": "r1zero"}}]
     if recipe == "custom":
         if not cfg.pipeline.stages:
             raise ValueError("pipeline.recipe=custom needs pipeline.stages")
@@ -69,14 +74,36 @@ def recipe_stages(cfg: Config) -> list[dict]:
     raise ValueError(f"pipeline.recipe: unknown {recipe!r}")
 
 
+def _r1_stages(cfg: Config) -> list[dict]:
+    if not cfg.sft.data:
+        raise ValueError(f"pipeline.recipe={cfg.pipeline.recipe} needs sft.data: a JSONL of {{prompt, completion}} "
+                         "cold-start examples (long chain of thought in <think>…</think><answer>…</answer>)")
+    lang = {"task.rewards": {**(cfg.task.rewards or {"accuracy": 1.0, "format": 0.1}), "language": 0.1}}
+    return [
+        {"name": "cold_start", "kind": "sft", "init": "base", "data": "config"},
+        {"name": "reasoning_rl", "kind": "grpo", "init": "prev", "set": lang},
+        {"name": "rejection", "kind": "sample", "init": "prev"},
+        {"name": "sft", "kind": "sft", "init": "base", "data": ["prev", "config"], "set": dict(R1_SFT)},
+        {"name": "final_rl", "kind": "grpo", "init": "prev"},
+    ]
+
+
+def _distill_stages(teacher: str) -> list[dict]:
+    """Sample the teacher, SFT the base model on its correct answers (plus sft.data when set, as in r1)."""
+    return [
+        {"name": "teacher_samples", "kind": "sample", "init": teacher, "teacher": True},
+        {"name": "student_sft", "kind": "sft", "init": "base", "data": ["prev", "config"], "set": dict(R1_SFT)},
+    ]
+
+
 def check_stages(stages: list[dict]) -> None:
     names = set()
     for i, s in enumerate(stages):
         if not isinstance(s, dict):
             raise ValueError(f"pipeline stage {i}: expected a mapping, got {s!r}")
-        unknown = set(s) - {"name", "kind", "init", "data", "set"}
+        unknown = set(s) - STAGE_KEYS
         if unknown:
-            raise ValueError(f"pipeline stage {i}: unknown keys {sorted(unknown)} (name, kind, init, data, set)")
+            raise ValueError(f"pipeline stage {i}: unknown keys {sorted(unknown)} ({', '.join(sorted(STAGE_KEYS))})")
         if s.get("kind") not in KINDS:
             raise ValueError(f"pipeline stage {i}: kind must be one of {KINDS}, got {s.get('kind')!r}")
         name = s.setdefault("name", f"{s['kind']}{i}")
@@ -85,6 +112,12 @@ def check_stages(stages: list[dict]) -> None:
         names.add(name)
         if not isinstance(s.get("set", {}), dict):
             raise ValueError(f"pipeline stage {name!r}: set must be a mapping of config keys")
+        data = s.get("data", [])
+        if not isinstance(data, (str, list)) or not all(isinstance(d, str) for d in ([data] if isinstance(data, str) else data)):
+            raise ValueError(f"pipeline stage {name!r}: data must be a source or a list of sources, got {data!r}")
+
+
+STAGE_KEYS = {"name", "kind", "init", "data", "set", "teacher"}
 
 
 def stage_config(cfg: Config, stage: dict, out: Path) -> Config:
@@ -100,7 +133,12 @@ def stage_config(cfg: Config, stage: dict, out: Path) -> Config:
 
 
 def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
-    """Run every stage of the recipe; returns {stage name: its output (checkpoint or JSONL path)}."""
+    """Run every stage of the recipe; returns {stage name: its output (checkpoint or JSONL path)}.
+
+    Every model a stage produces is evaluated on the held-out split (GRPO stages evaluate themselves
+    before and after; an SFT stage is evaluated by the GRPO stage that starts from it, or here when
+    none does; a teacher is evaluated before it is sampled) and the end prints them side by side with
+    each stage's wall time and the total time of the stages each model depends on."""
     deps = deps or build.Deps()
     stages = recipe_stages(cfg)
     check_stages(stages)
@@ -110,90 +148,206 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
     single = len(stages) == 1
     t0, c0 = time.perf_counter(), time.process_time()
     outputs: dict[str, str] = {}
-    prev_model, prev_data = None, None
-    columns: list[tuple[str, dict]] = []
+    seconds: dict[str, float | None] = {}
+    lineage: dict[str, set[str]] = {}        # the stages a stage's output depends on (itself included)
+    prev_model, prev_data = None, None       # names of the stages that made the current model / data
     try:
-        if cfg.run.eval_n and not single and any(s["kind"] == "grpo" for s in stages):
-            columns.append(("base", _evaluate_base(cfg, deps, info, root)))
+        if cfg.run.eval_n and not single:
+            _evaluate_model(cfg, cfg.model.source, root / "eval_base.json", deps, info, label="base model")
         for i, stage in enumerate(stages):
-            out = root if single else root / f"{i}-{stage['name']}"
+            name, kind = stage["name"], stage["kind"]
+            out = root if single else root / f"{i}-{name}"
+            init_ref = _init_stage(stage, prev_model, outputs)
+            data_refs = _data_stages(stage, prev_data, outputs) if kind == "sft" else []
+            lineage[name] = {name}.union(*(lineage[r] for r in [init_ref, *data_refs] if r))
             marker = out / "stage.json"
             if cfg.run.resume and marker.exists() and not single:
                 done = json.loads(marker.read_text())
-                outputs[stage["name"]] = done["output"]
-                prev_model, prev_data = _advance(stage, done["output"], prev_model, prev_data)
+                outputs[name], seconds[name] = done["output"], done.get("seconds")
+                prev_model, prev_data = (prev_model, name) if kind == "sample" else (name, prev_data)
                 if info.main:
-                    print(f"stage {i} {stage['name']}: done earlier -> {done['output']}")
+                    print(f"stage {i} {name}: done earlier -> {done['output']}")
                 continue
             sc = stage_config(cfg, stage, out)
-            init = _resolve_init(stage.get("init", "prev"), cfg, prev_model)
+            init = _resolve_init(stage.get("init", "prev"), cfg, prev_model and outputs[prev_model], outputs)
             if info.main and not single:
-                print(f"\n== stage {i}: {stage['name']} ({stage['kind']}) from {init} -> {out}")
-            output = _run_stage(stage, sc, init, prev_data, deps, info)
-            outputs[stage["name"]] = output
-            prev_model, prev_data = _advance(stage, output, prev_model, prev_data)
+                print(f"\n== stage {i}: {name} ({kind}) from {init} -> {out}")
+            if kind == "sample" and stage.get("teacher") and sc.run.eval_n:
+                _evaluate_model(sc, init, out / "eval_teacher.json", deps, info, label="teacher", tokenizer=init)
+            ts = time.perf_counter()
+            data = _resolve_data(stage, sc, data_refs, outputs) if kind == "sft" else None
+            output = _run_stage(stage, sc, init, data, deps, info)
+            if kind == "sft" and sc.run.eval_n and not _next_evaluates(stages, i):
+                _evaluate_model(sc, output, out / "eval.json", deps, info, label=f"after {name}", key="after")
+            seconds[name] = time.perf_counter() - ts
+            outputs[name] = output
+            prev_model, prev_data = (prev_model, name) if kind == "sample" else (name, prev_data)
             if info.main:
                 out.mkdir(parents=True, exist_ok=True)
-                marker.write_text(json.dumps({"stage": stage, "output": output}))
+                marker.write_text(json.dumps({"stage": stage, "output": output, "seconds": seconds[name]}))
     finally:
         D.shutdown(info)
     if info.main and not single:
-        for i, stage in enumerate(stages):
-            ev = root / f"{i}-{stage['name']}" / "eval.json"
-            if stage["kind"] == "grpo" and ev.exists():
-                data = json.loads(ev.read_text())
-                if i > 0 and data.get("before"):
-                    columns.append((f"after {stages[i - 1]['name']}", data["before"]))
-                if data.get("after"):
-                    columns.append((f"after {stage['name']}", data["after"]))
-        (root / "pipeline.json").write_text(json.dumps({"outputs": outputs, "eval": dict(columns)}, indent=1))
+        columns = stage_columns(stages, root, seconds, lineage)
+        summary = {"outputs": outputs, "seconds": seconds, "eval": {n: c for n, c, _ in columns},
+                   "time": {n: t for n, _, t in columns}}
+        (root / "pipeline.json").write_text(json.dumps(summary, indent=1))
         print("\npipeline outputs:\n" + "\n".join(f"  {k}: {v}" for k, v in outputs.items()))
         print(f"time: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU (rank 0, all threads)")
         if columns:
             print("\n" + columns_table(columns))
+        if cfg.pipeline.recipe == "study":
+            from r1core.train.study import report
+            report(root, columns, plot=cfg.run.plot)
     return outputs
 
 
-def columns_table(columns: list[tuple[str, dict]], keys=("pass@1", "format", "completion_len")) -> str:
-    """Held-out metrics side by side, one column per model (base, after each stage)."""
-    keys = [k for k in keys if all(k in c for _, c in columns)] + \
-        sorted({k for _, c in columns for k in c if k.startswith("cons@")} & set.intersection(*(set(c) for _, c in columns)))
-    w = max(12, *(len(n) + 2 for n, _ in columns))
-    lines = [f"{'held-out':16s}" + "".join(f"{n:>{w}s}" for n, _ in columns)]
-    for k in keys:
-        lines.append(f"{k:16s}" + "".join(f"{c[k]:{w}.3f}" for _, c in columns))
+def stage_columns(stages: list[dict], root: Path, seconds: dict, lineage: dict) -> list[tuple[str, dict, dict]]:
+    """[(column name, held-out metrics, {"stage": s, "total": s})] in stage order: the base model, a
+    teacher before its samples, each model a stage produced (and a GRPO stage's starting point when
+    no earlier column is that model, e.g. the base model under another template)."""
+    def load(path, key=None):
+        if not path.exists():
+            return None
+        d = json.loads(path.read_text())
+        return d.get(key) if key else d
+
+    def timing(name):
+        own = seconds.get(name)
+        parts = [seconds.get(n) for n in lineage.get(name, {name})]
+        return {"stage": own, "total": None if any(p is None for p in parts) else sum(parts)}
+
+    cols = []
+    base = load(root / "eval_base.json")
+    if base:
+        cols.append(("base", base, {"stage": None, "total": None}))
+    consumed = set()
+    for i, stage in enumerate(stages):
+        d, name = root / f"{i}-{stage['name']}", stage["name"]
+        if stage["kind"] == "sample":
+            teacher = load(d / "eval_teacher.json")
+            if teacher:
+                cols.append(("teacher", teacher, {"stage": None, "total": None}))
+            continue
+        if stage["kind"] == "grpo":
+            before = load(d / "eval.json", "before")
+            if before and i not in consumed:
+                cols.append((f"before {name}", before, {"stage": None, "total": None}))
+            after = load(d / "eval.json", "after")
+        else:
+            after = load(d / "eval.json", "after")
+            if after is None and _next_evaluates(stages, i):
+                after = load(root / f"{i + 1}-{stages[i + 1]['name']}" / "eval.json", "before")
+                consumed.add(i + 1)
+        if after:
+            cols.append((f"after {name}", after, timing(name)))
+    return cols
+
+
+def columns_table(columns, keys=("pass@1", "format", "language", "completion_len")) -> str:
+    """Held-out metrics side by side, one column per model (base, after each stage), then the
+    stage's wall time and the total time of the stages that model depends on ("-": not measured)."""
+    columns = [(c[0], c[1], c[2] if len(c) > 2 else {}) for c in columns]
+    have = set().union(*(set(c) for _, c, _ in columns))
+    rows = [k for k in keys if k in have] + sorted(k for k in have if k.startswith("cons@"))
+    w = max(12, *(len(n) + 2 for n, _, _ in columns))
+    lines = [f"{'held-out':16s}" + "".join(f"{n:>{w}s}" for n, _, _ in columns)]
+    for k in rows:
+        lines.append(f"{k:16s}" + "".join(f"{c[k]:{w}.3f}" if k in c else f"{'-':>{w}s}" for _, c, _ in columns))
+    if any(t for _, _, t in columns):
+        for k, label in (("stage", "stage time s"), ("total", "total time s")):
+            lines.append(f"{label:16s}" + "".join(f"{t[k]:{w}.0f}" if t.get(k) is not None else f"{'-':>{w}s}"
+                                                 for _, _, t in columns))
     return "\n".join(lines)
 
 
-def _evaluate_base(cfg: Config, deps, info, root: Path) -> dict:
-    """Held-out metrics of model.source before any stage (cached in <out>/eval_base.json)."""
+def _evaluate_model(cfg: Config, source: str, path: Path, deps, info, *, label: str, tokenizer: str | None = None,
+                    key: str | None = None) -> dict:
+    """Held-out metrics of `source` (cached in `path`, under `key` when given)."""
     from r1core.train.evaluate import evaluate_policy
-    path = root / "eval_base.json"
     if cfg.run.resume and path.exists():
-        return json.loads(path.read_text())
-    tok = deps.load_tokenizer(build.tokenizer_source(cfg))
+        d = json.loads(path.read_text())
+        return d[key] if key else d
+    tok = deps.load_tokenizer(tokenizer or build.tokenizer_source(cfg))
     task = build.load_task(cfg, tok, deps)
-    model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
+    model = build.load_policy(source, cfg, info.device, deps).eval()
     result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
                              max_new_tokens=cfg.rollout.max_new_tokens, seed=build.call_seed(cfg.run.seed, 7),
                              gen_batch=cfg.rollout.gen_batch, info=info, deps=deps)
     if info.main:
-        root.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result, indent=1))
-        print(f"base model on held-out {cfg.task.name}: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({key: result} if key else result, indent=1))
+        print(f"{label} on held-out {cfg.task.name}: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}")
     del model
     return result
 
 
-def _advance(stage, output, prev_model, prev_data):
-    return (prev_model, output) if stage["kind"] == "sample" else (output, prev_data)
+# options that change what a held-out evaluation measures: a GRPO stage that sets none of them and
+# starts from the previous stage's model evaluates exactly that model first (its "before")
+_EVAL_KEYS = ("task.name", "task.args", "task.template", "task.system", "rollout.max_new_tokens", "run.eval",
+              "run.seed", "model.tokenizer")
 
 
-def _resolve_init(init: str, cfg: Config, prev_model: str | None) -> str:
+def _next_evaluates(stages: list[dict], i: int) -> bool:
+    if i + 1 >= len(stages):
+        return False
+    nxt = stages[i + 1]
+    return nxt["kind"] == "grpo" and nxt.get("init", "prev") == "prev" and \
+        not any(k.startswith(_EVAL_KEYS) for k in nxt.get("set", {}))
+
+
+def _init_stage(stage: dict, prev_model: str | None, outputs: dict) -> str | None:
+    """The name of the stage whose output `stage` starts from (None: the base model or a path)."""
+    init = stage.get("init", "prev")
+    if init == "prev":
+        return prev_model
+    return init if init in outputs else None
+
+
+def _data_stages(stage: dict, prev_data: str | None, outputs: dict) -> list[str]:
+    """Names of the sample stages whose JSONL an sft stage reads."""
+    refs = []
+    for d in _data_list(stage, prev_data):
+        if d == "prev":
+            if prev_data is None:
+                raise ValueError(f"stage {stage['name']!r}: data 'prev' but no sample stage comes before it")
+            refs.append(prev_data)
+        elif d in outputs:
+            refs.append(d)
+    return refs
+
+
+def _data_list(stage: dict, prev_data: str | None) -> list[str]:
+    data = stage.get("data", "prev" if prev_data else "config")
+    return [data] if isinstance(data, str) else list(data)
+
+
+def _resolve_data(stage: dict, sc: Config, refs: list[str], outputs: dict) -> list[str]:
+    """The JSONL files (or builtin: sets) of an sft stage.  In a list, "config" without sft.data is
+    skipped (the distillation data alone); alone it must name data."""
+    items = _data_list(stage, refs[0] if refs else None)
+    out, at = [], 0
+    for d in items:
+        if d == "prev" or d in outputs:
+            out.append(outputs[refs[at]])
+            at += 1
+        elif d == "config":
+            if sc.sft.data:
+                out.append(sc.sft.data)
+        else:
+            out.append(d)
+    if not out:
+        raise ValueError(f"stage {stage['name']!r}: no SFT data (set sft.data or put a sample stage before it)")
+    return out
+
+
+def _resolve_init(init: str, cfg: Config, prev_output: str | None, outputs: dict) -> str:
     if init == "base":
         return cfg.model.source
     if init == "prev":
-        return prev_model or cfg.model.source
+        return prev_output or cfg.model.source
+    if init in outputs:                                   # an earlier stage, by name
+        return outputs[init]
     p = Path(init)
     if p.is_dir() and (p / "checkpoints").is_dir():   # a run folder: its newest checkpoint
         latest = ckpt.latest_checkpoint(p)
@@ -203,7 +357,7 @@ def _resolve_init(init: str, cfg: Config, prev_model: str | None) -> str:
     return init
 
 
-def _run_stage(stage: dict, sc: Config, init: str, prev_data: str | None, deps, info) -> str:
+def _run_stage(stage: dict, sc: Config, init: str, data: list[str] | None, deps, info) -> str:
     kind = stage["kind"]
     if kind == "grpo":
         from r1core.train.grpo import GRPOTrainer
@@ -212,12 +366,14 @@ def _run_stage(stage: dict, sc: Config, init: str, prev_data: str | None, deps, 
         return str(ckpt.latest_checkpoint(sc.run.out))
     if kind == "sft":
         from r1core.train.sft import SFTTrainer
-        data = stage.get("data", "prev" if prev_data else "config")
-        data = sc.sft.data if data == "config" else (prev_data if data == "prev" else data)
-        if not data:
-            raise ValueError(f"stage {stage['name']!r}: no SFT data (set sft.data or put a sample stage before it)")
-        return str(SFTTrainer(sc, data=data, init=init, deps=deps, info=info).train())
+        trainer = SFTTrainer(sc, data=data, init=init, deps=deps, info=info)
+        if info.main:
+            mix = ", ".join(f"{n} from {Path(k).parent.name + '/' + Path(k).name if '/' in k else k}"
+                            for k, n in trainer.data_counts.items())
+            print(f"sft: {len(trainer.seqs)} records ({mix}), {trainer.total} steps of {sc.sft.batch} "
+                  f"at lr {sc.sft.lr:g}")
+        return str(trainer.train())
     from r1core.train.rejection import rejection_sample
-    teacher = sc.sample.teacher if stage.get("init") == sc.sample.teacher else None
+    teacher = init if stage.get("teacher") else None
     return str(rejection_sample(sc, model_source=init, out=sc.run.out, deps=deps, info=info,
                                 tokenizer_source=teacher))

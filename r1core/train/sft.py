@@ -78,18 +78,26 @@ class SFTTrainer:
         build.set_threads(cfg)
         build.seed_everything(cfg.run.seed + self.info.rank)
         self.tokenizer = self.deps.load_tokenizer(build.tokenizer_source(cfg))
-        data = data or cfg.sft.data
-        if data.startswith("builtin:"):
-            if self.info.main:
-                resolve_sft_data(data, self.out, n=cfg.sft.examples, seed=cfg.run.seed,
-                                 ops=str(cfg.task.args.get("ops", "+-*")))
-            D.barrier(self.info)
-            data = str(self.out / f"coldstart-{data.removeprefix('builtin:')}.jsonl")
-        self.seqs = tokenize_sft(read_sft_jsonl(data), self.tokenizer, cfg)
+        sources = [data] if isinstance(data, str) else list(data or [cfg.sft.data])
+        records, self.data_counts = [], {}
+        for src in sources:
+            if src.startswith("builtin:"):
+                if self.info.main:
+                    resolve_sft_data(src, self.out, n=cfg.sft.examples, seed=cfg.run.seed,
+                                     ops=str(cfg.task.args.get("ops", "+-*")))
+                D.barrier(self.info)
+                path = str(self.out / f"coldstart-{src.removeprefix('builtin:')}.jsonl")
+            else:
+                path = src
+            rows = read_sft_jsonl(path)
+            self.data_counts[src] = len(rows)
+            records += rows
+        self.seqs = tokenize_sft(records, self.tokenizer, cfg)
         B = cfg.sft.batch
         if B % self.info.world:
             raise ValueError(f"sft.batch={B} must be divisible by the number of ranks ({self.info.world})")
-        self.steps_per_epoch = max(1, len(self.seqs) // B)
+        # a last partial batch counts as a step: 38 records in batches of 16 are 3 steps, not 2
+        self.steps_per_epoch = max(1, math.ceil(len(self.seqs) / B))
         self.total = max(1, math.ceil(cfg.sft.epochs * self.steps_per_epoch))
         resume_from = ckpt.latest_checkpoint(self.out) if cfg.run.resume else None
         model = build.load_policy(str(resume_from) if resume_from else (init or cfg.model.source), cfg,
