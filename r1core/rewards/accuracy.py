@@ -61,6 +61,9 @@ def _split_top(s: str, sep: str) -> list[str]:
 _LABEL = re.compile(r"^(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+)(?:=|\\in(?![a-zA-Z]))(?=.)")
 
 
+_LABEL_NAME = re.compile(r"^((?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+))(?:=|\\in(?![a-zA-Z]))")
+
+
 def _item(s: str) -> str:
     """A list item without its own label: "x=3" in "x=3,x=5"."""
     return _LABEL.sub("", s, count=1) if s.count("=") == 1 else s
@@ -80,7 +83,9 @@ def _structure(s: str) -> tuple[str, list[str], str] | None:
     if r is None:
         return None
     o, items, c = r
-    items = [_item(x) for x in items]
+    labels = {m.group(1) for m in map(_LABEL_NAME.match, items) if m}
+    if len(labels) <= 1:  # "x=1,x=3" is the list 1, 3; "a=1,b=2" keeps its names (a mapping, not a set)
+        items = [_item(x) for x in items]
     if o in ("", "\\{"):  # a \\pm item stands for two set elements
         out = []
         for x in items:
@@ -348,14 +353,15 @@ def verdict(found: str, reference: str, *, timeout: float = 1.0, backend: str = 
     p, r = normalize(found), normalize(reference)
     if not p or not r:
         return False
+    if backend == "auto":
+        fast = fast_verdict(p, r)  # bounded: our parser's limits
+        if fast is not None:
+            return fast
     if too_costly(found) or too_costly(reference):
         return p == r  # never handed to math-verify: it would only run into the kill
     if backend == "math_verify":
         return symbolic.math_verify(found, reference, timeout=timeout)
     if backend == "auto":
-        fast = fast_verdict(p, r)
-        if fast is not None:
-            return fast
         budget = _Budget(timeout)
         if is_equivalent(found, reference, timeout=timeout):
             return True
