@@ -389,20 +389,48 @@ _COSTLY = re.compile(
     r"|\\(?:sum|prod)\w*_\{[^{}]*\}\^\{?\s*\d{5,}")
 
 
-def too_costly(text: str) -> bool:
-    """True when `text` breaks our parser's limits or -- where our parser cannot read it -- shows a
-    sign of an evaluation that cannot finish (_COSTLY): such an answer scores 0 before any other
-    checker sees it.  What our parser reads within its limits is bounded by construction."""
-    if len(text) > 4 * MAX_EXPR_CHARS:
-        return True
+def _bounded(text: str) -> bool | None:
+    """True: our parser reads `text` within its limits; False: it breaks one; None: not our syntax."""
     try:
         p = _Parser(tokenize(text))
         if p.toks:
             p.expr()
             if p.peek() is None:
-                return False
+                return True
     except LimitExceeded:
-        return True
+        return False
     except (NotExpression, ValueError, ZeroDivisionError, OverflowError, RecursionError):
         pass
-    return _COSTLY.search(text) is not None
+    return None
+
+
+def _top_items(text: str) -> list[str]:
+    """`text` split on commas outside brackets, one enclosing bracket pair dropped first."""
+    if len(text) > 1 and text[0] in "([{" and text[-1] in ")]}":
+        text = text[1:-1]
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if c == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
+
+
+def too_costly(text: str) -> bool:
+    """True when `text` breaks our parser's limits or -- where our parser cannot read it -- shows a
+    sign of an evaluation that cannot finish (_COSTLY): such an answer scores 0 before any other
+    checker sees it.  What our parser reads within its limits is bounded by construction; a tuple
+    or list is judged item by item."""
+    if len(text) > 4 * MAX_EXPR_CHARS:
+        return True
+    whole = _bounded(text)
+    if whole is not None:
+        return not whole
+    items = _top_items(text) if "," in text else [text]
+    for item in items[:64]:
+        ok = _bounded(item) if len(items) > 1 else None
+        if ok is False or (ok is None and _COSTLY.search(item)):
+            return True
+    return len(items) > 64 and _COSTLY.search(text) is not None

@@ -69,3 +69,27 @@ def test_backward_compatible_calls():
     assert accuracy("\\boxed{42}", answer="42") == 1.0
     assert accuracy("\\boxed{42}", answer="42", timeout=0.5, backend="builtin") == 1.0
     assert accuracy("<answer>41</answer>", answer="#### 42") == 0.0
+
+
+@pytest.mark.parametrize("text,costly", [
+    ("9^{9^{9^{9}}}", True), ("2**2**2**2**2**2", True), ("x^{x^{x^{x}}}", True), ("1000000!", True),
+    ("1.5\\times10^{99999}", True), ("(1, 9^{9^{9^9}})", True), ("\\sum_{k=1}^{10^{12}} k", True),
+    ("x^2", False), ("2^{3^2}", False), ("(2^{3^2}, 1)", False), ("\\sum_{k=1}^{4} k", False), ("5!", False),
+    ("\\begin{pmatrix} 1 & 2 \\end{pmatrix}", False),
+])
+def test_cost_screen(text, costly):
+    """What may not reach math-verify (its evaluation could not finish) -- and what must."""
+    from r1core.rewards.expr import too_costly
+    assert too_costly(text) is costly
+
+
+@pytest.mark.skipif(not HAVE_MV, reason="math-verify is not installed")
+def test_hostile_answers_never_reach_math_verify():
+    from r1core.rewards.pool import get_pool
+    pool = get_pool()
+    pool.warm()
+    before = pool.restarts
+    for text in ("\\boxed{1000000!}", "\\boxed{2**2**2**2**2**2}", "\\boxed{(1, 9^{9^{9^9}})}"):
+        for backend in ("auto", "math_verify"):
+            assert accuracy(text, answer="x^2", backend=backend) == 0.0
+    assert pool.restarts == before  # screened out: no worker had to be killed
