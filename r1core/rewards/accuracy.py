@@ -3,23 +3,29 @@
 Decision ladder (cheap and exact first; docs/rewards.md has the table of decisions):
   1. extract the final answer (extract.py); none -> 0;
   2. normalise both (normalize.py); equal strings (or equal ignoring case) -> 1;
-  3. structures: tuples/intervals "(a, b]" compare element-wise with the same brackets; sets
-     "\\{a, b\\}" and bare lists "a, b" compare as sets; unions "A \\cup B" piece by piece;
+  3. shapes: an equation chain / "\\approx" gives its last side, a labelled answer ("(p,q)=(3,2)",
+     "f(x)=1") its right side; a one-variable inequality is its interval ("x>5" = "(5,\\infty)");
+     tuples/intervals "(a, b]" compare element-wise with the same brackets; sets "\\{a, b\\}", bare
+     lists "a, b" and "a \\pm b" compare as sets (repeats free); matrices entry by entry; unions
+     "A \\cup B" piece by piece; two equations by a-b = ±(c-d);
   4. numbers: both sides rational constants (our parser folds 0.5, 1/2, \\frac{1}{2}, 2^{10}, 1.5e3)
      -> exact Fraction equality; a percentage "p%" stands for p or p/100;
   5. symbolic: both parse as expressions -> sympy in a killable worker (symbolic.py), all checks of
      one call sharing its `timeout`;
   6. backends: "builtin" is steps 2-5 alone; "math_verify" hands every extracted pair to the
      math-verify package (in the same killable worker); "auto" (the default) decides plain numbers
-     in-process by step 4 (exact: the common case costs no IPC) and hands the rest to math-verify,
-     whose "equal" is vetoed when our own exact check proves the two different (math-verify rounds
-     numbers to 6 decimals: 0.0000001 = 0.0000002 there).  Without math-verify, "auto" is "builtin".
+     in-process by step 4 (exact: the common case costs no IPC); anything else that steps 2-5 do
+     not call equal goes to math-verify, whose "equal" is vetoed when our own exact check proves
+     the two different (math-verify rounds numbers to 6 decimals: 0.0000001 = 0.0000002 there).
+     Answers whose evaluation could not finish (expr.too_costly) never reach math-verify.  Without
+     math-verify installed, "auto" is "builtin".
 `unmarked` says what a completion without any answer marker gives (extract.py): "bare" (default:
 the completion itself when it is only a short answer), "none", or "last" (for evaluation).
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import time
 from fractions import Fraction
@@ -58,15 +64,12 @@ def _split_top(s: str, sep: str) -> list[str]:
     return parts
 
 
-_LABEL = re.compile(r"^(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+)(?:=|\\in(?![a-zA-Z]))(?=.)")
-
-
-_LABEL_NAME = re.compile(r"^((?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+))(?:=|\\in(?![a-zA-Z]))")
+_LABEL_NAME = re.compile(r"^((?:[a-zA-Z](?:_\{?[a-zA-Z0-9]+\}?)?|\\[a-zA-Z]+))(?:=|\\in(?![a-zA-Z]))(?=.)")
 
 
 def _item(s: str) -> str:
     """A list item without its own label: "x=3" in "x=3,x=5"."""
-    return _LABEL.sub("", s, count=1) if s.count("=") == 1 else s
+    return _LABEL_NAME.sub("", s, count=1) if s.count("=") == 1 else s
 
 
 def _pm(s: str) -> list[str] | None:
@@ -315,8 +318,9 @@ def answer_key(completion: str) -> str | None:
 
 def _math_verify_available() -> bool:
     global _HAVE_MV
-    if _HAVE_MV is None:
-        _HAVE_MV = importlib.util.find_spec("math_verify") is not None
+    if _HAVE_MV is None:  # R1CORE_REWARD_MATH_VERIFY=0: workers do not load it, so neither do we use it
+        _HAVE_MV = (os.environ.get("R1CORE_REWARD_MATH_VERIFY", "1") != "0"
+                    and importlib.util.find_spec("math_verify") is not None)
     return _HAVE_MV
 
 
@@ -343,7 +347,8 @@ def _check_options(timeout, backend, unmarked) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise RewardOptionError(f"timeout: expected seconds > 0, got {timeout!r}")
     if backend == "math_verify" and not _math_verify_available():
-        raise RewardOptionError("backend='math_verify' needs the math-verify package (pip install math-verify)")
+        raise RewardOptionError("backend='math_verify' needs the math-verify package (pip install math-verify; "
+                                "and R1CORE_REWARD_MATH_VERIFY not 0)")
 
 
 def verdict(found: str, reference: str, *, timeout: float = 1.0, backend: str = "auto") -> bool:

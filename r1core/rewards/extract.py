@@ -16,6 +16,8 @@ import re
 MAX_ANSWER_CHARS = 4096   # an extracted answer is never longer than this
 MAX_CANDIDATES = 32       # boxes tried from the end before giving up
 MAX_JOINED = 8            # consecutive boxes read together as one list answer
+MAX_GAP_CHARS = 64        # ... when at most this much separates them (also bounds the gap regex)
+MAX_SPAN_CHARS = 512      # a math span $…$ read without a marker is at most this long
 TAIL_CHARS = 8192         # the "answer is" and "last" rules look at the end of the text only
 BARE_CHARS = 200          # a completion this short, with no prose, is its own answer ("bare")
 UNMARKED = ("none", "bare", "last")
@@ -28,8 +30,9 @@ _BOX_GAP = re.compile(r"(?:\s|\$|\\[,;!: ]|\\q?quad)*(?:,|;|\\text\{\s*(?:and|or
                       r"(?:\s|\$|\\[,;!: ]|\\q?quad)*"
                       r"(?:[a-zA-Z](?:_\{?[a-zA-Z0-9]{1,4}\}?)?\s*=\s*)?", re.IGNORECASE)  # "$x=\boxed{-1}$ or $x=\boxed{4}$"
 _SPAN_GAP = re.compile(r"\s*(?:(?:,\s*)?(?:and|or)\b|,|;)\s*", re.IGNORECASE)
-_MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.DOTALL)
-_LEADING_SPAN = re.compile(r"\s*(?:\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\])", re.DOTALL)
+_SPAN = (r"\$\$([^$]{1,%d})\$\$|\$([^$]{1,%d})\$|\\\(((?:(?!\\\)).){1,%d})\\\)|\\\[((?:(?!\\\]).){1,%d})\\\]"
+         % ((MAX_SPAN_CHARS,) * 4))  # bounded repeats: an unclosed "\\(" costs at most 512 steps
+_LEADING_SPAN = re.compile(r"\s*(?:" + _SPAN + ")", re.DOTALL)
 _LATEX_CMD = re.compile(r"\\[a-zA-Z]+")
 _PROSE = re.compile(r"[a-zA-Z]{2,}[\s,]+[a-zA-Z]{2,}")  # two words in a row: a sentence, not an answer
 _LAST_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?")
@@ -110,7 +113,7 @@ def boxed_answers(text: str) -> list[str]:
     parts, start = [last[0]], last[1]
     while len(parts) < MAX_JOINED:
         prev = _last_box_before(text, start)
-        if prev is None or _BOX_GAP.fullmatch(text, prev[2], start) is None:
+        if prev is None or start - prev[2] > MAX_GAP_CHARS or _BOX_GAP.fullmatch(text, prev[2], start) is None:
             break
         parts.append(prev[0])
         start = prev[1]
@@ -177,18 +180,55 @@ def _bare(text: str) -> str | None:
     return s.rstrip(". ") or None
 
 
+def _last_span(tail: str) -> str | None:
+    """The last $…$ / $$…$$ / \\(…\\) / \\[…\\] of `tail` (str.rfind only: linear on any text)."""
+    best, best_end = None, -1
+    n = tail.count("$")
+    hi = len(tail)
+    if n % 2:  # an odd number: the last "$" is unpaired
+        hi = tail.rfind("$")
+    close = tail.rfind("$", 0, hi)
+    if close > 0:
+        open_ = tail.rfind("$", 0, close)
+        if open_ >= 0 and close - open_ <= MAX_SPAN_CHARS + 1:
+            best, best_end = tail[open_ + 1:close].strip("$"), close
+    for opener, closer in (("\\(", "\\)"), ("\\[", "\\]")):
+        close = tail.rfind(closer)
+        if close > best_end:
+            open_ = tail.rfind(opener, max(0, close - MAX_SPAN_CHARS - 2), close)
+            if open_ >= 0:
+                best, best_end = tail[open_ + 2:close], close
+    return best.strip() if best is not None and best.strip() else None
+
+
 def last_expression(text: str) -> str | None:
     """The last math span ($…$, \\(…\\), \\[…\\]) of the text's end, else its last number."""
     tail = text[-TAIL_CHARS:]
-    found = None
-    for found in _MATH_SPAN.finditer(tail):
-        pass
-    if found is not None:
-        return _span(found).strip() or None
+    span = _last_span(tail)
+    if span is not None:
+        return span
     found = None
     for found in _LAST_NUMBER.finditer(tail):
         pass
     return found.group() if found is not None else None
+
+
+def _in_prose(answer: str) -> str:
+    """An answer block written as a sentence ("The total is 42 dollars") gives its only math span
+    or, failing that, its only number; with several ("42, not 43") it stays as it is (no guess)."""
+    if not _PROSE.search(_LATEX_CMD.sub(" ", answer)):
+        return answer
+    inner = answer_is(answer)
+    if inner is not None:
+        return inner
+    spans = [_span(m) for m in re.finditer(_SPAN, answer)]
+    if len(spans) == 1 and spans[0].strip():
+        return spans[0].strip()
+    if not spans:
+        numbers = _LAST_NUMBER.findall(answer)
+        if len(numbers) == 1:
+            return numbers[0]
+    return answer
 
 
 def extract_answer(text: str, unmarked: str = "none") -> str | None:
@@ -200,7 +240,10 @@ def extract_answer(text: str, unmarked: str = "none") -> str | None:
         found = ", ".join(b.strip() for b in boxes if b.strip())
         if found:
             return found[:MAX_ANSWER_CHARS]
-    rules = (answer_tag, answer_is) + ({"none": (), "bare": (_bare,), "last": (_bare, last_expression)}[unmarked])
+    tag = answer_tag(text)
+    if tag is not None and tag.strip():
+        return _in_prose(tag.strip())[:MAX_ANSWER_CHARS]
+    rules = (answer_is,) + ({"none": (), "bare": (_bare,), "last": (_bare, last_expression)}[unmarked])
     for rule in rules:
         found = rule(text)
         if found is not None and found.strip():

@@ -16,6 +16,8 @@ Rules, in order (docs/rewards.md lists the decisions):
   * thousands separators "1,234,567" (groups of exactly three digits) -> "1234567", only when the
     whole answer is that number (a comma inside a tuple "(12,102)" is never a separator);
   * \\begin{pmatrix|bmatrix|Bmatrix} -> \\begin{matrix} (the same matrix in another environment);
+  * a mixed number "2\\frac{1}{3}" (the whole answer, digits only, proper fraction) -> \\frac{7}{3};
+    \\mathbb{R} -> (-\\infty,\\infty); \\varnothing, \\{\\} -> \\emptyset;
   * "and" / "or" / ";" between answers -> "," (a list); all whitespace removed.
 Every rule is written so that it cannot merge two different answers (tests/rewards/test_rewards_kinds.py).
 Input longer than MAX_NORMALIZE_CHARS is only stripped (no regex work on huge strings).
@@ -48,6 +50,9 @@ _NUMBER_THEN_UNIT = re.compile(rf"^({_NUMBER}%?)(?:{_UNITS})$")
 _THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?")
 _JOIN = re.compile(r"\s*(?:,\s*)?\b(?:and|or)\b\s*|\s*;\s*", re.IGNORECASE)
 _WORDS = re.compile(r"[a-zA-Z]{2,}")
+_REALS = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?|ℝ")
+_EMPTY = re.compile(r"\\varnothing(?![a-zA-Z])|\\emptyset(?![a-zA-Z])|∅|\\\{\s*\\\}")
+_MIXED = re.compile(r"([-+]?)\s*(\d+)\s*\\[dtc]?frac\s*\{\s*(\d+)\s*\}\s*\{\s*(\d+)\s*\}")
 _MATRIX = re.compile(r"\\(begin|end)\{[pbB]?matrix\}")
 _SPACE = re.compile(r"\s+")
 _COMMAND = re.compile(r"\\[a-zA-Z]+")
@@ -66,7 +71,14 @@ def normalize(answer: str, *, strip_label: bool = True) -> str:
     s = _LATEX_THOUSANDS.sub("", s)
     s = _DECIMAL_COMMA.sub(".", s)
     s = _DROP.sub(" ", s)
-    s = _MATRIX.sub(r"\\\1{matrix}", s)  # pmatrix, bmatrix, Bmatrix: one matrix (vmatrix, a determinant, stays)
+    s = _MATRIX.sub(r"\\\1{matrix}", s)
+    s = _REALS.sub(r"(-\\infty,\\infty)", s)
+    s = _EMPTY.sub(r"\\emptyset", s)
+    m = _MIXED.fullmatch(s.strip())
+    if m:  # "2\frac{1}{3}" is the mixed number 7/3 (not 2·1/3): whole answers of digits only
+        sign, whole, num, den = m.groups()
+        if int(den) > 0 and int(num) < int(den):
+            s = f"{sign}\\frac{{{int(whole) * int(den) + int(num)}}}{{{den}}}"  # pmatrix, bmatrix, Bmatrix: one matrix (vmatrix, a determinant, stays)
     s = _FRAC.sub(r"\\frac", s)
     for _ in range(4):  # nested wrappers: \text{\textbf{5}}
         t = _WRAPPER.sub(r" \1 ", s)

@@ -111,6 +111,14 @@ TABLE = [
     ("no_marker", "We get $x = \\frac{1}{4}$", "0.25", True),
     ("no_marker", "Adding them up, the total comes to $57$.", "56", False),
     ("no_marker", "So there are 16 marbles left in the jar.", "17", False),
+    # conventions: mixed numbers, named sets, a sentence inside the answer block
+    ("convention", "\\boxed{2\\frac{1}{3}}", "$\\frac{7}{3}$", True),
+    ("convention", "\\boxed{2\\frac{1}{3}}", "$\\frac{2}{3}$", False),
+    ("convention", "\\boxed{(-\\infty, \\infty)}", "$\\mathbb{R}$", True),
+    ("convention", "\\boxed{\\varnothing}", "$\\emptyset$", True),
+    ("convention", "<answer>The total is 42 dollars</answer>", "42", True),
+    ("convention", "<answer>It is 42, not 43</answer>", "43", False),
+    ("convention", "<answer>It is 42, not 43</answer>", "42", False),
     # false positives reported against the old checker, and rounding traps
     ("trap", "\\boxed{(12,102)}", "12102", False),
     ("trap", "\\boxed{6}", "6 and 8", False),
