@@ -33,6 +33,7 @@ _SPAN_GAP = re.compile(r"\s*(?:(?:,\s*)?(?:and|or)\b|,|;)\s*", re.IGNORECASE)
 _SPAN = (r"\$\$([^$]{1,%d})\$\$|\$([^$]{1,%d})\$|\\\(((?:(?!\\\)).){1,%d})\\\)|\\\[((?:(?!\\\]).){1,%d})\\\]"
          % ((MAX_SPAN_CHARS,) * 4))  # bounded repeats: an unclosed "\\(" costs at most 512 steps
 _LEADING_SPAN = re.compile(r"\s*(?:" + _SPAN + ")", re.DOTALL)
+_NOT_BARE = re.compile(r"</?[a-zA-Z]+>|\\boxed|\\fbox")  # template tags, an unclosed box: not an answer
 _LATEX_CMD = re.compile(r"\\[a-zA-Z]+")
 _PROSE = re.compile(r"[a-zA-Z]{2,}[\s,]+[a-zA-Z]{2,}")  # two words in a row: a sentence, not an answer
 _LAST_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?%?")
@@ -170,7 +171,7 @@ def answer_is(text: str) -> str | None:
 def _bare(text: str) -> str | None:
     """The completion itself when it is a short answer and not prose: "$x = 3$", "(0, 1)", "5 cm"."""
     s = text.strip()
-    if not s or len(s) > BARE_CHARS or "\n" in s:
+    if not s or len(s) > BARE_CHARS or "\n" in s or _NOT_BARE.search(s):
         return None
     span = _LEADING_SPAN.match(s)
     if span and span.end() >= len(s.rstrip(". ")):

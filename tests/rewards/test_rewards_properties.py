@@ -94,7 +94,7 @@ def spell(v: Fraction, how: int) -> str:
 @given(a=VALUES, b=VALUES, ha=st.integers(0, 7), hb=st.integers(0, 7))
 def test_numbers_score_1_exactly_when_equal(a, b, ha, hb):
     for backend in BACKENDS:
-        got = get("accuracy")(f"\\boxed{{{spell(a, ha)}}}", answer=spell(b, hb), backend=backend)
+        got = get("accuracy")(f"\\boxed{{{spell(a, ha)}}}", answer=spell(b, hb), backend=backend, timeout=30.0)
         assert got == (1.0 if a == b else 0.0), (spell(a, ha), spell(b, hb), backend)
 
 
