@@ -2,6 +2,12 @@
 answers (serial in this process vs spread over the worker pool), the symbolic path (answers that
 need sympy), and the worst adversarial input of the test-suite's list.
 
+Issue 15 adds, per accuracy backend ("builtin", "math_verify", "auto" = exact fast path + math-verify
+as the authority): the median latency of one boxed-number call, completions/s on ~1 KB boxed-number
+completions at the trainer's batch sizes (64 = configs/default.yaml's 8x8, 1024 = the GPU config's
+64x16) serial and pooled, completions/s on edge-case answers (the kinds table), and agreement /
+false positives on tests/rewards/kinds_table.py (in `extra`).
+
 Prediction: the numeric path is extraction (str.rfind from the end) + normalisation (a dozen
 regex substitutions on a ~10-character answer) + our parser's exact Fraction fold: ~20-40 µs per
 completion in CPython, so ~25-50k/s on one core, and the pool adds pickling (~1 KB per item each
@@ -54,16 +60,98 @@ def symbolic_batch(n: int) -> tuple[list[str], list[str]]:
     return comps, [pairs[i % 6][1] for i in range(n)]
 
 
-def _throughput_case(op: str, shape: str, backend: str, comps, answers, *, parallel: bool, baseline: bool) -> Case:
+def boxed_batch(n: int, seed: int = 1) -> tuple[list[str], list[str]]:
+    """~1 KB R1-Zero completions whose answer is a boxed integer inside <answer>; half right."""
+    rng = random.Random(seed)
+    words = "we add the two numbers then multiply by carry the digit so that gives check again".split()
+    comps, answers = [], []
+    for i in range(n):
+        ref = rng.randint(0, 10**6)
+        said = ref if i % 2 else ref + rng.randint(1, 99)
+        body = []
+        while sum(map(len, body)) < 950:
+            body.append(rng.choice(words) if rng.random() < 0.7 else str(rng.randint(0, 9999)))
+        comps.append(f"<think>{' '.join(body)}</think> <answer>The answer is $\\boxed{{{said}}}$</answer>")
+        answers.append(str(ref))
+    return comps, answers
+
+
+def _kinds_table() -> list[tuple[str, str, str, bool]]:
+    """tests/rewards/kinds_table.py (loaded by path: tests are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tests" / "rewards" / "kinds_table.py"
+    spec = importlib.util.spec_from_file_location("_kinds_table", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.TABLE
+
+
+def _unmarked(completion: str) -> str:
+    return "bare" if "\\boxed" in completion or "answer" in completion.lower() else "last"
+
+
+def edge_batch(n: int) -> tuple[list[str], list[str]]:
+    """The kinds table's completions (prose ones given a marker), repeated to n: answers that need
+    more than the numeric fast path."""
+    rows = [(c if _unmarked(c) == "bare" else f"<answer>{c}</answer>", g) for _, c, g, _ in _kinds_table()]
+    rows = [rows[i % len(rows)] for i in range(n)]
+    return [c for c, _ in rows], [g for _, g in rows]
+
+
+def _agreement_case(backend: str) -> Case:
+    from r1core.rewards import accuracy
+
+    table = _kinds_table()
+    extra: dict = {"rows": len(table)}
+
+    def fn():
+        agree = fp = fn_ = 0
+        misses = []
+        for kind, comp, gold, want in table:
+            got = accuracy(comp, answer=gold, backend=backend, unmarked=_unmarked(comp)) == 1.0
+            agree += got == want
+            fp += got and not want
+            fn_ += want and not got
+            if got != want:
+                misses.append(f"{'FP' if got else 'FN'}:{kind}")
+        extra.update(agreement=round(agree / len(table), 4), false_positives=fp, false_negatives=fn_,
+                     misses=misses)
+        return agree
+
+    return Case(op="accuracy agreement", shape=f"kinds table {len(table)} rows", dtype="text", backend=backend,
+                fn=fn, baseline=backend == "builtin", extra=extra,
+                note="agreement / false_positives / false_negatives in extra (tests/rewards/kinds_table.py)")
+
+
+def _latency_case(backend: str) -> Case:
+    from r1core.rewards import accuracy
+
+    comps, answers = boxed_batch(64)
+    k = [0]
+
+    def fn():  # one call, cycling through right and wrong answers
+        i = k[0] = (k[0] + 1) % 64
+        return accuracy(comps[i], answer=answers[i], backend=backend)
+
+    return Case(op="accuracy one call", shape="~1KB boxed number", dtype="text", backend=backend, fn=fn,
+                baseline=backend == "builtin", note="median latency of one accuracy call (target <= 0.1 ms)")
+
+
+def _throughput_case(op: str, shape: str, backend: str, comps, answers, *, parallel: bool, baseline: bool,
+                     accuracy_backend: str | None = None) -> Case:
     from r1core.rewards import score
 
     times: list[float] = []
     cpu: list[float] = []
     extra: dict = {"completions": len(comps)}
 
+    opts = {} if accuracy_backend is None else {"backend": accuracy_backend}
+
     def fn():
         t0, c0 = time.perf_counter(), time.process_time()
-        out = score({"format": 0.1, "accuracy": 1.0}, comps, answer=answers, parallel=parallel)
+        out = score({"format": 0.1, "accuracy": 1.0}, comps, answer=answers, parallel=parallel, **opts)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         extra["completions_per_s"] = round(len(comps) / statistics.median(times))
@@ -128,4 +216,26 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
                          parallel=True, baseline=False),
         _worst_adversarial_case(),
     ]
+    # issue 15: the accuracy backends side by side
+    from r1core.rewards.accuracy import _math_verify_available
+
+    backends = ["builtin", "auto"] + (["math_verify"] if _math_verify_available() else [])
+    out += [_agreement_case(b) for b in backends]
+    out += [_latency_case(b) for b in backends]
+    pool = f"pool x{get_pool().size}"
+    for n in ((64,) if quick else (64, 1024)):
+        bcomps, banswers = boxed_batch(n)
+        for b in backends:
+            out.append(_throughput_case("format+accuracy boxed", f"N={n} ~1KB", f"{b} serial", bcomps, banswers,
+                                        parallel=False, baseline=b == "builtin", accuracy_backend=b))
+            if n >= 512:
+                out.append(_throughput_case("format+accuracy boxed", f"N={n} ~1KB", f"{b} {pool}", bcomps,
+                                            banswers, parallel=True, baseline=False, accuracy_backend=b))
+    ne = 128 if quick else 512
+    ecomps, eanswers = edge_batch(ne)
+    for b in backends:
+        out.append(_throughput_case("format+accuracy edge", f"N={ne} kinds", f"{b} serial", ecomps, eanswers,
+                                    parallel=False, baseline=b == "builtin", accuracy_backend=b))
+        out.append(_throughput_case("format+accuracy edge", f"N={ne} kinds", f"{b} {pool}", ecomps, eanswers,
+                                    parallel=True, baseline=False, accuracy_backend=b))
     return out

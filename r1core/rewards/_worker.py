@@ -2,7 +2,7 @@
 
 It loads this folder as a private package (so it needs neither torch nor r1core), imports sympy,
 says "ready", then serves length-prefixed pickle frames on stdin/stdout:
-    ("equiv", a, b)            -> ("ok", bool)      (sympy; "math_verify" likewise)
+    ("equiv", a, b)            -> ("ok", bool)      (sympy; "math_verify" and "verify" likewise)
     ("score", names, items)    -> ("item", [float per name]) per item, then ("done",)
     ("sleep", seconds)         -> ("ok", True) after sleeping (tests of the kill path; so does
                                   the reward "_sleep", registered only here, inside "score")
@@ -73,6 +73,14 @@ def main() -> None:
     _limit_memory()
     rewards = _load_rewards()
     import sympy  # noqa: F401  (paid once, before "ready")
+    if os.environ.get("R1CORE_REWARD_MATH_VERIFY", "1") != "0" and importlib.util.find_spec("math_verify"):
+        import logging
+        import math_verify  # noqa: F401  (~1-4 s: before "ready", so it never counts in a call's limit)
+        logging.getLogger("math_verify").setLevel(logging.ERROR)  # its "timeout disabled" warning: ours is the kill
+        try:  # its first parse builds the LaTeX grammar (~0.4 s): also before "ready"
+            sys.modules["_r1core_rewards.symbolic"].math_verify_equal("x^2+1", "1+x^2")
+        except Exception:  # noqa: BLE001
+            pass
 
     def send(obj) -> None:
         data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
@@ -99,9 +107,10 @@ def main() -> None:
                 send(("ok", bool(symbolic.sympy_equal(request[1], request[2]))))
             except Exception as e:  # noqa: BLE001 (any failure is "not equivalent")
                 send(("error", repr(e)[:200]))
-        elif kind == "math_verify":
+        elif kind in ("math_verify", "verify"):
+            check = symbolic.math_verify_equal if kind == "math_verify" else symbolic.verified_equal
             try:
-                send(("ok", bool(symbolic.math_verify_equal(request[1], request[2]))))
+                send(("ok", bool(check(request[1], request[2]))))
             except Exception as e:  # noqa: BLE001
                 send(("error", repr(e)[:200]))
         elif kind == "score":

@@ -48,6 +48,10 @@ class NotExpression(ValueError):
     """The text is not an expression this parser accepts (or breaks a limit)."""
 
 
+class LimitExceeded(NotExpression):
+    """The text breaks one of the size limits above (a hostile or absurd answer, not a syntax gap)."""
+
+
 @dataclass(frozen=True)
 class Parsed:
     tree: tuple
@@ -56,7 +60,7 @@ class Parsed:
 
     def __post_init__(self):
         if self.degree > MAX_DEGREE:
-            raise NotExpression("degree too large")
+            raise LimitExceeded("degree too large")
 
 
 def tokenize(text: str) -> list[tuple[str, str]]:
@@ -75,10 +79,10 @@ def tokenize(text: str) -> list[tuple[str, str]]:
         if kind == "op" and tok == "**":
             tok = "^"
         if kind == "num" and len(tok) > MAX_DIGITS:
-            raise NotExpression("number too long")
+            raise LimitExceeded("number too long")
         out.append((kind, tok))
         if len(out) > MAX_TOKENS:
-            raise NotExpression("too many tokens")
+            raise LimitExceeded("too many tokens")
         i = m.end()
     return out
 
@@ -93,7 +97,7 @@ def _number(tok: str) -> Fraction:
     if exp:
         e = int(exp)
         if abs(e) > MAX_EXPONENT:
-            raise NotExpression("exponent too large")
+            raise LimitExceeded("exponent too large")
         v *= Fraction(10) ** e
     return v
 
@@ -120,7 +124,7 @@ class _Parser:
     def enter(self) -> None:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise NotExpression("nested too deeply")
+            raise LimitExceeded("nested too deeply")
 
     # -- grammar ------------------------------------------------------------------------------
     def expr(self) -> Parsed:
@@ -282,7 +286,7 @@ class _Parser:
 
 def _check(v: Fraction | None) -> Fraction | None:
     if v is not None and _bits(v) > MAX_BITS:
-        raise NotExpression("constant too large")
+        raise LimitExceeded("constant too large")
     return v
 
 
@@ -309,16 +313,16 @@ def _pow(base: Parsed, exp: Parsed) -> Parsed:
     v = None
     if exp.value is not None:
         if abs(exp.value) > MAX_EXPONENT:
-            raise NotExpression("exponent too large")
+            raise LimitExceeded("exponent too large")
         if base.value is not None and exp.value.denominator == 1:
             e = exp.value.numerator
             if base.value == 0 and e < 0:
                 raise NotExpression("division by zero")
             if _bits(base.value) * abs(e) > MAX_BITS:
-                raise NotExpression("power too large")
+                raise LimitExceeded("power too large")
             v = base.value ** e
     elif _is_tower(exp.tree):  # a power tower in the exponent of anything: refuse
-        raise NotExpression("power tower")
+        raise LimitExceeded("power tower")
     if exp.value is not None:
         degree = base.degree * -(-abs(exp.value.numerator) // exp.value.denominator)
     else:
@@ -374,3 +378,59 @@ def parse(text: str) -> Parsed | None:
         return out
     except (NotExpression, ValueError, ZeroDivisionError, OverflowError, RecursionError):
         return None
+
+
+# Signs of an answer whose evaluation cannot finish, in syntax our parser does not read (so math-verify,
+# which reads more, would meet them): a power in an exponent, a chain of **, a huge factorial, a huge
+# exponent or literal, a sum or product with a huge bound.
+_COSTLY = re.compile(
+    r"\^\s*\{[^{}]*\^|\^\s*\(?[-+]?\w+\)?\s*\^|\*\*[^*]*\*\*"
+    r"|\d{4,}\s*!|\d!\s*!|\^\s*\{?\s*[-+]?\d{4,}|\d[eE][-+]?\d{4,}|\d{" + str(MAX_DIGITS + 1) + r"}"
+    r"|\\(?:sum|prod)\w*_\{[^{}]*\}\^\{?\s*\d{5,}")
+
+
+def _bounded(text: str) -> bool | None:
+    """True: our parser reads `text` within its limits; False: it breaks one; None: not our syntax."""
+    try:
+        p = _Parser(tokenize(text))
+        if p.toks:
+            p.expr()
+            if p.peek() is None:
+                return True
+    except LimitExceeded:
+        return False
+    except (NotExpression, ValueError, ZeroDivisionError, OverflowError, RecursionError):
+        pass
+    return None
+
+
+def _top_items(text: str) -> list[str]:
+    """`text` split on commas outside brackets, one enclosing bracket pair dropped first."""
+    if len(text) > 1 and text[0] in "([{" and text[-1] in ")]}":
+        text = text[1:-1]
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(text):
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if c == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    return items + [text[start:]]
+
+
+def too_costly(text: str) -> bool:
+    """True when `text` breaks our parser's limits or -- where our parser cannot read it -- shows a
+    sign of an evaluation that cannot finish (_COSTLY): such an answer scores 0 before any other
+    checker sees it.  What our parser reads within its limits is bounded by construction; a tuple
+    or list is judged item by item."""
+    if len(text) > 4 * MAX_EXPR_CHARS:
+        return True
+    whole = _bounded(text)
+    if whole is not None:
+        return not whole
+    items = _top_items(text) if "," in text else [text]
+    for item in items[:64]:
+        ok = _bounded(item) if len(items) > 1 else None
+        if ok is False or (ok is None and _COSTLY.search(item)):
+            return True
+    return len(items) > 64 and _COSTLY.search(text) is not None

@@ -8,6 +8,7 @@ exponents and constants), converts the trees to sympy and decides equality:
   3. free symbols: a and b evaluated at three fixed rational points; any finite disagreement beyond
      a relative 1e-9 -> not equal; agreement at every finite point (at least two) -> equal;
   4. otherwise sympy.simplify(a - b) == 0.
+`verified(a, b)` is math-verify's verdict vetoed by `provably_different` (the "auto" backend).
 The work runs in a worker process of pool.py that is killed when it passes `timeout` (a kill, not
 signal.alarm: it works from any thread, and a sympy call stuck in C code cannot outlive it).  Inside
 a worker (`INLINE` is set there) the check runs directly: the parent's watchdog covers it.
@@ -118,9 +119,57 @@ def math_verify(prediction: str, reference: str, *, timeout: float = 1.0) -> boo
     return get_pool().call(("math_verify", prediction, reference), timeout=timeout) is True
 
 
+def verified(prediction: str, reference: str, *, timeout: float = 1.0) -> bool:
+    """math-verify's verdict with our veto (`verified_equal`), in a killable worker."""
+    if INLINE:
+        return verified_equal(prediction, reference)
+    from .pool import get_pool
+    return get_pool().call(("verify", prediction, reference), timeout=timeout) is True
+
+
+def _math_text(s: str) -> str:
+    """math-verify reads LaTeX inside math delimiters or a box: give it a bare answer in $…$."""
+    return s if "$" in s or "\\boxed" in s or "\\(" in s or "\\[" in s else f"${s}$"
+
+
 def math_verify_equal(prediction: str, reference: str) -> bool:
     from math_verify import parse as mv_parse, verify
-    wrap = lambda s: s if "$" in s or "\\boxed" in s else f"${s}$"  # noqa: E731  (math-verify wants math mode)
-    gold = mv_parse(wrap(reference), parsing_timeout=None)
-    pred = mv_parse(wrap(prediction), parsing_timeout=None)
+    gold = mv_parse(_math_text(reference), parsing_timeout=None)
+    pred = mv_parse(_math_text(prediction), parsing_timeout=None)
     return bool(verify(gold, pred, timeout_seconds=None))
+
+
+_SET_OPEN = ("\\{",)
+_PAREN_OPEN = ("(", "[")
+
+
+def provably_different(p: str, r: str) -> bool:
+    """True when our own exact reading of two normalised answers shows they differ: both are
+    constants (no symbols) whose values differ beyond 1e-12 relative (math-verify rounds to six
+    decimals), or one is a set and the other a tuple/interval."""
+    import sympy as sp
+
+    if (p.startswith(_SET_OPEN) and r.startswith(_PAREN_OPEN)) or (r.startswith(_SET_OPEN) and p.startswith(_PAREN_OPEN)):
+        return True
+    pa, pb = parse(p), parse(r)
+    if pa is None or pb is None:
+        return False
+    if pa.value is not None and pb.value is not None:
+        return pa.value != pb.value
+    A, B = to_sympy(pa.tree), to_sympy(pb.tree)
+    if A.free_symbols or B.free_symbols:
+        return False
+    same = _close(A.evalf(30), B.evalf(30), 1e-12)
+    return same is False
+
+
+def verified_equal(prediction: str, reference: str) -> bool:
+    """math-verify says equal and our exact check does not prove them different."""
+    from .normalize import normalize
+
+    if not math_verify_equal(prediction, reference):
+        return False
+    try:
+        return not provably_different(normalize(prediction), normalize(reference))
+    except Exception:  # noqa: BLE001  (our reading failed: math-verify's verdict stands)
+        return True

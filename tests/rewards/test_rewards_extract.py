@@ -27,7 +27,9 @@ def test_answer_tag_and_answer_is():
     assert answer_tag("<answer>1</answer> <answer>2</answer>") == "2"
     assert answer_tag("<answer> 42") is None           # unterminated: no answer
     assert answer_is("Thus the final answer is 17.") == "17"
-    assert answer_is("The answer is: **$3/4$**.\nDone") == "$3/4$"
+    assert answer_is("The answer is: **$3/4$**.\nDone") == "3/4"            # its math span
+    assert answer_is("The answer is 5 because 5 is prime.") == "5"            # its sentence
+    assert answer_is("Answer: $1$, $2$, or $3$ (all work)") == "1, 2, 3"      # joined spans: one list
     assert answer_is("Answer: 9") == "9"
     assert answer_is("nothing here") is None
 

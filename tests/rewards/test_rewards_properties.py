@@ -67,3 +67,56 @@ def test_numbers_in_many_spellings(n, d):
     assert is_equivalent(f"{n:,}", str(n))
     assert is_equivalent(f"\\frac{{{n}}}{{{d}}}", f"{n}/{d}")
     assert not is_equivalent(str(n), str(n + 1))
+
+
+# -- a wrong answer never scores 1 (issue 15): random values in random spellings, on every backend ----
+from fractions import Fraction  # noqa: E402
+
+BACKENDS = ["auto", "builtin"]
+WRONG = settings(max_examples=60, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+VALUES = st.builds(Fraction, st.integers(-10**7, 10**7), st.sampled_from([1, 1, 1, 2, 4, 5, 8, 3, 7, 100]))
+
+
+def spell(v: Fraction, how: int) -> str:
+    """Ways of writing the value v (all exact)."""
+    n, d = v.numerator, v.denominator
+    if d == 1:
+        return [str(n), f"{n:,}", f"${n}$", f"x = {n}", f"{n}.0", f"{n} \\text{{ cm}}", f"\\frac{{{2 * n}}}{{2}}",
+                f"{n:,}".replace(",", "{,}")][how % 8]
+    dec = None
+    if 10**6 % d == 0:
+        dec = f"{n / d:.6f}".rstrip("0")
+    forms = [f"\\frac{{{n}}}{{{d}}}", f"{n}/{d}", f"\\dfrac{{{n}}}{{{d}}}"] + ([dec] if dec else [])
+    return forms[how % len(forms)]
+
+
+@WRONG
+@given(a=VALUES, b=VALUES, ha=st.integers(0, 7), hb=st.integers(0, 7))
+def test_numbers_score_1_exactly_when_equal(a, b, ha, hb):
+    for backend in BACKENDS:
+        got = get("accuracy")(f"\\boxed{{{spell(a, ha)}}}", answer=spell(b, hb), backend=backend, timeout=30.0)
+        assert got == (1.0 if a == b else 0.0), (spell(a, ha), spell(b, hb), backend)
+
+
+@WRONG
+@given(a=st.integers(1, 999), b=st.integers(0, 999), c=st.integers(0, 50), k=st.integers(1, 12),
+       case=st.integers(0, 9))
+def test_wrong_structures_never_score(a, b, c, k, case):
+    """Tuples vs digit-concatenations, parts of lists and sets, near misses under a rounding,
+    flipped intervals and relations: all wrong, all 0."""
+    s = sorted({a, b, c})
+    pred, gold = [
+        (f"({a},{b:03d})", f"{a}{b:03d}"),                                 # "(12,102)" is not 12102
+        (f"{a}", f"{a} and {a + b + 1}"),                                  # one of two answers
+        (f"\\{{{a}, {a + b + 1}\\}}", f"\\{{{a}, {a + b + 1}, {a + b + c + 2}\\}}"),  # a subset
+        (f"{a}.{'0' * (k - 1)}1", f"{a}"),                                 # a near miss: a + 10^-k
+        (f"({a}, {a + b + 1}]", f"[{a}, {a + b + 1})"),                    # flipped half-open interval
+        (f"x < {a}", f"x \\leq {a}"),                                      # strict vs not strict
+        (f"x > {a}", f"x < {a}"),                                          # reversed relation
+        (", ".join(map(str, s + [s[-1] + 1])), ", ".join(map(str, s))),    # one answer too many
+        (f"{(7 * a + 1) / 7:.{k}f}", f"\\frac{{{7 * a + 1}}}{{7}}"),     # a rounded decimal is not the fraction
+        (f"{a}.{'0' * (k + 4)}1", f"{a}"),                                 # a near miss below 10^-6
+    ][case]
+    for backend in BACKENDS:
+        assert get("accuracy")(f"\\boxed{{{pred}}}", answer=gold, backend=backend) == 0.0, (pred, gold, backend)
+        assert get("accuracy")(f"\\boxed{{{gold}}}", answer=pred, backend=backend) == 0.0, (gold, pred, backend)
