@@ -91,7 +91,7 @@ def test_pack_layout_and_mask(gen):
     mask = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]], dtype=torch.bool)
     inputs, targets, cmask, lens = PrefixPacking.extension_layout(tokens, mask, [3, 3])
     assert inputs.tolist() == [[3, 4], [3, 0]] and targets.tolist() == [[4, 5], [6, 0]] and lens == [2, 1]
-    p = PrefixPacking(tokens, [3, 3], lens, torch.tensor([0, 0])).pack(torch.tensor([0, 1]), "cpu", 2)
+    p = PrefixPacking(tokens, [3, 3], lens, torch.tensor([0, 0])).pack(torch.tensor([0, 1]), "cpu", 2, dense=True)
     assert p.input_ids.tolist() == [[1, 2, 3, 4, 3]]
     assert p.position_ids.tolist() == [[0, 1, 2, 3, 2]]
     a = p.attention_mask[0, 0].int().tolist()
