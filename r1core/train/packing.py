@@ -129,3 +129,29 @@ class PrefixPacking:
             replay = [e[src_row, src_col.clamp(max=e.shape[1] - 1)].to(device) for e in self.replay]
         return Packed(ids.to(device), pos.to(device), attn.dense_mask() if dense else attn,
                       (sel_u.to(device), sel_s.to(device)), replay)
+
+
+def layout_cost(prompt_lens: list[int], completion_lens: list[int], group_N: list[int], width: int,
+                config) -> dict[str, float]:
+    """Estimated forward FLOPs of the row and the packed layout of one batch (`config`: a ModelConfig).
+
+    rows    every row is a [width] causal sequence: N·width token-forwards, N·width²/2 score pairs
+            (the causal kernel cannot skip a row's right padding)
+    packed  each group's prompt once plus every completion: Σ_groups (L - 1) + Σ c token-forwards;
+            Σ_rows (L - 1 + c)²/2 score pairs (the mask-free PrefixSegments layout)
+    A token-forward costs 2·(attention + MLP weights) per layer, a score pair 4·heads·head_dim (q·k and
+    p·v).  Both layouts' memory is linear in the tokens: the packed one never builds an S² mask."""
+    D = config.head_dim if not config.is_mla else config.qk_nope_head_dim + config.qk_rope_head_dim
+    Hq, Hkv, H = config.num_heads, config.num_kv_heads, config.hidden_size
+    inter = config.moe_intermediate_size * (config.top_k + config.n_shared_experts) if config.is_moe \
+        else config.intermediate_size
+    per_token = 2 * (H * (Hq + 2 * Hkv) * D + Hq * D * H + 3 * H * inter)
+    per_pair = 4 * Hq * D
+    N = len(prompt_lens)
+    rows = N * (width * per_token + width * (width + 1) / 2 * per_pair)
+    first: dict[int, int] = {}
+    for n, g in enumerate(group_N):
+        first.setdefault(int(g), n)
+    tokens = sum(prompt_lens[n] - 1 for n in first.values()) + sum(completion_lens)
+    pairs = sum((p - 1 + c) * (p + c) / 2 for p, c in zip(prompt_lens, completion_lens))
+    return {"rows": rows, "packed": tokens * per_token + pairs * per_pair}

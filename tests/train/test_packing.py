@@ -115,6 +115,7 @@ def test_trainer_share_prefix_matches_rows(tmp_path):
         t = GRPOTrainer(cfg, deps=llama_deps(folder))
         assert t.share_prefix is share
         metrics = [t.step(s) for s in (1, 2)]
+        assert t.layout == ("packed" if share else "rows")
         runs[share] = (metrics, {k: v.detach().clone() for k, v in t.model.state_dict().items()})
     (m_on, w_on), (m_off, w_off) = runs[True], runs[False]
     for a, b in zip(m_on, m_off):
@@ -148,3 +149,20 @@ def test_bad_4d_masks_are_refused(tmp_path):
         model.hidden_states(ids, attention_mask=good)                                 # positions missing
     torch.testing.assert_close(model.hidden_states(ids, attention_mask=good, position_ids=pos),
                                model.hidden_states(ids), rtol=1e-5, atol=1e-5)         # causal mask = plain
+
+
+def test_layout_cost_picks_packed_only_when_it_saves_work():
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(head_dim=64, num_heads=9, num_kv_heads=3, hidden_size=576, intermediate_size=1536,
+                          is_mla=False, is_moe=False)
+    from r1core.train.packing import layout_cost
+    G = 4
+    # a shared 200-token prompt, 512-token completions: packed computes the prompt once
+    c = layout_cost([200] * G, [512] * G, [0] * G, 200 + 512 - 1, cfg)
+    assert c["packed"] < 0.85 * c["rows"]
+    # a 1-token prompt, equal completions: nothing to share, the layouts cost the same -> rows
+    c = layout_cost([1] * G, [512] * G, [0] * G, 512, cfg)
+    assert c["packed"] >= c["rows"]
+    # long completions: the attention of both grows, but packed never exceeds rows
+    c = layout_cost([100] * 2, [16000, 300], [0, 0], 16099, cfg)
+    assert c["packed"] < c["rows"]
