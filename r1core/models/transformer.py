@@ -8,7 +8,8 @@ Padding and packing.  `attention_mask [B, T]` (1 = real token) allows left or ri
 without explicit `position_ids` the positions count real tokens only (cumsum(mask) − 1), so a
 left-padded row gets exactly the logits of the same row unpadded.  Packed rows (several documents in
 one row) are given by `position_ids` that restart: a token attends only to earlier tokens of its own
-document (a new document starts wherever position[t] != position[t−1] + 1).  Without mask and
+document (a new document starts wherever position[t] != position[t−1] + 1); without padding such a
+row runs as one causal sequence per document (PrefixSegments, no [T, T] mask).  Without mask and
 packing the attention is the plain causal kernel.  A boolean `attention_mask [B, 1, T, T]` with
 explicit `position_ids` is used as given; so is a `PrefixSegments` layout (the trainer's
 shared-prefix packing without a mask tensor, r1core.models.segments; the 4-d mask is its reference).
@@ -218,15 +219,24 @@ class CausalLM(nn.Module):
 
 
 def _padding_and_packing_mask(attention_mask_BT: torch.Tensor | None, position_ids_BT: torch.Tensor
-                              ) -> torch.Tensor | None:
-    """None (plain causal) or a boolean mask [B, 1, T, T]: key j is visible to query i when j <= i,
-    j is a real token and j is in i's document.  The diagonal is always visible (no empty row)."""
+                              ) -> torch.Tensor | PrefixSegments | None:
+    """None (plain causal), a PrefixSegments layout (packed documents without padding: one causal
+    sequence per document, no mask tensor) or a boolean mask [B, 1, T, T] (padding): key j is visible
+    to query i when j <= i, j is a real token and j is in i's document.  The diagonal is always
+    visible (no empty row)."""
     B, T = position_ids_BT.shape
     new_doc = torch.ones(B, T, dtype=torch.bool, device=position_ids_BT.device)
     new_doc[:, 1:] = position_ids_BT[:, 1:] != position_ids_BT[:, :-1] + 1
     packed = bool(new_doc[:, 1:].any())
-    if not packed and (attention_mask_BT is None or bool(attention_mask_BT.bool().all())):
+    unpadded = attention_mask_BT is None or bool(attention_mask_BT.bool().all())
+    if not packed and unpadded:
         return None
+    if packed and unpadded:
+        spans = []
+        for starts in new_doc.cpu().tolist():
+            cols = [t for t, s in enumerate(starts) if s] + [T]
+            spans.append([(a, b - a) for a, b in zip(cols, cols[1:])])
+        return PrefixSegments([0] * B, spans, T, position_ids_BT.device)
     idx = torch.arange(T, device=position_ids_BT.device)
     mask = (idx[None, :] <= idx[:, None])[None].expand(B, T, T)                 # causal [B, T, T]
     if packed:

@@ -85,3 +85,26 @@ def test_no_quadratic_mask_is_built(gen):
     layout = PrefixSegments([100], [[(100 + 2000 * i, 2000) for i in range(4)]], 8100)
     held = layout.back.numel() + sum(b.numel() for b in layout.buckets)
     assert held < 5 * 8100
+
+
+def test_packed_documents_run_without_a_mask_and_equal_the_dense_mask(tmp_path, gen):
+    """position_ids that restart (documents packed in a row, no padding) take the PrefixSegments
+    path; its logits and gradients equal those under the dense document mask (float64)."""
+    import r1core
+    from r1core.models.transformer import _padding_and_packing_mask
+    from tiny import tiny_hf
+    hf, _ = tiny_hf("qwen3")
+    hf.save_pretrained(tmp_path)
+    model = r1core.load_model(tmp_path, dtype=torch.float64).train()
+    ids = torch.randint(1, model.config.vocab_size, (2, 13), generator=gen)
+    pos = torch.tensor([list(range(5)) + list(range(8)), list(range(3)) + list(range(6)) + list(range(4))])
+    layout = _padding_and_packing_mask(None, pos)
+    assert isinstance(layout, PrefixSegments) and layout.segments == [[(0, 5), (5, 8)], [(0, 3), (3, 6), (9, 4)]]
+    w = torch.randn(2, 13, model.config.vocab_size, generator=gen, dtype=torch.float64)
+    out = model(ids, position_ids=pos)
+    g = torch.autograd.grad((out * w).sum(), list(model.parameters()))
+    ref = model(ids, position_ids=pos, attention_mask=layout.dense_mask())
+    g_ref = torch.autograd.grad((ref * w).sum(), list(model.parameters()))
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)

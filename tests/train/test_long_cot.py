@@ -34,3 +34,21 @@ def test_bad_checkpoint_every(tmp_path):
     with pytest.raises(ValueError, match="checkpoint_every"):
         GRPOTrainer(tiny_config(tmp_path / "x", "model.gradient_checkpointing=true", "model.checkpoint_every=0"),
                     deps=llama_deps(folder))
+
+
+def test_long_cot_recipe_loads_and_states_its_computed_memory():
+    """configs/gpu_long_cot.yaml parses, checkpoints every block, and the memory it states is what
+    the bench's plan computes (shape arithmetic: parameter states and the KV cache)."""
+    import sys
+    from pathlib import Path
+    root = Path(__file__).parents[2]
+    sys.path.insert(0, str(root))
+    from benches.bench_long_cot import plan
+    from r1core.train.config import load_config
+    cfg = load_config(root / "configs/gpu_long_cot.yaml")
+    assert cfg.model.gradient_checkpointing and cfg.rollout.max_new_tokens == 32768 and cfg.rollout.gen_batch == 1
+    text = (root / "configs/gpu_long_cot.yaml").read_text()
+    p = plan(T=32768, prompt=512, G=cfg.rollout.group_size, micro_rows=cfg.optim.micro_batch,
+             gen_batch=cfg.rollout.gen_batch)
+    for key in ("states_gib", "rollout_kv_gib", "update_activations_ckpt_gib"):
+        assert f"{p[key]:.1f}" in text, key
