@@ -13,6 +13,8 @@ next to the P·n_b + n_b²/2 each segment needs), with no mask tensor anywhere:
     memory   O(Σ_b (P + n_b)) gathered q/k/v, vs. the dense mask's U·S² booleans plus S² scores
     work     Σ_b (P + n_b)²/2 score pairs, vs. S²/2 for the dense causal-masked row (S = P + Σ n_b)
 
+On CPU, rows of at most `_DENSE_MAX_CPU` columns use the dense mask instead (1 MiB of booleans at
+the limit, built once per layout): there the gathers cost more than the masked kernel's extra pairs.
 The kernel is whatever `scaled_dot_product_attention(is_causal=True)` takes: flash on CUDA, the
 CPU flash kernel on CPU (both O(T) memory).  Sequences are batched in buckets of similar length (a
 bucket pads its sequences at the end, which a causal query never sees; a bucket is padded by at most
@@ -34,6 +36,9 @@ import torch
 import torch.nn.functional as F
 
 _SLACK = 1.25          # a bucket may cost at most this many times its sequences' own score pairs
+# CPU rows up to this width take the dense mask (S² booleans, 1 MiB at 1024, built once per layout and
+# shared by the layers): at short widths the gathers cost more than the masked kernel's extra pairs.
+_DENSE_MAX_CPU = 1024
 
 
 @functools.cache
@@ -43,6 +48,45 @@ def _flash_varlen():
     except ImportError:
         return None
     return flash_attn_varlen_func
+
+
+class _Gather(torch.autograd.Function):
+    """rows x[layout.flat] of the packed tokens [U·S, heads, D] -> [N_all, heads, D].  The backward
+    copies each column's gradient from its first occurrence (index_copy: no accumulation) and adds
+    only the prefix's repeats (index_add over Σ (G_u − 1)·P_u rows); bucket padding gets exactly zero
+    gradient (only padded queries, whose outputs are unused, see it).  Autograd's own backward of
+    index_select is a scatter-add over all N_all rows, several times slower on CPU."""
+
+    @staticmethod
+    def forward(ctx, x, layout):
+        ctx.layout, ctx.n = layout, x.shape[0]
+        return x.index_select(0, layout.flat)
+
+    @staticmethod
+    def backward(ctx, g):
+        lay = ctx.layout
+        gx = g.new_zeros((ctx.n, *g.shape[1:]))
+        gx.index_copy_(0, lay.first_cols, g.index_select(0, lay.first_pos))
+        if lay.dup_pos.numel():
+            gx.index_add_(0, lay.dup_cols, g.index_select(0, lay.dup_pos))
+        return gx, None
+
+
+class _Scatter(torch.autograd.Function):
+    """The sequences' outputs [N_all, H, Dv] back to the packed tokens [U·S, H, Dv] (each column from
+    its first occurrence; padding columns 0); the backward is the inverse copy."""
+
+    @staticmethod
+    def forward(ctx, o, layout, n):
+        ctx.layout, ctx.n_all = layout, o.shape[0]
+        out = o.new_zeros((n, *o.shape[1:]))
+        return out.index_copy_(0, layout.first_cols, o.index_select(0, layout.first_pos))
+
+    @staticmethod
+    def backward(ctx, g):
+        lay = ctx.layout
+        go = g.new_zeros((ctx.n_all, *g.shape[1:]))
+        return go.index_copy_(0, lay.first_pos, g.index_select(0, lay.first_cols)), None, None
 
 
 class PrefixSegments:
@@ -99,23 +143,25 @@ class PrefixSegments:
             cost += n * n
         buckets.append(cur)
         U, S = self.shape
-        back = torch.zeros(U * S, dtype=torch.long)      # packed flat position -> flat output position
+        first_pos, first_cols, dup_pos, dup_cols, flat = [], [], [], [], []
         filled = torch.zeros(U * S, dtype=torch.bool)
-        self.buckets, base = [], 0
+        self.buckets, base = [], 0                       # per bucket: (offset in the gathered rows, M, L)
         for members in buckets:
             L = len(seqs[members[0]][1])
-            idx = torch.empty(len(members), L, dtype=torch.long)
             for m, j in enumerate(members):
-                cols = seqs[j][1]
-                idx[m, :len(cols)] = torch.tensor(cols)
-                idx[m, len(cols):] = cols[-1]             # padding at the end: no causal query sees it
-                cols_t = torch.tensor(cols)
-                new = ~filled[cols_t]                     # the prefix's outputs come from its first sequence
-                back[cols_t[new]] = base + m * L + torch.arange(len(cols))[new]
-                filled[cols_t] = True
-            self.buckets.append(idx.to(self.device))
+                cols = torch.tensor(seqs[j][1])
+                pos = base + m * L + torch.arange(cols.numel())
+                new = ~filled[cols]                       # a prefix column's first sequence owns its output
+                first_pos.append(pos[new]), first_cols.append(cols[new])
+                dup_pos.append(pos[~new]), dup_cols.append(cols[~new])
+                filled[cols] = True
+                flat.append(torch.cat([cols, cols[-1:].expand(L - cols.numel())]))  # pad at the end: unseen
+            self.buckets.append((base, len(members), L))
             base += len(members) * L
-        self.back = back.to(self.device)                 # padding columns point at output 0 (unused)
+        dev = self.device
+        self.flat = torch.cat(flat).to(dev)              # [N_all] packed column of every gathered row
+        self.first_pos, self.first_cols = torch.cat(first_pos).to(dev), torch.cat(first_cols).to(dev)
+        self.dup_pos, self.dup_cols = torch.cat(dup_pos).to(dev), torch.cat(dup_cols).to(dev)
         self.n_out = base
         # flash-attn varlen: the packed queries once, keys per sequence, no padding
         q_cols, k_cols, cu_q, cu_k = [], [], [0], [0]
@@ -138,7 +184,7 @@ class PrefixSegments:
 
     def score_pairs(self) -> int:
         """Query-key pairs the bucketed kernel computes (causal halves counted): the attention work."""
-        return sum(idx.shape[0] * idx.shape[1] * (idx.shape[1] + 1) // 2 for idx in self.buckets)
+        return sum(M * L * (L + 1) // 2 for _, M, L in self.buckets)
 
     # ------------------------------------------------------------------------------------------
     def attend(self, q_BHSD: torch.Tensor, k_BHSD: torch.Tensor, v_BHSD: torch.Tensor, *, scale: float
@@ -151,22 +197,26 @@ class PrefixSegments:
         q = q_BHSD.transpose(1, 2).reshape(U * S, H, -1)                   # [U·S, H, D] flat packed tokens
         k = k_BHSD.transpose(1, 2).reshape(U * S, Hkv, -1)
         v = v_BHSD.transpose(1, 2).reshape(U * S, Hkv, Dv)
+        if not q_BHSD.is_cuda and S <= _DENSE_MAX_CPU:
+            if getattr(self, "_dense", None) is None:
+                self._dense = self.dense_mask()
+            return F.scaled_dot_product_attention(q_BHSD, k_BHSD, v_BHSD, attn_mask=self._dense, scale=scale,
+                                                  enable_gqa=Hkv != H)
         flash = _flash_varlen()
         if (flash is not None and self._varlen is not None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
                 and q.shape[-1] == Dv and Dv <= 256):
             q_cols, k_cols, cu_q, cu_k, max_q, max_k = self._varlen
-            o = flash(q[q_cols], k[k_cols], v[k_cols], cu_q, cu_k, max_q, max_k, softmax_scale=scale, causal=True)
+            o = flash(q.index_select(0, q_cols), k.index_select(0, k_cols), v.index_select(0, k_cols), cu_q, cu_k,
+                      max_q, max_k, softmax_scale=scale, causal=True)
             out = q.new_zeros(U * S, H, Dv).index_copy(0, q_cols, o)
         else:
+            qa, ka, va = (_Gather.apply(t, self) for t in (q, k, v))         # [N_all, heads, D]
             outs = []
-            for idx in self.buckets:                                        # idx [M, L]
-                M, L = idx.shape
-                qb = q[idx.flatten()].view(M, L, H, -1).transpose(1, 2)      # [M, H, L, D]
-                kb = k[idx.flatten()].view(M, L, Hkv, -1).transpose(1, 2)
-                vb = v[idx.flatten()].view(M, L, Hkv, Dv).transpose(1, 2)
+            for base, M, L in self.buckets:
+                qb, kb, vb = (t[base:base + M * L].view(M, L, *t.shape[1:]).transpose(1, 2) for t in (qa, ka, va))
                 ob = F.scaled_dot_product_attention(qb, kb, vb, is_causal=True, scale=scale, enable_gqa=Hkv != H)
                 outs.append(ob.transpose(1, 2).reshape(M * L, H, Dv))
-            out = (torch.cat(outs) if len(outs) > 1 else outs[0])[self.back]
+            out = _Scatter.apply(torch.cat(outs) if len(outs) > 1 else outs[0], self, U * S)
         return out.view(U, S, H, Dv).transpose(1, 2)
 
     def dense_mask(self) -> torch.Tensor:

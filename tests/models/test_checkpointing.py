@@ -45,8 +45,10 @@ def test_checkpointed_gradients_equal_plain_rows(arch, every, tmp_path, gen):
 
 @pytest.mark.parametrize("arch,replay", [("llama", False), ("qwen3", False), ("qwen3_moe", True),
                                          ("deepseek_v3", True), ("deepseek_v3", False)])
-def test_checkpointed_gradients_equal_plain_packed(arch, replay, tmp_path, gen):
+def test_checkpointed_gradients_equal_plain_packed(arch, replay, tmp_path, gen, monkeypatch):
     """Packed shared-prefix forward (PrefixSegments), MoE routing replay through the recompute."""
+    from r1core.models import segments
+    monkeypatch.setattr(segments, "_DENSE_MAX_CPU", 0)          # the mask-free path, not the short-row shortcut
     model = _model(arch, tmp_path)
     V = model.config.vocab_size
     L, G = 5, 3

@@ -5,8 +5,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from r1core.models import segments
 from r1core.models.attention import attend
 from r1core.models.segments import PrefixSegments
+
+
+@pytest.fixture(autouse=True)
+def segment_path(monkeypatch):
+    """Test widths are small: switch off the CPU dense shortcut so the mask-free path runs."""
+    monkeypatch.setattr(segments, "_DENSE_MAX_CPU", 0)
 
 
 def _random_layout(gen, U=3, max_seg=5):
@@ -64,7 +71,9 @@ def test_buckets_pad_little_and_cover_every_token(gen):
     real_pairs = sum((4 + n) * (4 + n + 1) // 2 for _, n in layout.segments[0])
     assert layout.score_pairs() <= 1.25 * real_pairs + 1
     assert layout.score_pairs() < 0.5 * 627 * 628 // 2
-    assert torch.equal(layout.back[:627].sort().values.unique(), layout.back[:627].sort().values)  # no collisions
+    assert sorted(layout.first_cols.tolist()) == list(range(627))          # every column owned exactly once
+    assert len(set(layout.first_pos.tolist())) == 627
+    assert layout.dup_cols.tolist() == [0, 1, 2, 3] * 4                    # the prefix, repeated per extra segment
 
 
 def test_layout_errors():
@@ -83,7 +92,7 @@ def test_no_quadratic_mask_is_built(gen):
     """At S = 8k packed tokens the layout's index tensors are O(S), not S² (the dense mask would be
     64 MiB per row)."""
     layout = PrefixSegments([100], [[(100 + 2000 * i, 2000) for i in range(4)]], 8100)
-    held = layout.back.numel() + sum(b.numel() for b in layout.buckets)
+    held = layout.flat.numel() + layout.first_pos.numel() + layout.dup_pos.numel()
     assert held < 5 * 8100
 
 
@@ -108,3 +117,15 @@ def test_packed_documents_run_without_a_mask_and_equal_the_dense_mask(tmp_path, 
     torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
     for a, b in zip(g, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_short_cpu_rows_take_the_dense_mask_and_agree(monkeypatch, gen):
+    layout, S = _random_layout(gen)
+    U = layout.shape[0]
+    q, k, v = (torch.randn(U, h, S, 6, generator=gen, dtype=torch.float64) for h in (4, 2, 2))
+    real = _real(layout)[:, None, :, None]
+    free = attend(q, k, v, scale=0.5, mask=layout)
+    monkeypatch.setattr(segments, "_DENSE_MAX_CPU", 1024)
+    dense = attend(q, k, v, scale=0.5, mask=layout)
+    assert layout._dense is not None                      # built once, then shared by the layers
+    torch.testing.assert_close(free * real, dense * real, rtol=1e-12, atol=1e-12)
