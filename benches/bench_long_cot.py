@@ -315,7 +315,9 @@ def main(argv=None) -> None:
                "--reps", str(args.reps), "--threads", str(args.threads)] + (["--no-warmup"] if args.no_warmup else [])
         load = os.getloadavg()[0]
         try:
-            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+            # glibc: every allocation over 1 MiB is its own mapping, so freed memory leaves the RSS
+            env = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20), **os.environ}
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout, env=env)
             row = json.loads(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else {
                 "stack": stack, "T": T, "error": p.stderr.strip().splitlines()[-1:]}
         except subprocess.TimeoutExpired:
