@@ -215,6 +215,11 @@ def worker(args) -> dict:
             "prompt": args.prompt, "layers": args.layers or 30, "threads": args.threads, **res}
 
 
+def cases(device, quick: bool) -> list:
+    """No runner cases: every row needs its own process (peak RSS), so this bench is a script."""
+    return []
+
+
 R1_DISTILL_1_5B = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "vocab_size": 151936,
                    "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28,
                    "num_attention_heads": 12, "num_key_value_heads": 2, "max_position_embeddings": 131072,
