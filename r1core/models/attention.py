@@ -2,7 +2,9 @@
 
 `attend` picks the kernel once per call: flash_attn (CUDA, fp16/bf16, plain causal) when it is
 installed, else torch's scaled_dot_product_attention (flash / memory-efficient / CPU flash kernels).
-Masks are boolean, True = may attend; None with causal=True is the plain causal mask.
+Masks are boolean, True = may attend; None with causal=True is the plain causal mask.  A
+`PrefixSegments` layout in place of the mask (shared-prefix packing) is attended without any mask
+tensor (r1core.models.segments).
 
 Shapes: B batch, T new tokens, S keys (cached + new), H query heads, Hkv key/value heads,
 D head dim.  Query head h reads key/value head h // (H / Hkv), as in transformers' repeat_kv.
@@ -19,6 +21,7 @@ from r1core.models.config import ModelConfig
 from r1core.models.kv_cache import KVCache
 from r1core.models.layers import RMSNorm
 from r1core.models.rope import apply_rope
+from r1core.models.segments import PrefixSegments
 
 
 @functools.cache
@@ -31,8 +34,10 @@ def _flash_attn():
 
 
 def attend(q_BHTD: torch.Tensor, k_BHSD: torch.Tensor, v_BHSD: torch.Tensor, *, scale: float,
-           mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+           mask: torch.Tensor | PrefixSegments | None = None, causal: bool = False) -> torch.Tensor:
     """softmax(q·kᵀ·scale + mask) · v -> [B, H, T, Dv].  k/v may have fewer heads (GQA/MQA)."""
+    if isinstance(mask, PrefixSegments):
+        return mask.attend(q_BHTD, k_BHSD, v_BHSD, scale=scale)
     B, H, T, D = q_BHTD.shape
     Hkv = k_BHSD.shape[1]
     flash = _flash_attn()

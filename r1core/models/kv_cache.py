@@ -52,6 +52,12 @@ class KVCache:
     def capacity(self) -> int:
         return self.valid.shape[1]
 
+    @staticmethod
+    def bytes_per_token(config: ModelConfig, dtype: torch.dtype) -> int:
+        """Cache bytes one token occupies over all layers (GQA: 2·Hkv·D, MLA: r + dr lanes per layer)."""
+        lanes = config.kv_lora_rank + config.qk_rope_head_dim if config.is_mla else 2 * config.num_kv_heads * config.head_dim
+        return config.num_layers * lanes * torch.empty((), dtype=dtype).element_size()
+
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)
 
@@ -133,9 +139,13 @@ class KVCache:
                     t[holes, :, :used] = t[movers, :, :used]
             self.valid[holes, :used] = self.valid[movers, :used]
             keep[holes] = movers
-        self.k = [t[:n] for t in self.k]
-        self.v = [None if t is None else t[:n] for t in self.v]
-        self.valid = self.valid[:n]
+        # the first n rows stay; once they are at most half the allocation, give the rest back
+        # (a copy of n rows, at most once per halving: amortised less than one row copy per dropped row)
+        shrink = 2 * n <= self.valid.untyped_storage().nbytes() // max(1, self.valid[0].nbytes)
+        take = (lambda t: t[:n].clone()) if shrink else (lambda t: t[:n])
+        self.k = [take(t) for t in self.k]
+        self.v = [None if t is None else take(t) for t in self.v]
+        self.valid = take(self.valid)
         return keep
 
     def _gather(self, rows: torch.Tensor) -> KVCache:

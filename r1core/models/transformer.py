@@ -8,9 +8,18 @@ Padding and packing.  `attention_mask [B, T]` (1 = real token) allows left or ri
 without explicit `position_ids` the positions count real tokens only (cumsum(mask) − 1), so a
 left-padded row gets exactly the logits of the same row unpadded.  Packed rows (several documents in
 one row) are given by `position_ids` that restart: a token attends only to earlier tokens of its own
-document (a new document starts wherever position[t] != position[t−1] + 1).  Without mask and
+document (a new document starts wherever position[t] != position[t−1] + 1); without padding such a
+row runs as one causal sequence per document (PrefixSegments, no [T, T] mask).  Without mask and
 packing the attention is the plain causal kernel.  A boolean `attention_mask [B, 1, T, T]` with
-explicit `position_ids` is used as given (the trainer's shared-prefix packing, r1core.train.packing).
+explicit `position_ids` is used as given; so is a `PrefixSegments` layout (the trainer's
+shared-prefix packing without a mask tensor, r1core.models.segments; the 4-d mask is its reference).
+
+Activation checkpointing (`gradient_checkpointing_enable(every=k)`, the transformers convention):
+every k-th block keeps only its input in the forward and recomputes itself in the backward
+(torch.utils.checkpoint, non-reentrant), so a step holds one block's activations plus one [B, T, H]
+tensor per checkpointed block instead of every block's.  Only training forwards with grad enabled
+and no cache are checkpointed; MoE blocks recompute with the same routing (the same inputs, or the
+same replay ids).
 
 Generation passes a KVCache (r1core.models.kv_cache); MoE layers record the experts each token used
 (`moe.last_ids`) and accept `replay_ids` to route exactly as a rollout did.
@@ -22,6 +31,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from r1core.models.attention import Attention
 from r1core.models.config import ModelConfig
@@ -29,6 +39,7 @@ from r1core.models.kv_cache import KVCache
 from r1core.models.layers import MLP, RMSNorm
 from r1core.models.mla import MLAttention
 from r1core.models.rope import RotaryEmbedding
+from r1core.models.segments import PrefixSegments
 
 
 def _make_moe(config: ModelConfig) -> nn.Module:
@@ -73,6 +84,27 @@ class CausalLM(nn.Module):
             self.lm_head.weight = self.embed_tokens.weight
         rot_dim = config.qk_rope_head_dim if config.is_mla else config.head_dim
         self.rotary = RotaryEmbedding(config.rope, rot_dim, config.max_position_embeddings)
+        self.checkpoint_every = 0                    # 0: off; k: blocks 0, k, 2k, ... recompute in backward
+        self._checkpoint_kwargs: dict = {}
+
+    # ------------------------------------------------------------------------------------------
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, *,
+                                      every: int = 1) -> None:
+        """Recompute every `every`-th block in the backward (1: all blocks).  `gradient_checkpointing_kwargs`
+        go to torch.utils.checkpoint.checkpoint (use_reentrant=False unless given)."""
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        if gradient_checkpointing_kwargs is not None and not isinstance(gradient_checkpointing_kwargs, dict):
+            raise TypeError("gradient_checkpointing_kwargs must be a dict or None")
+        self.checkpoint_every = every
+        self._checkpoint_kwargs = {"use_reentrant": False, **(gradient_checkpointing_kwargs or {})}
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.checkpoint_every = 0
+
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        return self.checkpoint_every > 0
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -114,7 +146,7 @@ class CausalLM(nn.Module):
             mask = None if (T == 1 and not cache.static and bool(cache.valid[:, :cache.length + 1].all())) \
                 else cache.attention_mask(T)
             causal = False
-        elif attention_mask is not None and attention_mask.dim() == 4:
+        elif isinstance(attention_mask, PrefixSegments) or (attention_mask is not None and attention_mask.dim() == 4):
             mask, causal = attention_mask, False
         else:
             mask = _padding_and_packing_mask(attention_mask, position_ids)
@@ -122,11 +154,15 @@ class CausalLM(nn.Module):
         x = self.embed_tokens(input_ids)
         cos, sin = self.rotary(position_ids, x.dtype)
         moe_i = 0
-        for layer in self.layers:
+        every = self.checkpoint_every if (self.training and cache is None and torch.is_grad_enabled()) else 0
+        for i, layer in enumerate(self.layers):
             ids = None
             if layer.is_moe and replay_ids is not None:
                 ids, moe_i = replay_ids[moe_i], moe_i + 1
-            x = layer(x, cos, sin, mask=mask, causal=causal, cache=cache, replay_ids=ids)
+            if every and i % every == 0:
+                x = checkpoint(layer, x, cos, sin, mask=mask, causal=causal, replay_ids=ids, **self._checkpoint_kwargs)
+            else:
+                x = layer(x, cos, sin, mask=mask, causal=causal, cache=cache, replay_ids=ids)
         if cache is not None:
             cache.advance(T)
         return self.norm(x)
@@ -141,7 +177,14 @@ class CausalLM(nn.Module):
             raise ValueError("input_ids has no tokens (T = 0)")
         if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.config.vocab_size):
             raise ValueError(f"input_ids hold ids outside [0, vocab_size={self.config.vocab_size})")
-        if attention_mask is not None and attention_mask.dim() == 4:
+        if isinstance(attention_mask, PrefixSegments):
+            if attention_mask.shape != (B, T):
+                raise ValueError(f"a PrefixSegments attention_mask must have the shape of input_ids {(B, T)}, "
+                                 f"got {attention_mask.shape}")
+            if position_ids is None or cache is not None:
+                raise ValueError("a PrefixSegments attention_mask needs explicit position_ids and no cache")
+            attention_mask = attention_mask.to(input_ids.device)
+        elif attention_mask is not None and attention_mask.dim() == 4:
             # an explicit boolean mask [B, 1, T, T] (True = may attend), e.g. shared-prefix packing;
             # the positions cannot be inferred from it, so they must come with it
             if tuple(attention_mask.shape) != (B, 1, T, T) or attention_mask.dtype != torch.bool:
@@ -176,15 +219,24 @@ class CausalLM(nn.Module):
 
 
 def _padding_and_packing_mask(attention_mask_BT: torch.Tensor | None, position_ids_BT: torch.Tensor
-                              ) -> torch.Tensor | None:
-    """None (plain causal) or a boolean mask [B, 1, T, T]: key j is visible to query i when j <= i,
-    j is a real token and j is in i's document.  The diagonal is always visible (no empty row)."""
+                              ) -> torch.Tensor | PrefixSegments | None:
+    """None (plain causal), a PrefixSegments layout (packed documents without padding: one causal
+    sequence per document, no mask tensor) or a boolean mask [B, 1, T, T] (padding): key j is visible
+    to query i when j <= i, j is a real token and j is in i's document.  The diagonal is always
+    visible (no empty row)."""
     B, T = position_ids_BT.shape
     new_doc = torch.ones(B, T, dtype=torch.bool, device=position_ids_BT.device)
     new_doc[:, 1:] = position_ids_BT[:, 1:] != position_ids_BT[:, :-1] + 1
     packed = bool(new_doc[:, 1:].any())
-    if not packed and (attention_mask_BT is None or bool(attention_mask_BT.bool().all())):
+    unpadded = attention_mask_BT is None or bool(attention_mask_BT.bool().all())
+    if not packed and unpadded:
         return None
+    if packed and unpadded:
+        spans = []
+        for starts in new_doc.cpu().tolist():
+            cols = [t for t, s in enumerate(starts) if s] + [T]
+            spans.append([(a, b - a) for a, b in zip(cols, cols[1:])])
+        return PrefixSegments([0] * B, spans, T, position_ids_BT.device)
     idx = torch.arange(T, device=position_ids_BT.device)
     mask = (idx[None, :] <= idx[:, None])[None].expand(B, T, T)                 # causal [B, T, T]
     if packed:

@@ -2,7 +2,9 @@
 
 The plan for B prompts × G samples (N = B·G rows):
   1. prefill once per prompt: the B prompts, left-padded to the longest (P tokens), run through the
-     model into a cache of capacity P + max_new_tokens;
+     model into a cache of capacity P + max_new_tokens, in chunks of `prefill_chunk` tokens (the
+     attention mask of a chunk is [B, chunk, keys so far], never [P, P]); the lm_head runs on the
+     last position only (a [B, V] logits tensor, never [B, P, V]);
   2. the cache rows are repeated G times (the prompt's keys/values are shared, never recomputed:
      prefill costs B·P tokens, not B·G·P);
   3. decode: each step feeds the N last tokens (one slot, the same for all rows), samples N tokens
@@ -12,7 +14,8 @@ The plan for B prompts × G samples (N = B·G rows):
      most d rows' keys/values (a row's cache is ~¼ of one decode step of that row on CPU) and saves
      d × remaining row-steps.  (Copying every live row into a fresh cache, as order-keeping
      compaction does, cost more than it saved on CPU: page faults on every new allocation.)
-     The loop ends when every row has finished.
+     The loop ends when every row has finished.  Once half the rows have left, the cache is
+     reallocated to the live rows (the memory of finished rows is released, not just unused).
   static=True instead keeps every shape fixed (no compaction; attention reads the whole cache
   under the validity mask; the write slot is a device tensor): that decode step is what a CUDA
   graph captures — done automatically on CUDA for dense models (`cuda_graph=None` → on).
@@ -96,13 +99,21 @@ def generate(model, prompts, *, num_samples: int = 1, max_new_tokens: int, tempe
              top_p: float = 1.0, top_k: int = 0, eos_token_id: int | list[int] | None = None,
              seed: int | None = None, stop_strings: list[str] | None = None, tokenizer=None,
              pad_token_id: int | None = None, static: bool | None = None,
-             cuda_graph: bool | None = None) -> Rollout:
+             cuda_graph: bool | None = None, prefill_chunk: int = 2048) -> Rollout:
     """Sample `num_samples` completions for each prompt (token-id lists).  See the module doc.
 
     eos_token_id=None uses the model config's; [] never stops early.  seed makes it reproducible
     (None: torch's global generator).  stop_strings (with tokenizer=) end a row once its decoded
     completion contains one.  static=None → static on CUDA, dynamic (with compaction) on CPU.
+    prefill_chunk bounds the prompt tokens of one prefill forward (long prompts run in chunks).
+
+    Memory: the KV cache holds B·G rows × (P + max_new_tokens) slots × KVCache.bytes_per_token
+    (a 1.5B Qwen2 shape in bf16: 28 KiB a token, so G = 16 × 32k tokens is 14 GiB per prompt);
+    bound it with fewer prompts per call (the trainer's rollout.gen_batch) or max_new_tokens.
+    The sampler holds O(B·G·V) (one logits row per live sequence).
     """
+    if isinstance(prefill_chunk, bool) or not isinstance(prefill_chunk, int) or prefill_chunk < 1:
+        raise ValueError(f"prefill_chunk must be an int >= 1, got {prefill_chunk!r}")
     prompts, eos = _check(model, prompts, num_samples, max_new_tokens, temperature, top_p, top_k, eos_token_id,
                           stop_strings, tokenizer)
     device = model.device
@@ -121,11 +132,11 @@ def generate(model, prompts, *, num_samples: int = 1, max_new_tokens: int, tempe
     with torch.inference_mode():
         return _generate(model, prompts, G=num_samples, max_new=max_new_tokens, temperature=temperature,
                          top_p=top_p, top_k=top_k, eos=eos, gen=gen, stop_strings=stop_strings,
-                         tokenizer=tokenizer, pad=pad, static=static, graphs=graphs)
+                         tokenizer=tokenizer, pad=pad, static=static, graphs=graphs, chunk=prefill_chunk)
 
 
 def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen, stop_strings, tokenizer, pad,
-              static, graphs) -> Rollout:
+              static, graphs, chunk) -> Rollout:
     device, cfg = model.device, model.config
     B, N = len(prompts), len(prompts) * G
     lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
@@ -142,9 +153,14 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
     ids, valid = ids.to(device), valid.to(device)
     positions = (valid.long().cumsum(-1) - 1).clamp(min=0)
     cache = KVCache.allocate(cfg, B, P + max_new, dtype=model.dtype, device=device, static=static)
-    h = model._hidden(ids, positions, valid, None, cache)
-    logits = model.lm_head(h[:, -1])                                           # [B, V]
-    prompt_experts = [m.last_ids.view(B, P, k) for m in moe]
+    prompt_experts = [[] for _ in moe]
+    for a in range(0, P, chunk):
+        b = min(P, a + chunk)
+        h = model._hidden(ids[:, a:b], positions[:, a:b], valid[:, a:b], None, cache)
+        for out, m in zip(prompt_experts, moe):
+            out.append(m.last_ids.view(B, b - a, k))
+    logits = model.lm_head(h[:, -1])                                           # [B, V]: the last position only
+    prompt_experts = [torch.cat(e, dim=1) for e in prompt_experts]
 
     # 2. share the prefill among the G samples of each prompt
     if G > 1:

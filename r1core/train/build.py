@@ -51,7 +51,10 @@ def load_policy(source: str, cfg: Config, device: torch.device, deps: Deps) -> t
         enable = getattr(model, "gradient_checkpointing_enable", None)
         if enable is None:
             raise ValueError("model.gradient_checkpointing=true but this model has no gradient_checkpointing_enable()")
-        enable()
+        every = cfg.model.checkpoint_every
+        if every < 1:
+            raise ValueError(f"model.checkpoint_every must be >= 1, got {every}")
+        enable(every=every) if every != 1 else enable()   # transformers' enable() has no every=
     if cfg.model.train_layers:
         freeze_below(model, cfg.model.train_layers)
     return model

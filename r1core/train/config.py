@@ -43,6 +43,7 @@ class ModelConfig:
     autocast: str = opt("", "mixed precision of the training and log-prob forwards (torch.autocast; parameters and AdamW "
                             "stay in model.dtype): bfloat16, float16 or empty (off)", ("", "bfloat16", "float16"))
     gradient_checkpointing: bool = opt(False, "recompute activations in backward (if the model supports it)")
+    checkpoint_every: int = opt(1, "with gradient_checkpointing: recompute every k-th block (1: all; r1core models only)")
     train_layers: int = opt(0, "train only the top N transformer blocks and the final norm, everything else (embeddings "
                                "and lm_head included) frozen; 0: train every parameter")
 

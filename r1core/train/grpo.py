@@ -41,8 +41,10 @@ Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
   - There is no value model, no reward model and no entropy bonus, as in the paper.
 
 Not a departure, an execution detail: with grpo.share_prefix (default) each prompt is computed once
-per group in the log-prob and update forwards (r1core.train.packing); the loss and gradients are the
-row layout's up to rounding (tests/train/test_packing.py).
+per group in the log-prob and update forwards (r1core.train.packing) whenever that costs fewer FLOPs
+than the row layout (packing.layout_cost, decided per step; `self.layout` says which ran); the loss and
+gradients are the row layout's up to rounding (tests/train/test_packing.py).  Neither layout holds
+anything quadratic in the completion length (packed attention needs no mask: r1core.models.segments).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ from r1core.ref.grpo_math import agg_denominator
 from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train.config import Config, parse_profile_steps, save_config
 from r1core.train.evaluate import evaluate_policy
-from r1core.train.packing import PrefixPacking
+from r1core.train.packing import PrefixPacking, layout_cost
 from r1core.train.policy_head import PolicyHead
 from r1core.train.logging import RunLogger, plot_curves, summary_table
 from r1core.train.profiling import PhaseTimer, ProfileWindow
@@ -128,6 +130,7 @@ class GRPOTrainer:
         self.backend = cfg.grpo.backend or None
         self.share_prefix = cfg.grpo.share_prefix and cfg.rollout.group_size > 1 and all(
             _packable(D.unwrap(m)) for m in (self.policy, self.ref) if m is not None)
+        self.layout = "rows"                       # the layout of the last step's batch (packed or rows)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -250,10 +253,15 @@ class GRPOTrainer:
         replay = None                      # host tensors: packing gathers from them per micro-batch
         if s.expert_ids is not None and self.cfg.grpo.routing_replay:
             replay = [e[:, :T - 1].cpu() for e in s.expert_ids]
+        G = self.cfg.rollout.group_size
+        self.layout = "rows"
         if self.share_prefix:
             inputs, targets, cmask, lens = PrefixPacking.extension_layout(tokens, mask, s.prompt_lens)
-            G = self.cfg.rollout.group_size
-            packing = PrefixPacking(tokens, s.prompt_lens, lens, torch.arange(tokens.shape[0]) // G, replay)
+            group = torch.arange(tokens.shape[0]) // G
+            cost = layout_cost(list(s.prompt_lens), lens, group.tolist(), T - 1, self.model.config)
+            self.layout = "packed" if cost["packed"] < cost["rows"] else "rows"
+        if self.layout == "packed":
+            packing = PrefixPacking(tokens, s.prompt_lens, lens, group, replay)
             return Batch(input_ids_NT=inputs.to(dev), targets_NT=targets.to(dev), mask_NT=cmask.to(dev),
                          adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), packing=packing)
         return Batch(input_ids_NT=tokens[:, :-1].to(dev), targets_NT=tokens[:, 1:].to(dev),

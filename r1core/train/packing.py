@@ -30,13 +30,15 @@ from dataclasses import dataclass
 
 import torch
 
+from r1core.models.segments import PrefixSegments
+
 
 @dataclass
 class Packed:
     """One micro-batch in packed form: what PolicyHead.forward takes."""
     input_ids: torch.Tensor                  # [U, S] int64 (U groups present in the micro-batch)
     position_ids: torch.Tensor               # [U, S]
-    attention_mask: torch.Tensor             # [U, 1, S, S] bool, True = may attend
+    attention_mask: PrefixSegments | torch.Tensor  # the layout (or, dense=True, its [U, 1, S, S] bool mask)
     select: tuple[torch.Tensor, torch.Tensor]  # ([n, Tc], [n, Tc]) packed (row, column) of each completion position
     replay_ids: list[torch.Tensor] | None    # MoE: per MoE layer [U, S, k]
 
@@ -78,8 +80,10 @@ class PrefixPacking:
             mask[n, :c] = mask_NT[n, L:L + c]
         return inputs, targets, mask, lens
 
-    def pack(self, rows: torch.Tensor, device: torch.device | str, Tc: int) -> Packed:
-        """Pack `rows` (indices into this rank's rows) by prompt group; `Tc` is the extension layout's width."""
+    def pack(self, rows: torch.Tensor, device: torch.device | str, Tc: int, *, dense: bool = False) -> Packed:
+        """Pack `rows` (indices into this rank's rows) by prompt group; `Tc` is the extension layout's width.
+        The attention layout is a PrefixSegments (no mask tensor); dense=True gives the boolean
+        [U, 1, S, S] mask instead (the reference: quadratic in S, never used by the trainer)."""
         rows = rows.cpu().tolist()
         groups: dict[int, list[int]] = {}
         for r in rows:
@@ -95,34 +99,59 @@ class PrefixPacking:
         U = len(segs)
         ids = torch.zeros(U, S, dtype=torch.long)
         pos = torch.zeros(U, S, dtype=torch.long)
-        seg_id = torch.full((U, S), -1, dtype=torch.long)         # -1 padding, 0 prompt, i>0 completion i
         src_row = torch.zeros(U, S, dtype=torch.long)              # row-layout source (for replay ids)
         src_col = torch.zeros(U, S, dtype=torch.long)
         sel_u = torch.zeros(len(rows), Tc, dtype=torch.long)
         sel_s = torch.zeros(len(rows), Tc, dtype=torch.long)
         where = {}
+        prefix, spans = [], []                  # per packed row: prefix length, [(start, length)] of its segments
         for u, (first, layout) in enumerate(segs):
             at = 0
+            prefix.append(layout[0][2] if layout[0][0] < 0 else 0)
+            spans.append([])
             for i, (r, col, n) in enumerate(layout):
                 src = first if r < 0 else r
                 ids[u, at:at + n] = self.tokens[src, col:col + n]
                 pos[u, at:at + n] = torch.arange(col, col + n)
-                seg_id[u, at:at + n] = 0 if r < 0 else i + 1
                 src_row[u, at:at + n], src_col[u, at:at + n] = src, torch.arange(col, col + n)
                 if r >= 0:
                     where[r] = (u, at, n)
+                    spans[-1].append((at, n))
                 at += n
         for j, r in enumerate(rows):
             u, at, n = where[r]
             sel_u[j] = u
             sel_s[j, :n] = torch.arange(at, at + n)
             sel_s[j, n:] = at + n - 1                                  # past the completion: masked in the loss
-        q, k = seg_id[:, :, None], seg_id[:, None, :]
-        idx = torch.arange(S)
-        causal = idx[None, :] <= idx[:, None]
-        mask = ((q == k) & (q >= 0) & causal[None]) | ((k == 0) & (q > 0)) | torch.eye(S, dtype=torch.bool)[None]
+        attn = PrefixSegments(prefix, spans, S, device)
         replay = None
         if self.replay is not None:
             replay = [e[src_row, src_col.clamp(max=e.shape[1] - 1)].to(device) for e in self.replay]
-        return Packed(ids.to(device), pos.to(device), mask[:, None].to(device),
+        return Packed(ids.to(device), pos.to(device), attn.dense_mask() if dense else attn,
                       (sel_u.to(device), sel_s.to(device)), replay)
+
+
+def layout_cost(prompt_lens: list[int], completion_lens: list[int], group_N: list[int], width: int,
+                config) -> dict[str, float]:
+    """Estimated forward FLOPs of the row and the packed layout of one batch (`config`: a ModelConfig).
+
+    rows    every row is a [width] causal sequence: N·width token-forwards, N·width²/2 score pairs
+            (the causal kernel cannot skip a row's right padding)
+    packed  each group's prompt once plus every completion: Σ_groups (L - 1) + Σ c token-forwards;
+            Σ_rows (L - 1 + c)²/2 score pairs (the mask-free PrefixSegments layout)
+    A token-forward costs 2·(attention + MLP weights) per layer, a score pair 4·heads·head_dim (q·k and
+    p·v).  Both layouts' memory is linear in the tokens: the packed one never builds an S² mask."""
+    D = config.head_dim if not config.is_mla else config.qk_nope_head_dim + config.qk_rope_head_dim
+    Hq, Hkv, H = config.num_heads, config.num_kv_heads, config.hidden_size
+    inter = config.moe_intermediate_size * (config.top_k + config.n_shared_experts) if config.is_moe \
+        else config.intermediate_size
+    per_token = 2 * (H * (Hq + 2 * Hkv) * D + Hq * D * H + 3 * H * inter)
+    per_pair = 4 * Hq * D
+    N = len(prompt_lens)
+    rows = N * (width * per_token + width * (width + 1) / 2 * per_pair)
+    first: dict[int, int] = {}
+    for n, g in enumerate(group_N):
+        first.setdefault(int(g), n)
+    tokens = sum(prompt_lens[n] - 1 for n in first.values()) + sum(completion_lens)
+    pairs = sum((p - 1 + c) * (p + c) / 2 for p, c in zip(prompt_lens, completion_lens))
+    return {"rows": rows, "packed": tokens * per_token + pairs * per_pair}

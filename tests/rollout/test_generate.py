@@ -193,3 +193,21 @@ def test_bad_arguments(models):
         prompts = kw.pop("prompts")
         with pytest.raises(ValueError, match=match):
             r1core.generate(ours, prompts, **kw)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "qwen3_moe", "deepseek_v3"])
+def test_chunked_prefill_changes_nothing(name, models):
+    """Prefill in chunks of 2 and 3 tokens (prompts of 1..7 tokens, left-padded): the same greedy
+    tokens, log-probs and MoE expert ids as one prefill forward."""
+    _, ours = models(name)
+    ref = r1core.generate(ours, PROMPTS, max_new_tokens=6, temperature=0, eos_token_id=[], num_samples=2)
+    for chunk in (2, 3):
+        out = r1core.generate(ours, PROMPTS, max_new_tokens=6, temperature=0, eos_token_id=[], num_samples=2,
+                              prefill_chunk=chunk)
+        assert torch.equal(out.tokens, ref.tokens)
+        torch.testing.assert_close(out.logp, ref.logp, atol=1e-5, rtol=0)
+        if ref.expert_ids is not None:
+            for a, b in zip(out.expert_ids, ref.expert_ids):
+                assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="prefill_chunk"):
+        r1core.generate(ours, PROMPTS, max_new_tokens=2, prefill_chunk=0)

@@ -7,14 +7,18 @@ from r1core.models import ModelConfig
 from r1core.models.kv_cache import KVCache
 
 
-def _cache(gen, mla: bool, B=9, S=12, used=7):
+def _cfg(mla: bool) -> ModelConfig:
     cfg = {"model_type": "llama", "vocab_size": 50, "hidden_size": 16, "intermediate_size": 32,
            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
     if mla:
         cfg.update(model_type="deepseek_v3", kv_lora_rank=8, qk_rope_head_dim=4, qk_nope_head_dim=4,
                    v_head_dim=4, q_lora_rank=None, n_routed_experts=4, num_experts_per_tok=2,
                    moe_intermediate_size=8, first_k_dense_replace=2, n_group=1, topk_group=1)
-    cache = KVCache.allocate(ModelConfig.from_hf(cfg), B, S, dtype=torch.float32, device="cpu")
+    return ModelConfig.from_hf(cfg)
+
+
+def _cache(gen, mla: bool, B=9, S=12, used=7):
+    cache = KVCache.allocate(_cfg(mla), B, S, dtype=torch.float32, device="cpu")
     for t in cache.k + cache.v:
         if t is not None:
             t[:, :, :used] = torch.randn(t[:, :, :used].shape, generator=gen)
@@ -53,3 +57,19 @@ def test_static_cache_refuses_compaction(gen):
     cache.static = True
     with pytest.raises(ValueError, match="static"):
         cache.compact(torch.ones(cache.batch, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("mla", [False, True])
+def test_cache_memory_follows_the_live_rows(gen, mla):
+    """Once half the rows are dead the buffers are reallocated to the live rows (memory released);
+    with fewer dead rows they stay in place.  bytes_per_token is what allocate() holds per slot."""
+    cache = _cache(gen, mla)
+    B, S = cache.batch, cache.capacity
+    per_token = KVCache.bytes_per_token(_cfg(mla), torch.float32)
+    assert cache.nbytes() == per_token * B * S
+    storage = cache.k[0].untyped_storage().data_ptr()
+    cache.compact(torch.arange(B) != 3)                         # one dead row: in place
+    assert cache.k[0].untyped_storage().data_ptr() == storage
+    cache.compact(torch.arange(cache.batch) < 3)                # 3 of 8 alive: released
+    assert cache.k[0].untyped_storage().nbytes() == cache.k[0].nbytes
+    assert cache.valid.untyped_storage().nbytes() == cache.valid.nbytes == 3 * S

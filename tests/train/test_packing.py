@@ -40,7 +40,9 @@ def _logp_fn(targets):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3", "qwen3_moe", "deepseek_v3"])
 @pytest.mark.parametrize("replay", [False, True])
-def test_packed_forward_equals_rows(arch, replay, tmp_path, gen):
+def test_packed_forward_equals_rows(arch, replay, tmp_path, gen, monkeypatch):
+    from r1core.models import segments
+    monkeypatch.setattr(segments, "_DENSE_MAX_CPU", 0)          # the mask-free path, not the short-row shortcut
     if replay and arch not in ("qwen3_moe", "deepseek_v3"):
         pytest.skip("routing replay is for MoE models")
     hf, _ = tiny_hf(arch)
@@ -91,7 +93,7 @@ def test_pack_layout_and_mask(gen):
     mask = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 1, 0]], dtype=torch.bool)
     inputs, targets, cmask, lens = PrefixPacking.extension_layout(tokens, mask, [3, 3])
     assert inputs.tolist() == [[3, 4], [3, 0]] and targets.tolist() == [[4, 5], [6, 0]] and lens == [2, 1]
-    p = PrefixPacking(tokens, [3, 3], lens, torch.tensor([0, 0])).pack(torch.tensor([0, 1]), "cpu", 2)
+    p = PrefixPacking(tokens, [3, 3], lens, torch.tensor([0, 0])).pack(torch.tensor([0, 1]), "cpu", 2, dense=True)
     assert p.input_ids.tolist() == [[1, 2, 3, 4, 3]]
     assert p.position_ids.tolist() == [[0, 1, 2, 3, 2]]
     a = p.attention_mask[0, 0].int().tolist()
@@ -115,6 +117,7 @@ def test_trainer_share_prefix_matches_rows(tmp_path):
         t = GRPOTrainer(cfg, deps=llama_deps(folder))
         assert t.share_prefix is share
         metrics = [t.step(s) for s in (1, 2)]
+        assert t.layout == ("packed" if share else "rows")
         runs[share] = (metrics, {k: v.detach().clone() for k, v in t.model.state_dict().items()})
     (m_on, w_on), (m_off, w_off) = runs[True], runs[False]
     for a, b in zip(m_on, m_off):
@@ -148,3 +151,20 @@ def test_bad_4d_masks_are_refused(tmp_path):
         model.hidden_states(ids, attention_mask=good)                                 # positions missing
     torch.testing.assert_close(model.hidden_states(ids, attention_mask=good, position_ids=pos),
                                model.hidden_states(ids), rtol=1e-5, atol=1e-5)         # causal mask = plain
+
+
+def test_layout_cost_picks_packed_only_when_it_saves_work():
+    from types import SimpleNamespace
+    cfg = SimpleNamespace(head_dim=64, num_heads=9, num_kv_heads=3, hidden_size=576, intermediate_size=1536,
+                          is_mla=False, is_moe=False)
+    from r1core.train.packing import layout_cost
+    G = 4
+    # a shared 200-token prompt, 512-token completions: packed computes the prompt once
+    c = layout_cost([200] * G, [512] * G, [0] * G, 200 + 512 - 1, cfg)
+    assert c["packed"] < 0.85 * c["rows"]
+    # a 1-token prompt, equal completions: nothing to share, the layouts cost the same -> rows
+    c = layout_cost([1] * G, [512] * G, [0] * G, 512, cfg)
+    assert c["packed"] >= c["rows"]
+    # long completions: the attention of both grows, but packed never exceeds rows
+    c = layout_cost([100] * 2, [16000, 300], [0, 0], 16099, cfg)
+    assert c["packed"] < c["rows"]
