@@ -20,7 +20,8 @@ TEXTS = st.one_of(st.text(max_size=300), st.lists(PIECES, max_size=40).map("".jo
 SETTINGS = settings(max_examples=120, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 CALLS = [
-    ("accuracy", lambda a: {"answer": a}), ("format", lambda a: {}), ("format", lambda a: {"mode": "lenient"}),
+    ("accuracy", lambda a: {"answer": a}), ("accuracy", lambda a: {"answer": a, "unmarked": "last"}),
+    ("accuracy", lambda a: {"answer": a, "backend": "builtin"}), ("format", lambda a: {}), ("format", lambda a: {"mode": "lenient"}),
     ("tag_count", lambda a: {}), ("language", lambda a: {"lang": "en"}), ("language", lambda a: {"lang": "zh"}),
     ("countdown", lambda a: {"numbers": [1, 2, 3, 4], "target": 10}),
     ("length", lambda a: {"max_len": 50, "buffer": 10}),
