@@ -192,7 +192,7 @@ def test_train_quick(outside):
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:
         assert {"reward_mean", "reward_std", "kl_mean", "loss", "tokens_per_s"} <= set(r)
-    table = res.stdout[res.stdout.index("held-out"):]
+    table = res.stdout[res.stdout.rindex("\nheld-out"):]          # the pipeline's closing table
     assert re.search(r"held-out\s+base\s+after cold_start\s+after rl", table), res.stdout[-2000:]
     assert re.search(r"^pass@1(\s+\d\.\d{3}){3}$", table, flags=re.M), table
     assert re.search(r"^format(\s+\d\.\d{3}){3}$", table, flags=re.M), table
