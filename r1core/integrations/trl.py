@@ -144,12 +144,19 @@ def add_hidden_states_forward(model) -> None:
 class R1GRPOTrainer(GRPOTrainer):
     """TRL's GRPOTrainer with r1core's fused linear GRPO loss and group-normalised advantages.
 
+    `processing_class` may also be an r1core tokenizer (r1core.load_tokenizer): it is passed to TRL as
+    its transformers export (Tokenizer.to_transformers()).
+
     Extra keyword arguments: r1core_backend (the `backend=` of the r1core ops, default automatic),
     r1core_chunk_size (tokens per chunk, default from the shapes), r1core_advantages (default True:
     advantages from r1core.grpo_advantages; False keeps TRL's)."""
 
     def __init__(self, *args, r1core_backend: str | None = None, r1core_chunk_size: int | None = None,
                  r1core_advantages: bool = True, **kwargs):
+        # r1core's own tokenizer (r1core.load_tokenizer) is accepted as processing_class: TRL takes only
+        # transformers tokenizers, so it goes in as its transformers export
+        if hasattr(kwargs.get("processing_class"), "to_transformers"):
+            kwargs["processing_class"] = kwargs["processing_class"].to_transformers()
         super().__init__(*args, **kwargs)
         bad = unsupported_options(self)
         if bad:

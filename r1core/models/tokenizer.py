@@ -3,6 +3,7 @@
     tok.encode(text) -> list[int]          tok.decode(ids) -> str
     tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True) -> list[int] | str
     tok.eos_token_id, tok.pad_token_id, tok.bos_token_id, tok.vocab_size
+    tok.to_transformers() -> transformers.PreTrainedTokenizerFast   (for TRL's processing_class)
 
 From a folder: `tokenizer.json` (+ `tokenizer_config.json` for the special tokens and the chat
 template, or `chat_template.jinja`).  From a GGUF (`tokenizer.ggml.model == "gpt2"`, byte-level BPE):
@@ -120,6 +121,22 @@ class Tokenizer:
         if self.chat_template is not None:
             cfg["chat_template"] = self.chat_template
         (folder / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+
+    def to_transformers(self):
+        """This tokenizer as a transformers `PreTrainedTokenizerFast`: the same vocabulary, merges,
+        pre-tokenizer, special tokens and chat template (libraries such as TRL accept only
+        transformers tokenizers, e.g. GRPOTrainer's `processing_class`).  The result owns a copy of
+        the underlying `tokenizers.Tokenizer`: transformers switches padding/truncation on its own
+        object, which must not change this one."""
+        try:
+            from transformers import PreTrainedTokenizerFast  # noqa: PLC0415
+        except ImportError:
+            raise ImportError("Tokenizer.to_transformers() needs transformers: pip install transformers") from None
+        specials = {k: v for k, v in (("bos_token", self.bos_token), ("eos_token", self.eos_token),
+                                      ("pad_token", self.pad_token)) if v is not None}
+        return PreTrainedTokenizerFast(tokenizer_object=_HFTokenizer.from_str(self._tok.to_str()),
+                                       chat_template=self.chat_template, clean_up_tokenization_spaces=False,
+                                       **specials)
 
     # ------------------------------------------------------------------------------ loading
     @classmethod

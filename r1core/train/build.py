@@ -68,13 +68,36 @@ def freeze_below(model: torch.nn.Module, n: int) -> None:
     if not blocks:
         raise ValueError("model.train_layers needs a model with a `layers` ModuleList")
     if n > len(blocks):
-        raise ValueError(f"model.train_layers={n} but the model has {len(blocks)} blocks")
+        raise ValueError(f"model.train_layers={n} but the model has {len(blocks)} blocks: set model.train_layers "
+                         f"to 1..{len(blocks)} (0 trains every parameter)")
     model.requires_grad_(False)
     for block in blocks[-n:]:
         block.requires_grad_(True)
     norm = getattr(model, "norm", None)
     if isinstance(norm, torch.nn.Module):
         norm.requires_grad_(True)
+
+
+def count_blocks(source: str) -> int | None:
+    """The number of transformer blocks of a model source, read from its config.json or GGUF metadata
+    without loading weights; None where the source is not one of those."""
+    from r1core.models import resolve_source
+    path = resolve_source(source)
+    if path.is_dir():
+        from r1core.models.config import read_hf_config
+        return read_hf_config(path).num_layers
+    if path.suffix == ".gguf":
+        from r1core.models.gguf_reader import GGUFFile
+        meta = GGUFFile(path).meta
+        n = meta.get(f"{meta.get('general.architecture')}.block_count")
+        return int(n) if n is not None else None
+    return None
+
+
+def scaled_train_layers(recipe_layers: int, recipe_blocks: int, blocks: int) -> int:
+    """The same share of another model's blocks as a recipe's `recipe_layers` of `recipe_blocks`
+    (rounded, at least 1, at most all): the embedded recipe's top 8 of 30 becomes 1 of 2 or 6 of 24."""
+    return min(blocks, max(1, round(recipe_layers * blocks / recipe_blocks)))
 
 
 def tokenizer_source(cfg: Config) -> str:
