@@ -143,3 +143,40 @@ def test_no_entropy_gradient_is_the_plain_backward(run, gen):
     _, _, g, _, _ = run(logits, targets, mask, dlogp, torch.zeros(2, 4), 1.0)
     _, _, want_g = oracle(logits, targets, mask, dlogp, torch.zeros(2, 4), 1.0)
     torch.testing.assert_close(g.double(), want_g, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the fused linear on-chip kernels (kernels/fused_linear.py): logits = h @ Wᵀ + b never stored
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.interpret
+@pytest.mark.parametrize("num_slices", [1, 3])
+@pytest.mark.parametrize("bias", [False, True])
+def test_fused_linear_entropy(num_slices, bias, gen):
+    from r1core._backend import kernels
+    k = kernels("fused_linear")
+    N, H, V, temperature = 21, 24, 150, 0.9
+    h = torch.randn(N, H, generator=gen)
+    w = torch.randn(V, H, generator=gen) * 0.6
+    b = torch.randn(V, generator=gen) if bias else None
+    targets = torch.randint(0, V, (N,), generator=gen)
+    dlogp = torch.randn(N, generator=gen)
+    dent = torch.randn(N, generator=gen)
+    dlogp[3] = dent[3] = 0.0  # a masked token
+    lse, xt, ent = k.lse_fwd(h, w, b, targets, temperature=temperature, num_slices=num_slices, entropy=True)
+    lse0, xt0 = k.lse_fwd(h, w, b, targets, temperature=temperature, num_slices=num_slices)
+    torch.testing.assert_close(lse, lse0, rtol=0, atol=0)  # the entropy sum leaves the lse untouched
+    dh, dw, db = k.grad_bwd(h, w, b, targets, lse, dlogp / temperature, temperature=temperature, need_dh=True,
+                            need_dw=True, need_db=bias, entropy_N=ent, gh_N=dent / temperature)
+
+    h64, w64 = h.double().requires_grad_(True), w.double().requires_grad_(True)
+    b64 = b.double().requires_grad_(True) if bias else None
+    logits = torch.nn.functional.linear(h64, w64, b64)[None]
+    lp = logprobs_ref(logits, targets[None], temperature=temperature)[0]
+    Hr = token_entropy_ref(logits, temperature=temperature)[0]
+    torch.testing.assert_close(ent.double(), Hr.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close((xt - lse).double(), lp.detach(), rtol=1e-5, atol=1e-5)
+    wrt = (h64, w64) + ((b64,) if bias else ())
+    want = torch.autograd.grad((dlogp.double() * lp + dent.double() * Hr).sum(), wrt)
+    got = (dh, dw) + ((db,) if bias else ())
+    for gi, wi in zip(got, want):
+        assert float((gi.double() - wi).norm()) <= 1e-5 * float(wi.norm()), (gi - wi).abs().max()
