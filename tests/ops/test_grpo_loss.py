@@ -400,16 +400,18 @@ def compile_(fn, sig, consts, warps):
 
 f32 = "*fp32"
 fwd = dict(logits_ptr="*bf16", stride_b="i64", stride_t="i64", targets_ptr="*i64", adv_ptr=f32, mask_ptr=f32,
-           w_ptr=f32, old_ptr=f32, ref_ptr=f32, logp_ptr=f32, lse_ptr=f32, dlogp_ptr=f32, terms_ptr=f32, N="i32",
-           T="i32", V="i32", inv_temp="fp32", beta="fp32", eps_low="fp32", eps_high="fp32", LOSS="constexpr",
-           HAS_OLD="constexpr", HAS_REF="constexpr", BLOCK_V="constexpr")
+           w_ptr=f32, old_ptr=f32, ref_ptr=f32, logp_ptr=f32, lse_ptr=f32, dlogp_ptr=f32, terms_ptr=f32,
+           ent_ptr=f32, N="i32", T="i32", V="i32", inv_temp="fp32", beta="fp32", eps_low="fp32", eps_high="fp32",
+           LOSS="constexpr", HAS_OLD="constexpr", HAS_REF="constexpr", BLOCK_V="constexpr", ENTROPY="constexpr")
 bwd = dict(logits_ptr="*bf16", stride_b="i64", stride_t="i64", dlogits_ptr="*bf16", dstride_b="i64",
-           dstride_t="i64", targets_ptr="*i64", lse_ptr=f32, dlogp_ptr=f32, grad_ptr=f32, T="i32", V="i32",
-           inv_temp="fp32", BLOCK_V="constexpr")
-ptx = compile_(K._grpo_fwd_kernel, fwd, dict(LOSS=True, HAS_OLD=True, HAS_REF=True, BLOCK_V=8192), 16)
-assert "ld.global.v4" in ptx, "forward: logits rows are not loaded 128 bits at a time"
-ptx = compile_(K._grpo_bwd_kernel, bwd, dict(BLOCK_V=8192), 16)
-assert "ld.global.v4" in ptx and "st.global.v4" in ptx, "backward: rows are not moved 128 bits at a time"
+           dstride_t="i64", targets_ptr="*i64", lse_ptr=f32, dlogp_ptr=f32, grad_ptr=f32, ent_ptr=f32, dent_ptr=f32,
+           T="i32", V="i32", inv_temp="fp32", BLOCK_V="constexpr", HAS_DENT="constexpr")
+for ent in (False, True):  # the entropy variants too (one more running sum / the entropy gradient term)
+    ptx = compile_(K._grpo_fwd_kernel, fwd,
+                   dict(LOSS=True, HAS_OLD=True, HAS_REF=True, BLOCK_V=8192, ENTROPY=ent), 16)
+    assert "ld.global.v4" in ptx, "forward: logits rows are not loaded 128 bits at a time"
+    ptx = compile_(K._grpo_bwd_kernel, bwd, dict(BLOCK_V=8192, HAS_DENT=ent), 16)
+    assert "ld.global.v4" in ptx and "st.global.v4" in ptx, "backward: rows are not moved 128 bits at a time"
 print("ok")
 '''
 
