@@ -183,7 +183,8 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
               eps_high: float = 0.2, delta: float | None = None, use_bias_correction_kl: bool = False,
               sapo_temperature_pos: float = 1.0, sapo_temperature_neg: float = 1.05,
               vespo_k_pos: float = 2.0, vespo_lambda_pos: float = 3.0, vespo_k_neg: float = 3.0,
-              vespo_lambda_neg: float = 2.0, rollout_is: str | None = None, rollout_is_min: float | None = None,
+              vespo_lambda_neg: float = 2.0, rollout_is: str | None = None, rollout_is_weight=None,
+              rollout_is_min: float | None = None,
               rollout_is_max: float | None = 3.0, off_policy_mask_threshold: float | None = None,
               entropy_coef: float = 0.0, top_entropy_quantile: float = 1.0,
               mask_truncated_completions: bool = False) -> ObjectiveOut:
@@ -192,7 +193,10 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
     logp [B, T] (differentiable), advantages [B] or [B, T], mask [B, T] (None: all ones); old_logp (None:
     on-policy, logp.detach()), ref_logp (needed when beta > 0), rollout_logp (the sampler's log-probs;
     needed by rollout_is, preferred by the off-policy mask), entropy [B, T] (differentiable; needed by
-    entropy_coef and top_entropy_quantile), truncated [B] bool (needed by mask_truncated_completions)."""
+    entropy_coef and top_entropy_quantile), truncated [B] bool (needed by mask_truncated_completions).
+    rollout_is_weight ([B, T] or [B, 1], no grad) passes a rollout weight computed elsewhere (e.g. TRL's
+    inputs["importance_sampling_ratio"], Liger's vllm_is_ratio) instead of computing it from rollout_logp;
+    rollout_is still names its mode (token or sequence, for VESPO's check)."""
     if not isinstance(logp, torch.Tensor) or logp.dim() != 2:
         raise TypeError(f"logp must be a [B, T] tensor, got "
                         f"{list(logp.shape) if isinstance(logp, torch.Tensor) else type(logp).__name__}")
@@ -237,8 +241,16 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
     H = _bt(entropy, "entropy", B, T, cdt, dev)
     if beta > 0 and ref is None:
         raise ValueError("ref_logp is required when beta > 0")
-    if rollout_is is not None and roll is None:
-        raise ValueError("rollout_logp is required when rollout_is is set")
+    if rollout_is_weight is not None:
+        if rollout_is is None:
+            raise ValueError("rollout_is_weight needs rollout_is (its mode) to be set")
+        if not isinstance(rollout_is_weight, torch.Tensor):
+            raise TypeError(f"rollout_is_weight must be a tensor, got {type(rollout_is_weight).__name__}")
+        if tuple(rollout_is_weight.shape) not in ((B, T), (B, 1)):
+            raise ValueError(f"rollout_is_weight must have shape [B, T] = [{B}, {T}] or [B, 1], "
+                             f"got {list(rollout_is_weight.shape)}")
+    elif rollout_is is not None and roll is None:
+        raise ValueError("rollout_logp (or rollout_is_weight) is required when rollout_is is set")
     if (entropy_coef != 0.0 or rho_q < 1.0) and H is None:
         raise ValueError("entropy is required when entropy_coef != 0 or top_entropy_quantile < 1")
     if policy == "vespo" and rollout_is is not None and not rollout_is.startswith("token"):
@@ -261,7 +273,9 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
     rho = torch.exp(log_iw)
 
     is_w = torch.ones(B, T, dtype=cdt, device=dev)
-    if rollout_is is not None:
+    if rollout_is_weight is not None:
+        is_w = rollout_is_weight.detach().to(dev, cdt).expand(B, T)
+    elif rollout_is is not None:
         is_w = rollout_is_weights(old, roll, m, mode=rollout_is, c_min=c_min, c_max=c_max).expand(B, T)
 
     if ref is not None:

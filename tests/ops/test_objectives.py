@@ -297,6 +297,21 @@ def test_rollout_is_weights_independent(gen):
             torch.testing.assert_close(got.expand(4, 6), want, rtol=1e-12, atol=0)
 
 
+@pytest.mark.parametrize("mode", ROLLOUT_IS_MODES)
+def test_precomputed_rollout_weight(mode, gen):
+    """rollout_is_weight (TRL's importance_sampling_ratio, Liger's vllm_is_ratio) = computing it here."""
+    x = leaves(make_inputs(4, 6, gen))
+    policy = "vespo" if mode.startswith("token") else "clip"
+    cfg = dict(policy=policy, rollout_is=mode, rollout_is_min=0.7, rollout_is_max=1.3, beta=0.03)
+    want = our_call(x, cfg)
+    wts = rollout_is_weights(x["old_logp"], x["rollout_logp"], x["mask"].double(), mode=mode, c_min=0.7, c_max=1.3)
+    got = objective(x["logp"], x["advantages"], x["mask"], old_logp=x["old_logp"], ref_logp=x["ref_logp"],
+                    rollout_is_weight=wts, **cfg)
+    torch.testing.assert_close(got.loss, want.loss, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="rollout_is_weight"):
+        objective(x["logp"], x["advantages"], x["mask"], rollout_is_weight=wts[:2], rollout_is=mode)
+
+
 def test_statistics(gen):
     x = make_inputs(4, 6, gen)
     out = our_call(x, dict(eps_low=0.1, eps_high=0.1, beta=0.1))
@@ -327,6 +342,7 @@ def test_no_unmasked_token_gives_zero(gen):
     (dict(importance_sampling_level="seq"), ValueError, "importance_sampling_level"),
     (dict(rollout_is="token"), ValueError, "rollout_is"),
     (dict(rollout_is="token_mask", rollout_logp=None), ValueError, "rollout_logp"),
+    (dict(rollout_is_weight=torch.ones(3, 4, dtype=torch.float64)), ValueError, "rollout_is"),
     (dict(beta=0.1, ref_logp=None), ValueError, "ref_logp"),
     (dict(beta=-1.0), ValueError, "beta"),
     (dict(delta=0.0), ValueError, "delta"),
