@@ -27,7 +27,7 @@ PACKAGES = [
     "r1core.train",
     "r1core.integrations",
     "r1core._kernels",
-    "benches",
+    "r1core.bench",
 ]
 
 

@@ -1,5 +1,2 @@
-"""r1core benches: every op against the PyTorch reference and the best installable peers.
-
-Run all of them with `r1core bench` (or `python -m benches`); see benches/runner.py.  Each
-bench_<op>.py exposes `cases(device, quick) -> list[Case]`.
-"""
+"""r1core's bench cases: bench_<op>.py per op (each exposes `cases(device, quick) -> list[Case]`) and
+results/<machine>/.  Not installed; the runner is r1core.bench (`r1core bench`, or `python -m benches`)."""

@@ -1,4 +1,3 @@
-from benches.runner import main
+from r1core.bench.runner import main
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+raise SystemExit(main())

@@ -19,7 +19,7 @@ import os
 import torch
 
 import r1core
-from benches.common import Case
+from r1core.bench import Case
 from r1core._backend import missing
 from r1core.ref.advantage import grpo_advantages_ref
 

@@ -16,12 +16,10 @@ FLOPs; at ~700 TFLOP/s of bf16 GEMM that is ~44 ms, plus ~5 ms of row-kernel tra
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 import r1core
-from benches.common import Case
+from r1core.bench import Case
 from r1core.ref.fused_linear import fused_linear_grpo_loss_ref
 
 
@@ -68,32 +66,19 @@ def _cases_for(N, H, V, dtype_name, device, *, with_reference: bool, quick: bool
             add("torch.compile", lambda: compiled(h, w, targets, adv, mask, **kw)[0])
     if device.type == "cpu":
         from r1core.ops import fused_linear as fl
-        if fl._has_cpp_rows():
+        if fl.FUSED_LINEAR.missing("cpp", "cpu") is None:
             add("cpp", lambda: r1core.fused_linear_grpo_loss(h, w, targets, adv, mask, backend="cpp", **kw)[0],
                 note="chunk loop, C++ row kernels")
-        add("torch-chunked", lambda: _without_cpp(fl, lambda: r1core.fused_linear_grpo_loss(
-            h, w, targets, adv, mask, **kw)[0]), note="chunk loop, PyTorch row math (no extension)")
+        add("torch-chunked", lambda: r1core.fused_linear_grpo_loss(
+            h, w, targets, adv, mask, backend="torch", strategy="chunked", **kw)[0],
+            note="chunk loop, PyTorch row math (no extension)")
     else:
         for strategy in ("chunked", "onchip"):
-            def run(strategy=strategy):
-                os.environ["R1CORE_FUSED_LINEAR_TRITON"] = strategy
-                try:
-                    return r1core.fused_linear_grpo_loss(h, w, targets, adv, mask, backend="triton", **kw)[0]
-                finally:
-                    os.environ.pop("R1CORE_FUSED_LINEAR_TRITON", None)
-            add(f"triton-{strategy}", run, note="cuBLAS + Triton row kernels" if strategy == "chunked"
-                else "logits on chip (CCE style), 8NHV FLOPs")
+            add(f"triton-{strategy}", lambda strategy=strategy: r1core.fused_linear_grpo_loss(
+                h, w, targets, adv, mask, backend="triton", strategy=strategy, **kw)[0],
+                note="cuBLAS + Triton row kernels" if strategy == "chunked" else "logits on chip (CCE style), 8NHV FLOPs")
     cases.extend(_peers(h, w, targets, mask, adv, old, ref, shape, dtype_name, flops, device))
     return cases
-
-
-def _without_cpp(fl, fn):
-    saved = fl._has_cpp_rows
-    fl._has_cpp_rows = lambda: False
-    try:
-        return fn()
-    finally:
-        fl._has_cpp_rows = saved
 
 
 def _peers(h, w, targets, mask, adv, old, ref, shape, dtype_name, flops, device) -> list[Case]:

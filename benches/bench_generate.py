@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from benches.common import Case
+from r1core.bench import Case
 
 QUESTIONS = [
     "What is the capital of France?", "Write a haiku about the sea.", "How many legs does a spider have?",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 import r1core
-from benches.common import DTYPES, Case
+from r1core.bench import DTYPES, Case
 from r1core.ref.grpo_loss import grpo_loss_ref, logprobs_ref
 
 

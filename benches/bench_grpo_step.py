@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benches.common import Case, peak_extra_bytes
+from r1core.bench import Case, peak_extra_bytes
 
 SMOLLM2 = "smollm2-135m-instruct"
 

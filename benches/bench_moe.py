@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 import r1core
-from benches.common import Case
+from r1core.bench import Case
 from r1core.ref.moe import moe_align_ref, moe_experts_ref
 
 GPU_SHAPES = {  # name: (H, I, E, k)

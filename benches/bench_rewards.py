@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from benches.common import Case
+from r1core.bench import Case
 
 ADVERSARIAL_LIMIT_S = 1.0
 

@@ -5,14 +5,13 @@
 Quick (small) shapes by default; R1CORE_BENCH_FULL=1 uses the full shapes of each bench module.
 Not part of the test suite (tests/ is); pytest-xdist must be off (-p no:xdist) for stable numbers.
 """
-import importlib
 import os
 
 import pytest
 import torch
 
-from benches.common import quantiles, time_fn
-from benches.runner import bench_modules
+from r1core.bench import quantiles, time_fn
+from r1core.bench.runner import bench_modules, load_cases_module
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 QUICK = os.environ.get("R1CORE_BENCH_FULL") != "1"
@@ -20,7 +19,7 @@ QUICK = os.environ.get("R1CORE_BENCH_FULL") != "1"
 
 def _cases():
     for name in bench_modules():
-        mod = importlib.import_module(f"benches.{name}")
+        mod = load_cases_module(name)
         # Build cases lazily per test: building allocates the inputs.
         yield pytest.param(mod, id=name.removeprefix("bench_"))
 

@@ -34,7 +34,7 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
-N_TERMS = 5  # rows of the per-token terms buffer: l·w, ratio·m, kl·m, clip_low·m, clip_high·m
+N_TERMS = 5  # rows of the per-token terms buffer; layout: r1core/ref/grpo_math.py TERMS (l·w, ratio·m, …)
 
 
 @triton.jit
@@ -238,7 +238,7 @@ def grpo_fwd(logits_BTV, targets_N, adv_N, mask_N, w_N, old_N, ref_N, *,
              beta: float, eps_low: float, eps_high: float, temperature: float, entropy: bool = False):
     """Launch the forward kernel -> (logp_N, lse_N, dlogp_N, terms_5N), all float32, plus entropy_N
     (0 on masked rows) as a fifth output when entropy=True.
-    Inputs must already be checked (r1core.ops.grpo_loss.check_grpo_args)."""
+    Inputs must already be checked (r1core.ops._grpo_args)."""
     N, sb, st = _rows(logits_BTV)
     T, V = logits_BTV.shape[1], logits_BTV.shape[2]
     dev = logits_BTV.device

@@ -7,9 +7,10 @@ Backends (SPEC §6):
   "triton" Triton kernels (kernels/, installed as r1core._kernels); on CPU tensors they run under
            the Triton interpreter, TRITON_INTERPRET=1, which is how CI checks their logic
 
-The choice: the op's `backend=` argument, else the environment variable R1CORE_BACKEND, else the
-fastest available for the tensors' device (CUDA: the op's GPU order; CPU: "cpp", else "torch").
-A backend that is asked for and cannot run raises BackendUnavailable: never a silent fallback.
+Every op declares one `Op` table in its module (r1core/ops/); `Op.choose` is where every backend is
+chosen: `backend=`, else $R1CORE_BACKEND, else the fastest available for the tensors' device.  A
+backend asked for that cannot run raises BackendUnavailable, never a silent fallback.  `missing` is
+the one availability query.  docs/ops.md walks through it.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ import importlib
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass, field
 from types import ModuleType
+from typing import Callable
 
 import torch
 
@@ -59,22 +62,23 @@ def _triton_missing() -> str | None:
     return None
 
 
-def missing(backend: str, device_type: str = "cuda" if torch.cuda.is_available() else "cpu") -> str | None:
-    """Why `backend` cannot run on tensors of `device_type`, or None when it can."""
+def missing(backend: str, device_type: str = "cuda" if torch.cuda.is_available() else "cpu",
+            needs: tuple[str, ...] = ()) -> str | None:
+    """Why `backend` cannot run on tensors of `device_type`, or None when it can.  `needs`: the
+    r1core._C functions the caller's cpp/cuda backend calls (an older build may lack them)."""
     if backend == "torch":
         return None
-    if backend == "cpp":
-        if device_type != "cpu":
-            return "the cpp backend runs on CPU tensors only"
-        return _load_ext()[1]
-    if backend == "cuda":
-        if device_type != "cuda":
-            return "the cuda backend runs on CUDA tensors only"
+    if backend in ("cpp", "cuda"):
+        if device_type != ("cpu" if backend == "cpp" else "cuda"):
+            return f"the {backend} backend runs on {'CPU' if backend == 'cpp' else 'CUDA'} tensors only"
         mod, why = _load_ext()
         if mod is None:
             return why
-        if not getattr(mod, "with_cuda", False):
+        if backend == "cuda" and not getattr(mod, "with_cuda", False):
             return "r1core._C was built without CUDA kernels (CPU-only torch or no nvcc at build time)"
+        lacking = [n for n in needs if not hasattr(mod, n)]
+        if lacking:
+            return f"r1core._C lacks {', '.join(lacking)} (rebuild the extension)"
         return None
     if backend == "triton":
         why = _triton_missing()
@@ -114,29 +118,88 @@ def kernels(name: str) -> ModuleType:
 # ---------------------------------------------------------------------------------------------
 # the choice
 # ---------------------------------------------------------------------------------------------
-def resolve(op: str, device: torch.device, backend: str | None, *, implemented: tuple[str, ...],
-            gpu_order: tuple[str, ...] = ("cuda", "triton", "torch")) -> str:
-    """The backend that runs `op` on tensors of `device`.
+OPS: dict[str, "Op"] = {}  # every declared op by name (r1core.train.config checks grpo.backend with it)
 
-    implemented: the backends this op has; gpu_order: its preference on CUDA tensors (fastest first).
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """One op's dispatch table.
+
+    gpu_order: backends to try on CUDA tensors, fastest first (CPU tensors: "cpp", else "torch").
+    float64:   "any" (every backend computes float64) or "torch" (float64 runs on "torch" only: the
+               default picks it, another backend asked for by name is a ValueError).
+    needs:     backend -> the r1core._C functions it calls.
+    impls:     backend -> function, filled by `@OP.impl(backend)`; its keys are the backends the op has.
     """
-    requested = backend if backend is not None else (os.environ.get(ENV_VAR) or None)
+    name: str
+    gpu_order: tuple[str, ...]
+    float64: str = "any"
+    needs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    impls: dict[str, Callable] = field(default_factory=dict)
+
+    def __post_init__(self):
+        OPS[self.name] = self
+
+    def impl(self, *backends: str) -> Callable[[Callable], Callable]:
+        """Decorator: register `fn` as this op's implementation on each of `backends`."""
+        assert set(backends) <= set(BACKENDS), backends
+
+        def register(fn: Callable) -> Callable:
+            self.impls.update(dict.fromkeys(backends, fn))
+            return fn
+        return register
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        return tuple(self.impls)
+
+    def missing(self, backend: str, device_type: str) -> str | None:
+        """Why this op cannot run on `backend` for tensors of `device_type`, or None."""
+        if backend not in self.impls:
+            return f"backend {backend!r} is not implemented for this op (implemented: {', '.join(self.impls)})"
+        return missing(backend, device_type, self.needs.get(backend, ()))
+
+    def choose(self, x: torch.Tensor, backend: str | None, *, arg: str = "inputs") -> str:
+        """The backend that runs this op on `x` (the tensor whose device and dtype decide; `arg` names
+        it in errors)."""
+        return _choose(self.name, x.device.type, x.dtype == torch.float64, backend,
+                       os.environ.get(ENV_VAR) or None, arg)
+
+    def fastest(self, device_type: str) -> str:
+        """The first available backend of the preference order for tensors of `device_type`."""
+        order = self.gpu_order if device_type == "cuda" else ("cpp", "torch")
+        return next((b for b in order if self.missing(b, device_type) is None), "torch")
+
+    def explicit(self, backend: str | None) -> bool:
+        """Whether the caller named the backend (argument or R1CORE_BACKEND)."""
+        return backend is not None or bool(os.environ.get(ENV_VAR))
+
+    def __call__(self, backend: str, *args, **kwargs):  # run the implementation `choose` picked
+        return self.impls[backend](*args, **kwargs)
+
+
+def _choose(name: str, device_type: str, is_float64: bool, backend: str | None, env: str | None, arg: str) -> str:
+    op = OPS[name]
+    requested = backend if backend is not None else env
     if requested is not None:
         if requested not in BACKENDS:
             src = "backend" if backend is not None else f"environment variable {ENV_VAR}"
-            raise ValueError(f"{op}: {src} must be one of {BACKENDS}, got {requested!r}")
-        if requested not in implemented:
-            raise BackendUnavailable(f"{op}: backend {requested!r} is not implemented for this op "
-                                     f"(implemented: {', '.join(implemented)})")
-        why = missing(requested, device.type)
+            raise ValueError(f"{name}: {src} must be one of {BACKENDS}, got {requested!r}")
+        why = op.missing(requested, device_type)
         if why:
-            raise BackendUnavailable(f"{op}: backend {requested!r} is unavailable: {why}")
+            raise BackendUnavailable(f"{name}: {why}" if requested not in op.impls
+                                     else f"{name}: backend {requested!r} is unavailable: {why}")
+        if is_float64 and op.float64 == "torch" and requested != "torch":
+            raise ValueError(f"{name}: float64 {arg} run on backend='torch' only (or backend=None), "
+                             f"got backend={requested!r}")
         return requested
-    order = gpu_order if device.type == "cuda" else ("cpp", "torch")
-    for name in order:
-        if name in implemented and missing(name, device.type) is None:
-            return name
-    return "torch"
+    return "torch" if is_float64 and op.float64 == "torch" else op.fastest(device_type)
+
+
+# torch.compile: the choice is made once while tracing, not traced into.  This is exactly what
+# torch.compiler.assume_constant_result does, without importing torch._dynamo (and Triton with it)
+# at import time; tests/ops/test_grpo_loss.py::test_torch_compile_fullgraph holds it.
+_choose._dynamo_marked_constant = True
 
 
 def backends() -> dict[str, str]:

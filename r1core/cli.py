@@ -28,7 +28,7 @@ def _info(_argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    from benches.runner import main as bench_main
+    from r1core.bench.runner import main as bench_main
     return bench_main(argv)
 
 

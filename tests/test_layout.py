@@ -57,3 +57,28 @@ def test_kernels_ship_inside_r1core_only():
     link = ROOT / "r1core" / "_kernels"
     assert link.is_symlink() and link.resolve() == (ROOT / "kernels").resolve()
     assert not (ROOT / "kernels" / "setup.py").exists()
+
+
+def test_package_never_imports_benches():
+    """The bench runner lives in r1core.bench; benches/ holds only case files and results, and is not
+    installed (a top-level `benches` package would clash with any other project's)."""
+    for f in (ROOT / "r1core").rglob("*.py"):
+        bad = {n for n in _imports(f) if n.split(".")[0] == "benches"}
+        assert not bad, f"{f.relative_to(ROOT)} imports {bad}"
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    packages = next(ast.literal_eval(n.value) for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                    and any(getattr(t, "id", None) == "PACKAGES" for t in n.targets))
+    assert "r1core.bench" in packages
+    assert not any(p.split(".")[0] == "benches" for p in packages), packages
+    assert sorted(p.name for p in (ROOT / "benches").glob("*.py") if not p.name.startswith("bench_")) \
+        == ["__init__.py", "__main__.py", "test_pytest_benchmark.py"]
+
+
+def test_op_modules_import_without_triton_or_dynamo():
+    """Declaring the ops' dispatch tables imports neither Triton (it must not be imported before the
+    interpreter switch of r1core._backend.kernels) nor torch._dynamo (seconds of import time)."""
+    code = ("import sys, r1core.ops.advantage, r1core.ops.fused_linear, r1core.ops.moe; "
+            "print([m for m in sys.modules if m.startswith(('triton', 'r1core._kernels', 'torch._dynamo'))])")
+    out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

@@ -35,8 +35,7 @@ import numpy as np
 import torch
 
 import r1core
-from r1core.ops._fused_linear_chunked import grpo_token_terms
-from r1core.ops.grpo_loss import GRPOOptions
+from r1core.ref.grpo_math import agg_denominator, token_terms
 
 NAME = "r1core_grpo"
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
@@ -102,14 +101,14 @@ def aggregate(loss_mat: torch.Tensor, mask: torch.Tensor, loss_agg_mode: str, *,
         if batch_num_tokens is None:
             if dp_size > 1:
                 raise ValueError("batch_num_tokens (global) is required when dp_size > 1")
-            batch_num_tokens = m.sum()
+            batch_num_tokens = agg_denominator(m, "token_mean")
         return (loss_mat * m).sum() / batch_num_tokens * dp_size
     n_tok = m.sum(dim=-1)
     nonempty = (n_tok > 0).to(loss_mat.dtype)
     if global_batch_size is None:
         if dp_size > 1:
             raise ValueError("global_batch_size is required when dp_size > 1")
-        global_batch_size = nonempty.sum()
+        global_batch_size = agg_denominator(m, "seq_mean_token_mean")
     if loss_agg_mode == "seq-mean-token-mean":
         seq = (loss_mat * m).sum(dim=-1) / n_tok.clamp_min(1)   # empty sequences are excluded below
         return (seq * nonempty).sum() / global_batch_size * dp_size
@@ -123,11 +122,10 @@ def grpo_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advanta
                      rollout_is_weights: torch.Tensor | None = None):
     """verl's PolicyLossFn signature -> (pg_loss 0-d, metrics dict); differentiable in log_prob."""
     clip = float(_cfg(config, "clip_ratio", 0.2))
-    opts = GRPOOptions(eps_low=float(_cfg(config, "clip_ratio_low", clip)),
-                       eps_high=float(_cfg(config, "clip_ratio_high", clip)))
     adv = advantages.to(log_prob.dtype)
-    pg, _, ratio, _, clip_low, clip_high = grpo_token_terms(log_prob, adv, old_log_prob.to(log_prob.dtype), None,
-                                                            opts)
+    pg, _, ratio, _, clip_low, clip_high = token_terms(
+        log_prob, adv, old_log_prob.to(log_prob.dtype), None, beta=0.0,
+        eps_low=float(_cfg(config, "clip_ratio_low", clip)), eps_high=float(_cfg(config, "clip_ratio_high", clip)))
     if rollout_is_weights is not None:
         pg = pg * rollout_is_weights
     info = dict(_cfg(config, "global_batch_info", {}) or {})

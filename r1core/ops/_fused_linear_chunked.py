@@ -19,7 +19,8 @@ on CPU, a [V, H] product per chunk), the float32 [V, H] weight-gradient accumula
 hidden gradient: O(C·V), independent of n.
 
 The row kernels are the GRPO loss's own (r1core.ops.grpo_loss: C++ on CPU, Triton on GPU) applied to
-the chunk viewed as [1, C, V]; a vectorised PyTorch version is the fallback when neither is built.
+the chunk viewed as [1, C, V]; the PyTorch version (the "torch" backend's chunk loop) computes the
+per-token GRPO math with r1core.ref.grpo_math, the one definition of it.
 """
 from __future__ import annotations
 
@@ -28,9 +29,10 @@ from typing import Callable
 
 import torch
 
-from r1core.ops.grpo_loss import GRPOOptions
-
-N_TERMS = 5  # rows of the per-token terms: l·w, ratio·m, kl·m, clip_low·m, clip_high·m
+from r1core.ops import _grpo_kernels as K
+from r1core.ops._grpo_args import GRPOOptions
+from r1core.ref import grpo_math
+from r1core.ref.grpo_math import N_TERMS, stack_terms
 
 # Bytes of one chunk's logits buffer that the default chunk size aims at (see default_chunk_size).
 CPU_CHUNK_BYTES = 64 << 20
@@ -64,41 +66,28 @@ class RowKernels:
     logprobs: Callable
 
 
-def grpo_token_terms(logp, adv, old, ref, opts: GRPOOptions):
-    """Per-token GRPO math on vectors (SPEC §2), same as grpo_token_math in kernels/grpo_loss.py:
-    -> (l, dl/dlogp, ratio, kl, clip_low, clip_high)."""
-    ratio = torch.exp(logp - old) if old is not None else torch.ones_like(logp)
-    clip_low = (ratio < 1 - opts.eps_low) & (adv < 0)
-    clip_high = (ratio > 1 + opts.eps_high) & (adv > 0)
-    clipped = ratio.clamp(1 - opts.eps_low, 1 + opts.eps_high)
-    loss = -torch.minimum(ratio * adv, clipped * adv)
-    dlogp = torch.where(clip_low | clip_high, 0.0, -adv * ratio)
-    if ref is not None:
-        d = ref - logp
-        e = torch.exp(d)
-        kl = e - d - 1
-        if opts.beta > 0:  # only then: an infinite kl never meets beta = 0 as 0·inf
-            loss = loss + opts.beta * kl
-            dlogp = dlogp + opts.beta * (1 - e)
-    else:
-        kl = torch.zeros_like(logp)
-    return loss, dlogp, ratio, kl, clip_low, clip_high
+def token_terms(logp, tok: "Tokens", opts: GRPOOptions, cdt: torch.dtype | None = None) -> grpo_math.TokenTerms:
+    """r1core.ref.grpo_math.token_terms on the tokens' per-token inputs (cast to `cdt` if given)."""
+    cast = (lambda t: t) if cdt is None else (lambda t: None if t is None else t.to(cdt))  # noqa: E731
+    return grpo_math.token_terms(logp, cast(tok.adv), cast(tok.old), cast(tok.ref), beta=opts.beta,
+                                 eps_low=opts.eps_low, eps_high=opts.eps_high)
+
+
+def _torch_logp(x_CV, targets, temperature: float):
+    """-> (logp [C], lse [C]) in float32 (float64 for float64 logits); logp 0 where target is outside [0, V)."""
+    cdt = torch.float64 if x_CV.dtype == torch.float64 else torch.float32
+    lse = torch.logsumexp(x_CV.to(cdt) / temperature, dim=-1)
+    valid = (targets >= 0) & (targets < x_CV.shape[-1])
+    x_t = x_CV.gather(1, targets.clamp(0, x_CV.shape[-1] - 1)[:, None])[:, 0].to(cdt) / temperature
+    return torch.where(valid, x_t - lse, 0.0), lse
 
 
 def _torch_fwd(logits_1CV, targets, adv, mask, w, old, ref, opts: GRPOOptions):
-    x = logits_1CV[0]
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    lse = torch.logsumexp(x.to(cdt) / opts.temperature, dim=-1)
-    valid = (targets >= 0) & (targets < x.shape[-1])
-    x_t = x.gather(1, targets.clamp(0, x.shape[-1] - 1)[:, None])[:, 0].to(cdt) / opts.temperature
-    logp = torch.where(valid, x_t - lse, 0.0)
-    adv, mask, w = adv.to(cdt), mask.to(cdt), w.to(cdt)
-    l, dl, ratio, kl, lo, hi = grpo_token_terms(logp, adv, None if old is None else old.to(cdt),
-                                                None if ref is None else ref.to(cdt), opts)
+    logp, lse = _torch_logp(logits_1CV[0], targets, opts.temperature)
+    mask, w = mask.to(lse.dtype), w.to(lse.dtype)
+    t = token_terms(logp, Tokens(targets, adv, mask, w, old, ref), opts, lse.dtype)
     active = mask != 0
-    terms = torch.stack([l * w, ratio * mask, kl * mask, lo * mask, hi * mask])
-    terms = torch.where(active, terms, 0.0)
-    return logp, lse, torch.where(active, dl * w, 0.0), terms
+    return logp, lse, torch.where(active, t.dlogp * w, 0.0), torch.where(active, stack_terms(t, mask, w), 0.0)
 
 
 def _torch_bwd_(logits_1CV, targets, lse, dlogp, temperature: float):
@@ -114,47 +103,21 @@ def _torch_bwd_(logits_1CV, targets, lse, dlogp, temperature: float):
     x.scatter_add_(1, t, torch.where(valid, scale, 0.0)[:, None].to(x.dtype))
 
 
-def _torch_logprobs(logits_1CV, targets, temperature: float):
-    x = logits_1CV[0]
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    lse = torch.logsumexp(x.to(cdt) / temperature, dim=-1)
-    valid = (targets >= 0) & (targets < x.shape[-1])
-    x_t = x.gather(1, targets.clamp(0, x.shape[-1] - 1)[:, None])[:, 0].to(cdt) / temperature
-    return torch.where(valid, x_t - lse, 0.0)
+TORCH_ROWS = RowKernels("torch", _torch_fwd, _torch_bwd_,
+                        lambda x, t, temperature: _torch_logp(x[0], t, temperature)[0])
 
 
-TORCH_ROWS = RowKernels("torch", _torch_fwd, _torch_bwd_, _torch_logprobs)
-
-
-def cpp_rows(ext) -> RowKernels:
-    """The C++ row kernels of r1core._C (grpo_loss_fwd_cpu / grpo_loss_bwd_cpu / logprobs_cpu)."""
-    def fwd(logits, targets, adv, mask, w, old, ref, opts):
-        return ext.grpo_loss_fwd_cpu(logits, targets, adv, mask, w, old, ref, opts.beta, opts.eps_low,
-                                     opts.eps_high, opts.temperature)
-
-    def bwd_(logits, targets, lse, dlogp, temperature):
-        ext.grpo_loss_bwd_cpu(logits, targets, lse, dlogp, 1.0, temperature, True)
-
-    def logprobs(logits, targets, temperature):
-        return ext.logprobs_cpu(logits, targets, temperature)
-
-    return RowKernels("cpp", fwd, bwd_, logprobs)
-
-
-def triton_rows(kmod) -> RowKernels:
-    """The Triton row kernels of kernels/grpo_loss.py (grpo_fwd / grpo_bwd / logprobs_fwd)."""
-    def fwd(logits, targets, adv, mask, w, old, ref, opts):
-        return kmod.grpo_fwd(logits, targets, adv, mask, w, old, ref, beta=opts.beta, eps_low=opts.eps_low,
-                             eps_high=opts.eps_high, temperature=opts.temperature)
-
-    def bwd_(logits, targets, lse, dlogp, temperature):
-        one = torch.ones(1, dtype=torch.float32, device=logits.device)
-        kmod.grpo_bwd(logits, targets, lse, dlogp, one, temperature=temperature, inplace=True)
-
-    def logprobs(logits, targets, temperature):
-        return kmod.logprobs_fwd(logits, targets, temperature=temperature)
-
-    return RowKernels("triton", fwd, bwd_, logprobs)
+def kernel_rows(backend: str) -> RowKernels:
+    """The row kernels of `backend`: TORCH_ROWS, or the grpo_loss kernels ("cpp": r1core._C, "triton":
+    kernels/grpo_loss.py)."""
+    if backend == "torch":
+        return TORCH_ROWS
+    return RowKernels(
+        backend,
+        lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,
+                                                          o.eps_high, o.temperature),
+        lambda x, t, lse, dlogp, temperature: K.launch_bwd(backend, x, t, lse, dlogp, temperature, True),
+        lambda x, t, temperature: K.launch_logprobs(backend, x, t, temperature))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -18,21 +18,18 @@ from r1core.ref import moe as ref
 # ---------------------------------------------------------------------------------------------
 # permutation
 # ---------------------------------------------------------------------------------------------
-def align_impl(device: torch.device) -> str:
-    """Which permutation implementation runs for tensors on `device`: 'cuda', 'cpp' or 'torch'."""
-    if device.type == "cuda":
-        return "cuda" if _backend.missing("cuda", "cuda") is None else "torch"
-    return "cpp" if _backend.missing("cpp", "cpu") is None else "torch"
+MOE_ALIGN = _backend.Op("moe_align", gpu_order=("cuda", "torch"),
+                       needs={"cpp": ("moe_align_cpu",), "cuda": ("moe_align_cuda",)})
+MOE_ALIGN.impl("torch")(ref.moe_align_ref)
+MOE_ALIGN.impl("cpp")(lambda ids_Tk, E, block: tuple(_backend.ext().moe_align_cpu(ids_Tk, E, block)))
+MOE_ALIGN.impl("cuda")(lambda ids_Tk, E, block: tuple(_backend.ext().moe_align_cuda(ids_Tk, E, block)))
 
 
 def align(ids_Tk: torch.Tensor, E: int, block: int, *, impl: str | None = None):
-    """-> (sorted_ids, inverse, block_expert, seg_start, counts), int32 (layout: csrc/moe/moe_align.h)."""
-    impl = impl or align_impl(ids_Tk.device)
-    if impl == "cuda":
-        return tuple(_backend.ext().moe_align_cuda(ids_Tk, E, block))
-    if impl == "cpp":
-        return tuple(_backend.ext().moe_align_cpu(ids_Tk, E, block))
-    return ref.moe_align_ref(ids_Tk, E, block)
+    """-> (sorted_ids, inverse, block_expert, seg_start, counts), int32 (layout: csrc/moe/moe_align.h).
+    impl: a backend of MOE_ALIGN (None: the fastest available; R1CORE_BACKEND is the experts' choice,
+    not the permutation's, so it is not consulted here)."""
+    return MOE_ALIGN(impl or MOE_ALIGN.fastest(ids_Tk.device.type), ids_Tk, E, block)
 
 
 # ---------------------------------------------------------------------------------------------

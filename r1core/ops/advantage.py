@@ -20,18 +20,17 @@ rewards tensor that requires grad is read through .detach()).
 """
 from __future__ import annotations
 
-import math
-import operator
-import os
-from typing import Callable
-
 import torch
 
-from r1core import _backend
+from r1core._backend import Op, ext, kernels
 from r1core._nvtx import nvtx_range
+from r1core.ops import _args
+from r1core.ops._args import SKIP_CHECKS_ENV  # noqa: F401 (documented here: skips the finiteness check)
 from r1core.ref.advantage import BASELINES, SCALES, grpo_advantages_ref
 
-SKIP_CHECKS_ENV = "R1CORE_SKIP_CHECKS"  # "1": skip the finiteness check (a device sync on GPU)
+# float64 rewards are computed in float64 by every backend
+ADVANTAGE = Op("grpo_advantages", gpu_order=("cuda", "triton", "torch"),
+               needs={"cpp": ("advantage_cpu",), "cuda": ("advantage_cuda",)})
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 NON_FINITE = "rewards must be finite, found NaN or inf"
 
@@ -43,42 +42,28 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, *, scale: str = "gro
     Rewards may be float32/float64/bfloat16/float16 (computed in float32 after an exact shift, in
     float64 for float64), or integer/bool (converted to float64 first).  Empty rewards give an empty
     result.  Raises ValueError for group_size < 2, N % group_size != 0, a non-finite reward, an
-    unknown scale/baseline/backend or a bad eps; TypeError for a non-tensor or a non-real dtype.
+    unknown scale/baseline/backend or a bad eps; TypeError for a non-tensor, a non-real dtype or an
+    argument of the wrong Python type.
     """
     rewards_gG = _check(rewards, group_size, scale, baseline, eps)
-    name = _backend.resolve("grpo_advantages", rewards_gG.device, backend,
-                            implemented=("torch", "triton", "cpp", "cuda"), gpu_order=("cuda", "triton", "torch"))
+    name = ADVANTAGE.choose(rewards_gG, backend, arg="rewards")
     with nvtx_range("grpo_advantages"):
         if rewards_gG.numel() == 0:
             out_gG = torch.empty(rewards_gG.shape, dtype=torch.float32, device=rewards_gG.device)
         else:
-            check_finite = os.environ.get(SKIP_CHECKS_ENV) != "1"
-            out_gG = _RUN[name](rewards_gG, scale, baseline, float(eps), check_finite)
+            out_gG = ADVANTAGE(name, rewards_gG, scale, baseline, float(eps), _args.checks_on())
     return out_gG.view(rewards.shape)
 
 
-# ---------------------------------------------------------------------------------------------
-# argument checks
-# ---------------------------------------------------------------------------------------------
 def _check(rewards, group_size, scale, baseline, eps) -> torch.Tensor:
     """Validate everything; return the [N/G, G] view (float dtype, detached)."""
-    if not isinstance(rewards, torch.Tensor):
-        raise TypeError(f"rewards must be a torch.Tensor of shape [N] or [N/G, G], got {type(rewards).__name__}")
-    if isinstance(group_size, bool):
-        raise TypeError("group_size must be an int, got bool")
-    try:
-        G = operator.index(group_size)
-    except TypeError:
-        raise TypeError(f"group_size must be an int, got {type(group_size).__name__}") from None
+    _args.tensor(rewards, "rewards", "of shape [N] or [N/G, G]")
+    G = _args.integer_value(group_size, "group_size")
     if G < 2:
         raise ValueError(f"group_size must be >= 2 (a group needs a baseline and a std), got {G}")
-    if scale not in SCALES:
-        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
-    if baseline not in BASELINES:
-        raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not math.isfinite(eps) or eps < 0:
-        raise ValueError(f"eps must be a finite real number >= 0, got {eps!r}")
-
+    _args.choice(scale, "scale", SCALES)
+    _args.choice(baseline, "baseline", BASELINES)
+    _args.real(eps, "eps", low=0.0)
     if rewards.dtype.is_complex:
         raise TypeError(f"rewards must have a real dtype, got {rewards.dtype}")
     if rewards.dtype not in FLOAT_DTYPES:
@@ -101,36 +86,35 @@ def _check(rewards, group_size, scale, baseline, eps) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# backends: rewards_gG [N/G, G] (N >= 1) -> float32 [N/G, G]
+# backends: (rewards_gG [N/G, G] (N >= 1), scale, baseline, eps, check_finite) -> float32 [N/G, G]
 # ---------------------------------------------------------------------------------------------
 def _raise_if_flagged(bad: torch.Tensor | None) -> None:
     if bad is not None and bool(bad.item()):  # the one device sync of the GPU backends
         raise ValueError(NON_FINITE)
 
 
-def _run_torch(r_gG, scale, baseline, eps, check_finite):
+@ADVANTAGE.impl("torch")
+def _torch(r_gG, scale, baseline, eps, check_finite):
     if check_finite and not bool(torch.isfinite(r_gG).all()):
         raise ValueError(NON_FINITE)
     return grpo_advantages_ref(r_gG, r_gG.shape[1], scale=scale, baseline=baseline, eps=eps).float()
 
 
-def _run_cpp(r_gG, scale, baseline, eps, check_finite):
-    return _backend.ext().advantage_cpu(r_gG, scale, baseline, eps, check_finite)
+@ADVANTAGE.impl("cpp")
+def _cpp(r_gG, scale, baseline, eps, check_finite):
+    return ext().advantage_cpu(r_gG, scale, baseline, eps, check_finite)
 
 
-def _run_triton(r_gG, scale, baseline, eps, check_finite):
-    out, bad = _backend.kernels("advantage").grpo_advantages(r_gG, scale=scale, baseline=baseline, eps=eps,
-                                                            check_finite=check_finite)
+@ADVANTAGE.impl("triton")
+def _triton(r_gG, scale, baseline, eps, check_finite):
+    out, bad = kernels("advantage").grpo_advantages(r_gG, scale=scale, baseline=baseline, eps=eps,
+                                                    check_finite=check_finite)
     _raise_if_flagged(bad)
     return out
 
 
-def _run_cuda(r_gG, scale, baseline, eps, check_finite):
-    out, bad = _backend.ext().advantage_cuda(r_gG, scale, baseline, eps, check_finite)
+@ADVANTAGE.impl("cuda")
+def _cuda(r_gG, scale, baseline, eps, check_finite):
+    out, bad = ext().advantage_cuda(r_gG, scale, baseline, eps, check_finite)
     _raise_if_flagged(bad)
     return out
-
-
-_RUN: dict[str, Callable[..., torch.Tensor]] = {
-    "torch": _run_torch, "cpp": _run_cpp, "triton": _run_triton, "cuda": _run_cuda,
-}

@@ -11,112 +11,94 @@ Only unmasked tokens are computed: their rows of `hidden` are gathered first (n�
 autograd scatters their gradient back; masked positions get exactly zero gradient and logp = 0 in
 GRPOStats.logp.
 
-Backends (SPEC §6) and what each runs:
-  "torch"   the unfused reference r1core.ref.fused_linear: materialises the logits (the bench baseline)
-  "cpp"     CPU: the chunk loop of r1core.ops._fused_linear_chunked, GEMMs by torch (MKL/oneDNN) and
-            the per-row log-sum-exp/GRPO/dlogits by the C++ grpo_loss row kernels of r1core._C
-  "triton"  two strategies, chosen by the environment variable R1CORE_FUSED_LINEAR_TRITON:
-            "chunked" (default when gradients are needed): the chunk loop with cuBLAS GEMMs and the
+Backends (SPEC §6) and strategies: the backend supplies the per-row math (log-sum-exp, GRPO terms,
+dlogits), the strategy says what happens to the lm_head; both are chosen in `plan` (the backend by
+the FUSED_LINEAR table through r1core._backend, like every op), and `strategy=` names one explicitly.
+  "torch"   "reference" (backend="torch" or R1CORE_BACKEND=torch): the unfused r1core.ref.fused_linear,
+              materialising the logits (the bench baseline);
+            "chunked" (the default where no kernel backend runs, and for float64): the chunk loop of
+              r1core.ops._fused_linear_chunked with vectorised PyTorch row math (same memory bound).
+  "cpp"     "chunked": the chunk loop, GEMMs by torch (MKL/oneDNN), rows by the C++ grpo_loss kernels.
+  "triton"  "chunked" (the default when gradients are needed): the chunk loop with cuBLAS GEMMs and the
               Triton grpo_loss row kernels (6·n·H·V FLOPs, dlogits of one chunk in memory);
-            "onchip" (always used without gradients): kernels/fused_linear.py, Cut Cross-Entropy style,
+            "onchip" (the default without gradients): kernels/fused_linear.py, Cut Cross-Entropy style,
               logits tiles only in registers (8·n·H·V FLOPs, float32 atomics for dh/dW, no [C, V] buffer).
-With backend=None: CUDA tensors -> "triton"; CPU tensors -> "cpp".  Deviation from SPEC §6: where
-that backend is missing (no extension / no Triton) or the inputs are float64, the default is the
-chunk loop with vectorised PyTorch row math (same memory bound), not the memory-hungry reference;
-backend="torch" (or R1CORE_BACKEND=torch) still selects the reference exactly.
+With backend=None: CUDA tensors -> "triton", CPU tensors -> "cpp", else (and for float64) the torch
+chunk loop.  Deviation from SPEC §6: the default never falls back to the memory-hungry reference.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
-from r1core import _backend
+from r1core._backend import Op, kernels
 from r1core._nvtx import nvtx_range
+from r1core.ops import _args
 from r1core.ops import _fused_linear_chunked as chunked
-from r1core.ops.grpo_loss import GRPOOptions, GRPOStats, check_grpo_args, token_weights
+from r1core.ops._grpo_args import GRPOOptions, check_target_range, check_targets, check_temperature, grpo_args
+from r1core.ops.grpo_loss import GRPOStats
 from r1core.ref import fused_linear as ref
+from r1core.ref.grpo_math import stack_terms, term_means, token_weights
 
-IMPLEMENTED = ("torch", "cpp", "triton")
-TRITON_STRATEGY_ENV = "R1CORE_FUSED_LINEAR_TRITON"
-TRITON_STRATEGIES = ("chunked", "onchip")
+_CPP_ROWS = ("grpo_loss_fwd_cpu", "grpo_loss_bwd_cpu", "logprobs_cpu")
+FUSED_LINEAR = Op("fused_linear_grpo_loss", gpu_order=("triton", "torch"), float64="torch", needs={"cpp": _CPP_ROWS})
+FUSED_LINEAR_LOGPROBS = Op("fused_linear_logprobs", gpu_order=("triton", "torch"), float64="torch",
+                           needs={"cpp": _CPP_ROWS})
+STRATEGIES = {"torch": ("reference", "chunked"), "cpp": ("chunked",), "triton": ("chunked", "onchip")}
 
-__all__ = ["fused_linear_grpo_loss", "fused_linear_logprobs", "GRPOStats"]
+__all__ = ["fused_linear_grpo_loss", "fused_linear_logprobs", "GRPOStats", "plan", "Plan", "STRATEGIES"]
 
 
-# ---------------------------------------------------------------------------------------------
-# validation of what grpo_loss does not see: the lm_head, the chunk size
-# ---------------------------------------------------------------------------------------------
+# the backends: each supplies the row kernels of the chunk loop (OP(name, name))
+FUSED_LINEAR.impl("torch", "cpp", "triton")(chunked.kernel_rows)
+FUSED_LINEAR_LOGPROBS.impl("torch", "cpp", "triton")(chunked.kernel_rows)
+
+
+@dataclass(frozen=True)
+class Plan:
+    backend: str    # "torch" | "cpp" | "triton"
+    strategy: str   # "reference" | "chunked" | "onchip" (see the module docstring)
+
+
+def plan(hidden: torch.Tensor, backend: str | None = None, strategy: str | None = None, *,
+         need_grad: bool = True, op: Op = FUSED_LINEAR) -> Plan:
+    """How a fused linear op runs on `hidden`: the backend (op.choose), then the strategy."""
+    name = op.choose(hidden, backend, arg="hidden")
+    if strategy is None:
+        if name == "torch":
+            strategy = "reference" if op.explicit(backend) else "chunked"
+        else:
+            strategy = "chunked" if name == "cpp" or need_grad else "onchip"
+    elif _args.choice(strategy, "strategy", ("reference", "chunked", "onchip")) not in STRATEGIES[name]:
+        raise ValueError(f"strategy={strategy!r} does not run on backend {name!r} (it has {STRATEGIES[name]})")
+    return Plan(name, strategy)
+
+
 def _check_linear(hidden, weight, bias, chunk_size) -> int:
-    """-> V.  ValueError naming the argument for anything check_grpo_args cannot know about."""
-    if not isinstance(hidden, torch.Tensor) or hidden.dim() != 3:
-        raise ValueError(f"hidden must be a [B, T, H] tensor, got "
-                         f"{list(hidden.shape) if isinstance(hidden, torch.Tensor) else type(hidden).__name__}")
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-        raise ValueError(f"weight must be the [V, H] lm_head weight, got "
-                         f"{list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__}")
-    V, H = weight.shape
-    if H != hidden.shape[-1]:
+    """-> V.  The lm_head's checks (grpo_args checks the rest)."""
+    _args.tensor(hidden, "hidden", "of shape [B, T, H]")
+    _args.shape(hidden, "hidden", 3, what="[B, T, H]")
+    _args.tensor(weight, "weight", "(the [V, H] lm_head weight)")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
         raise ValueError(f"weight must have shape [V, H] with H = hidden.shape[-1] = {hidden.shape[-1]}, "
                          f"got {list(weight.shape)}")
+    V, H = weight.shape
     if V == 0 or H == 0:
         raise ValueError(f"weight must be non-empty, got shape {list(weight.shape)}")
     if weight.dtype != hidden.dtype:
-        raise ValueError(f"weight must have the hidden states' dtype {hidden.dtype}, got {weight.dtype} "
-                         f"(cast one of them, e.g. both to float32 for an fp32 lm_head)")
-    if weight.device != hidden.device:
-        raise ValueError(f"weight must be on the hidden states' device {hidden.device}, got {weight.device}")
+        raise TypeError(f"weight must have the hidden states' dtype {hidden.dtype}, got {weight.dtype} "
+                        f"(cast one of them, e.g. both to float32 for an fp32 lm_head)")
+    _args.device(weight, "weight", hidden.device, "hidden states'")
     if bias is not None:
-        if not isinstance(bias, torch.Tensor) or tuple(bias.shape) != (V,):
-            raise ValueError(f"bias must be a [V] = [{V}] tensor or None, got "
-                             f"{list(bias.shape) if isinstance(bias, torch.Tensor) else type(bias).__name__}")
-        if bias.dtype != hidden.dtype or bias.device != hidden.device:
-            raise ValueError(f"bias must have the hidden states' dtype and device ({hidden.dtype}, {hidden.device}), "
-                             f"got ({bias.dtype}, {bias.device})")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+        _args.tensor(bias, "bias", f"of shape [V] = [{V}] or None")
+        _args.shape(bias, "bias", (V,), what=f"[V] = [{V}]")
+        if bias.dtype != hidden.dtype:
+            raise TypeError(f"bias must have the hidden states' dtype {hidden.dtype}, got {bias.dtype}")
+        _args.device(bias, "bias", hidden.device, "hidden states'")
+    if chunk_size is not None:
+        _args.integer_value(chunk_size, "chunk_size", low=1)
     return V
-
-
-def _plan(op: str, hidden: torch.Tensor, backend: str | None) -> str:
-    """"torch" | "cpp" | "triton" (asked for, or the default when available) | "chunked" (the
-    PyTorch chunk loop: the default where neither is available, and for float64)."""
-    explicit = backend is not None or bool(os.environ.get(_backend.ENV_VAR))
-    if explicit:
-        name = _backend.resolve(op, hidden.device, backend, implemented=IMPLEMENTED)
-        if name == "cpp" and not _has_cpp_rows():
-            raise _backend.BackendUnavailable(f"{op}: backend 'cpp' is unavailable: r1core._C lacks the grpo_loss "
-                                              "row kernels (rebuild the extension)")
-        if name != "torch" and hidden.dtype == torch.float64:
-            raise ValueError(f"{op}: float64 hidden runs on the torch backend (or backend=None), not {name!r}")
-        return name
-    if hidden.dtype == torch.float64:
-        return "chunked"
-    if hidden.device.type == "cuda":
-        return "triton" if _backend.missing("triton", "cuda") is None else "chunked"
-    if hidden.device.type == "cpu" and _has_cpp_rows():
-        return "cpp"
-    return "chunked"
-
-
-def _has_cpp_rows() -> bool:
-    return _backend.missing("cpp", "cpu") is None and hasattr(_backend.ext(), "grpo_loss_fwd_cpu")
-
-
-def _rows(plan: str) -> chunked.RowKernels:
-    if plan == "cpp":
-        return chunked.cpp_rows(_backend.ext())
-    if plan == "triton":
-        return chunked.triton_rows(_backend.kernels("grpo_loss"))
-    return chunked.TORCH_ROWS
-
-
-def _triton_strategy(need_grad: bool) -> str:
-    s = os.environ.get(TRITON_STRATEGY_ENV) or ("chunked" if need_grad else "onchip")
-    if s not in TRITON_STRATEGIES:
-        raise ValueError(f"environment variable {TRITON_STRATEGY_ENV} must be one of {TRITON_STRATEGIES}, got {s!r}")
-    return s if need_grad else "onchip"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,21 +109,17 @@ class _Call:
     """Everything the Function needs besides the differentiable tensors (constants)."""
     tok: chunked.Tokens
     opts: GRPOOptions
-    plan: str          # "cpp" | "triton" | "chunked"
-    strategy: str      # "chunked" | "onchip"
+    rows: chunked.RowKernels | None    # the chunk loop's row kernels (None: on chip)
     chunk: int
 
 
 def _onchip_forward(h, weight, bias, call: _Call):
     """lse and logp from kernels/fused_linear.py, then the per-token GRPO math on [n] vectors."""
-    kmod = _backend.kernels("fused_linear")
     tok, opts = call.tok, call.opts
-    lse, x_t = kmod.lse_fwd(h, weight, bias, tok.targets, temperature=opts.temperature)
+    lse, x_t = kernels("fused_linear").lse_fwd(h, weight, bias, tok.targets, temperature=opts.temperature)
     logp = x_t - lse
-    l, dl, ratio, kl, lo, hi = chunked.grpo_token_terms(logp, tok.adv, tok.old, tok.ref, opts)
-    m = tok.mask
-    terms = torch.stack([l * tok.w, ratio * m, kl * m, lo * m, hi * m])
-    return logp, lse, dl * tok.w, terms
+    t = chunked.token_terms(logp, tok, opts)
+    return logp, lse, t.dlogp * tok.w, stack_terms(t, tok.mask, tok.w)
 
 
 class _FusedLinearGRPO(torch.autograd.Function):
@@ -150,13 +128,13 @@ class _FusedLinearGRPO(torch.autograd.Function):
         need_dh, need_dw, need_db = ctx.needs_input_grad[:3]
         need_db = need_db and bias_V is not None
         ctx.call = call
-        if call.strategy == "onchip":
+        if call.rows is None:
             logp, lse, dlogp, terms = _onchip_forward(h_nH, weight_VH, bias_V, call)
             ctx.save_for_backward(h_nH, weight_VH, bias_V, lse, dlogp)
             ctx.need = (need_dh, need_dw, need_db)
         else:
             logp, terms, dh, dw, db = chunked.chunked_fwd_bwd(
-                h_nH, weight_VH, bias_V, call.tok, call.opts, chunk=call.chunk, rows=_rows(call.plan),
+                h_nH, weight_VH, bias_V, call.tok, call.opts, chunk=call.chunk, rows=call.rows,
                 need_dh=need_dh, need_dw=need_dw, need_db=need_db)
             ctx.grads = (dh, dw, db)
             ctx.dtypes = (weight_VH.dtype, None if bias_V is None else bias_V.dtype)
@@ -167,12 +145,11 @@ class _FusedLinearGRPO(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, _grad_logp, _grad_terms):
         call = ctx.call
-        if call.strategy == "onchip":
+        if call.rows is None:
             h, w, b, lse, dlogp = ctx.saved_tensors
             need_dh, need_dw, need_db = ctx.need
             g = dlogp * (grad_loss.to(dlogp.dtype) / call.opts.temperature)
-            kmod = _backend.kernels("fused_linear")
-            dh, dw, db = kmod.grad_bwd(h, w, b, call.tok.targets, lse, g, temperature=call.opts.temperature,
+            dh, dw, db = kernels("fused_linear").grad_bwd(h, w, b, call.tok.targets, lse, g, temperature=call.opts.temperature,
                                        need_dh=need_dh, need_dw=need_dw, need_db=need_db)
             return (None if dh is None else dh.to(h.dtype), None if dw is None else dw.to(w.dtype),
                     None if db is None else db.to(b.dtype), None)
@@ -191,49 +168,38 @@ class _FusedLinearGRPO(torch.autograd.Function):
 # ---------------------------------------------------------------------------------------------
 # public API
 # ---------------------------------------------------------------------------------------------
-def _stats_from(terms_5n, logp_n, idx, mask_N, B, T) -> GRPOStats:
-    msum = mask_N.sum()
-    denom = msum.clamp_min(torch.finfo(torch.float32).tiny)
-    means = torch.where(msum > 0, terms_5n[1:].sum(1).float() / denom, 0.0)
-    logp_N = torch.zeros(B * T, dtype=torch.float32, device=mask_N.device)
-    if idx is None:
-        logp_N.copy_(logp_n)
-    else:
-        logp_N.index_copy_(0, idx, logp_n.float())
-    return GRPOStats(logp=logp_N.view(B, T), kl_mean=means[1], ratio_mean=means[0], clip_low_frac=means[2],
-                     clip_high_frac=means[3])
-
-
 def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bias=None, chunk_size=None,
                            old_logp=None, ref_logp=None, beta: float = 0.0, eps_low: float = 0.2,
                            eps_high: float = 0.2, temperature: float = 1.0, loss_agg: str = "token_mean",
-                           max_len: int | None = None, backend: str | None = None):
+                           max_len: int | None = None, backend: str | None = None, strategy: str | None = None):
     """grpo_loss(hidden @ weight.T + bias, targets, advantages, mask, ...) without the [B·T, V] logits.
 
     hidden [B, T, H] (fp32/bf16/fp16, any strides), weight [V, H], bias [V] or None (same dtype and
     device), targets [B, T] int, advantages [B] or [B, T], mask [B, T] or None; the GRPO keywords as in
     r1core.grpo_loss (SPEC §2).  chunk_size: tokens per chunk (default from the shapes, see
-    r1core.ops._fused_linear_chunked.default_chunk_size).  -> (loss 0-d float32, GRPOStats); gradients
-    flow to hidden, weight and bias."""
+    r1core.ops._fused_linear_chunked.default_chunk_size).  strategy: see the module docstring (None:
+    the default for the backend).  -> (loss 0-d float32, GRPOStats); gradients flow to hidden,
+    weight and bias."""
     with nvtx_range("fused_linear_grpo_loss"):
         V = _check_linear(hidden, weight, bias, chunk_size)
-        args = check_grpo_args(hidden, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
-                               eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
-                               max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False)
-        plan = _plan("fused_linear_grpo_loss", hidden, backend)
+        args = grpo_args(hidden, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
+                         eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
+                         max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False)
+        need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
+        p = plan(hidden, backend, strategy, need_grad=need_grad)
         with torch.autocast(hidden.device.type, enabled=False):  # the op picks its own precisions
-            return _loss(hidden, weight, bias, targets, advantages, mask, args, V, plan, chunk_size,
-                         dict(old_logp=old_logp, ref_logp=ref_logp, beta=beta, eps_low=eps_low, eps_high=eps_high,
-                              temperature=temperature, loss_agg=loss_agg, max_len=max_len))
+            if p.strategy == "reference":
+                return ref.fused_linear_grpo_loss_ref(
+                    hidden, weight, targets, advantages, mask, bias=bias, old_logp=old_logp, ref_logp=ref_logp,
+                    beta=beta, eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
+                    max_len=max_len)
+            return _loss(hidden, weight, bias, args, V, p, chunk_size)
 
 
-def _loss(hidden, weight, bias, targets, advantages, mask, args, V, plan, chunk_size, grpo_kwargs):
-    """The body of fused_linear_grpo_loss once the arguments are checked and the backend chosen."""
-    if plan == "torch":
-        return ref.fused_linear_grpo_loss_ref(
-            hidden, weight, targets, advantages, mask, bias=bias, **grpo_kwargs)
+def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size):
+    """The chunk loop or the on-chip path, on the unmasked tokens only."""
     B, T, H = hidden.shape
-    w_N = token_weights(args.mask_N, B, T, args.opts)
+    w_N = token_weights(args.mask_N.view(B, T), args.opts.loss_agg, args.opts.max_len).reshape(-1)
     # keep only the unmasked tokens (autograd scatters their gradient back into hidden)
     h_NH = hidden.flatten(0, 1)
     active = args.mask_N != 0
@@ -241,68 +207,53 @@ def _loss(hidden, weight, bias, targets, advantages, mask, args, V, plan, chunk_
     idx = None if n == B * T else active.nonzero()[:, 0]
 
     def pick(t):
-        return t if t is None or idx is None else t.index_select(0, idx)
+        t = t if t is None or idx is None else t.index_select(0, idx)
+        # float64 hidden: the PyTorch row math then runs in float64 throughout
+        return t.double() if t is not None and t.is_floating_point() and hidden.dtype == torch.float64 else t
 
-    h_nH = pick(h_NH)
+    h_nH, w_mat = (h_NH if idx is None else h_NH.index_select(0, idx)), weight
     tok = chunked.Tokens(targets=pick(args.targets_N), adv=pick(args.adv_N), mask=pick(args.mask_N),
                          w=pick(w_N), old=pick(args.old_N), ref=pick(args.ref_N))
-    if hidden.dtype == torch.float64:  # the PyTorch row math then runs in float64 throughout
-        tok = chunked.Tokens(targets=tok.targets, adv=tok.adv.double(), mask=tok.mask.double(), w=tok.w.double(),
-                             old=None if tok.old is None else tok.old.double(),
-                             ref=None if tok.ref is None else tok.ref.double())
-    need_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (hidden, weight, bias))
-    strategy = _triton_strategy(need_grad) if plan == "triton" else "chunked"
-    w_mat = weight
-    if strategy == "onchip":
-        if h_nH.stride(-1) != 1:
-            h_nH = h_nH.contiguous()
-        if w_mat.stride(-1) != 1:
-            w_mat = w_mat.contiguous()
+    if p.strategy == "onchip":
+        h_nH = h_nH if h_nH.stride(-1) == 1 else h_nH.contiguous()
+        w_mat = w_mat if w_mat.stride(-1) == 1 else w_mat.contiguous()
     chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
-    call = _Call(tok=tok, opts=args.opts, plan=plan, strategy=strategy, chunk=chunk)
+    call = _Call(tok=tok, opts=args.opts, rows=None if p.strategy == "onchip" else FUSED_LINEAR(p.backend, p.backend),
+                 chunk=chunk)
     loss, logp_n, terms = _FusedLinearGRPO.apply(h_nH, w_mat, bias, call)
-    return loss, _stats_from(terms, logp_n, idx, args.mask_N, B, T)
+    logp_N = torch.zeros(B * T, dtype=torch.float32, device=hidden.device)
+    if idx is None:
+        logp_N.copy_(logp_n)
+    else:
+        logp_N.index_copy_(0, idx, logp_n.float())
+    return loss, GRPOStats(logp=logp_N.view(B, T), **term_means(terms.sum(1).float(), args.mask_N.sum()))
 
 
 def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: float = 1.0, chunk_size=None,
-                          backend: str | None = None) -> torch.Tensor:
+                          backend: str | None = None, strategy: str | None = None) -> torch.Tensor:
     """log_softmax((hidden @ weight.T + bias) / temperature)[target] -> [B, T] float32, no grad, without
     the [B·T, V] logits (old and reference log-probs).  Negative targets (e.g. -100) give 0; targets
-    >= V raise ValueError."""
+    >= V raise ValueError (one device sync on GPU, skipped with R1CORE_SKIP_CHECKS=1)."""
     with nvtx_range("fused_linear_logprobs"):
         V = _check_linear(hidden, weight, bias, chunk_size)
         B, T, H = hidden.shape
-        if not isinstance(targets, torch.Tensor) or tuple(targets.shape) != (B, T):
-            raise ValueError(f"targets must be a [B, T] = [{B}, {T}] tensor, got "
-                             f"{list(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__}")
-        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-            raise ValueError(f"targets must be an integer tensor, got {targets.dtype}")
-        if targets.device != hidden.device:
-            raise ValueError(f"targets must be on the hidden states' device {hidden.device}, got {targets.device}")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0 \
-                or temperature == float("inf"):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-        temperature = float(temperature)
-        t_N = targets.reshape(-1).to(torch.int64)
-        if t_N.numel() and bool((t_N >= V).any()):
-            raise ValueError(f"targets must lie in [0, V) = [0, {V}) (negative = ignored), got max {int(t_N.max())}")
-        plan = _plan("fused_linear_logprobs", hidden, backend)
+        t_N = check_targets(targets, B, T, hidden.device, "hidden")
+        temperature = check_temperature(temperature)
+        check_target_range(t_N, t_N >= 0, V, T)
+        p = plan(hidden, backend, strategy, need_grad=False, op=FUSED_LINEAR_LOGPROBS)
         with torch.no_grad():
-            if plan == "torch":
+            if p.strategy == "reference":
                 out = ref.fused_linear_logprobs_ref(hidden, weight, targets, bias=bias, temperature=temperature)
                 return torch.where(targets >= 0, out, 0.0).float()
-            h_NH = hidden.detach().flatten(0, 1)
-            w = weight.detach()
+            h_NH, w = hidden.detach().flatten(0, 1), weight.detach()
             b = None if bias is None else bias.detach()
-            if plan == "triton":
-                kmod = _backend.kernels("fused_linear")
+            if p.strategy == "onchip":
                 h_NH = h_NH if h_NH.stride(-1) == 1 else h_NH.contiguous()
                 w = w if w.stride(-1) == 1 else w.contiguous()
-                lse, x_t = kmod.lse_fwd(h_NH, w, b, t_N, temperature=temperature)
+                lse, x_t = kernels("fused_linear").lse_fwd(h_NH, w, b, t_N, temperature=temperature)
                 logp = torch.where(t_N >= 0, x_t - lse, 0.0)
             else:
                 chunk = chunk_size or chunked.default_chunk_size(B * T, V, hidden.dtype, hidden.device)
                 logp = chunked.chunked_logprobs(h_NH, w, b, t_N, temperature=temperature, chunk=chunk,
-                                                rows=_rows(plan))
+                                                rows=FUSED_LINEAR_LOGPROBS(p.backend, p.backend))
             return logp.float().view(B, T)

@@ -17,32 +17,30 @@ from __future__ import annotations
 
 import torch
 
-from r1core import _backend
+from r1core._backend import Op
 from r1core._nvtx import nvtx_range
+from r1core.ops import _args, _moe_cpu, _moe_triton
 from r1core.ref import moe as ref
 
-ROUTE_BACKENDS = ("torch", "triton")
-EXPERTS_BACKENDS = ("torch", "cpp", "triton")
+MOE_ROUTE = Op("moe_route", gpu_order=("triton", "torch"))
+MOE_EXPERTS = Op("moe_experts", gpu_order=("triton", "torch"),
+                 needs={"cpp": ("moe_experts_fwd_cpu", "moe_experts_bwd_cpu")})
 
 
 # ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
 def _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correction_bias, replay_ids):
-    if not isinstance(router_logits, torch.Tensor) or router_logits.dim() != 2:
-        raise ValueError(f"router_logits must be a [T, E] tensor, got "
-                         f"{tuple(router_logits.shape) if isinstance(router_logits, torch.Tensor) else type(router_logits)}")
-    if not router_logits.is_floating_point():
-        raise TypeError(f"router_logits must be a float tensor, got {router_logits.dtype}")
+    _args.tensor(router_logits, "router_logits", "of shape [T, E]")
+    _args.shape(router_logits, "router_logits", 2, what="[T, E]")
+    _args.floating(router_logits, "router_logits")
     T, E = router_logits.shape
-    if scoring not in ref.SCORINGS:
-        raise ValueError(f"scoring must be one of {ref.SCORINGS}, got {scoring!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= E:
-        raise ValueError(f"top_k must be an int in [1, E={E}], got {top_k!r}")
-    if isinstance(n_group, bool) or not isinstance(n_group, int) or n_group < 1 or E % n_group:
+    _args.choice(scoring, "scoring", ref.SCORINGS)
+    _args.integer_value(top_k, "top_k", low=1, high=E)
+    n_group = _args.integer_value(n_group, "n_group", low=1)
+    if E % n_group:
         raise ValueError(f"n_group must be a positive int dividing E={E}, got {n_group!r}")
-    if isinstance(topk_group, bool) or not isinstance(topk_group, int) or not 1 <= topk_group <= n_group:
-        raise ValueError(f"topk_group must be an int in [1, n_group={n_group}], got {topk_group!r}")
+    _args.integer_value(topk_group, "topk_group", low=1, high=n_group)
     if n_group > 1:
         if topk_group * (E // n_group) < top_k:
             raise ValueError(f"top_k={top_k} exceeds the experts left by topk_group={topk_group} groups of "
@@ -53,18 +51,15 @@ def _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correc
     if correction_bias is not None:
         if scoring != "sigmoid":
             raise ValueError("correction_bias is DeepSeek-V3's sigmoid-scoring bias: use scoring='sigmoid'")
-        if not isinstance(correction_bias, torch.Tensor) or tuple(correction_bias.shape) != (E,):
-            raise ValueError(f"correction_bias must be a [E={E}] tensor, got "
-                             f"{getattr(correction_bias, 'shape', type(correction_bias))}")
-        if correction_bias.device != router_logits.device:
-            raise ValueError(f"correction_bias is on {correction_bias.device}, router_logits on {router_logits.device}")
+        _args.tensor(correction_bias, "correction_bias", f"of shape [E={E}]")
+        _args.shape(correction_bias, "correction_bias", (E,), what=f"[E={E}]")
+        _args.device(correction_bias, "correction_bias", router_logits.device, "router_logits'")
     if replay_ids is not None:
         _check_ids(replay_ids, T, top_k, E, router_logits.device, "replay_ids")
 
 
 def _check_ids(ids, T, k, E, device, name="ids"):
-    if not isinstance(ids, torch.Tensor) or ids.dtype.is_floating_point or ids.dtype in (torch.bool, torch.complex64):
-        raise TypeError(f"{name} must be an integer tensor, got {getattr(ids, 'dtype', type(ids))}")
+    _args.integer(_args.tensor(ids, name, "of shape [T, k]"), name)
     if tuple(ids.shape) != (T, k):
         raise ValueError(f"{name} must have shape [T, k] = [{T}, {k}], got {tuple(ids.shape)}")
     if ids.device != device:
@@ -78,10 +73,7 @@ def _check_ids(ids, T, k, E, device, name="ids"):
 
 def _check_experts_args(x, w13, w2, weights, ids):
     for name, t in (("x", x), ("w13", w13), ("w2", w2), ("weights", weights)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be a float tensor, got {t.dtype}")
+        _args.floating(_args.tensor(t, name), name)
     if x.dim() != 2:
         raise ValueError(f"x must be [T, H], got shape {tuple(x.shape)}")
     T, H = x.shape
@@ -114,18 +106,11 @@ def moe_route(router_logits: torch.Tensor, top_k: int, *, scoring: str = "softma
     Differentiable in router_logits through the kept weights; ids never carry gradient.
     """
     _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correction_bias, replay_ids)
-    name = _backend.resolve("moe_route", router_logits.device, backend, implemented=ROUTE_BACKENDS,
-                            gpu_order=("triton", "torch"))
+    name = MOE_ROUTE.choose(router_logits, backend, arg="router_logits")
     with nvtx_range(f"moe_route[{name}]"):
-        if name == "torch":
-            w, ids = ref.moe_route_ref(router_logits, top_k, scoring=scoring, n_group=n_group,
-                                       topk_group=topk_group, correction_bias=correction_bias,
-                                       norm_topk=norm_topk, routed_scale=routed_scale, replay_ids=replay_ids)
-            return (w if w.dtype == torch.float64 else w.float()), ids
-        from r1core.ops import _moe_triton  # noqa: PLC0415 (imports Triton)
-        return _moe_triton.route(router_logits, top_k, scoring=scoring, n_group=n_group, topk_group=topk_group,
-                                 correction_bias=correction_bias, norm_topk=norm_topk,
-                                 routed_scale=float(routed_scale), replay_ids=replay_ids)
+        return MOE_ROUTE(name, router_logits, top_k, scoring=scoring, n_group=n_group, topk_group=topk_group,
+                         correction_bias=correction_bias, norm_topk=norm_topk, routed_scale=float(routed_scale),
+                         replay_ids=replay_ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,13 +124,21 @@ def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, weights: t
     gradient.  y has x's dtype.  Ids outside [0, E) raise ValueError (checked with one host sync).
     """
     _check_experts_args(x, w13, w2, weights, ids)
-    name = _backend.resolve("moe_experts", x.device, backend, implemented=EXPERTS_BACKENDS,
-                            gpu_order=("triton", "torch"))
+    name = MOE_EXPERTS.choose(x, backend, arg="x")
     with nvtx_range(f"moe_experts[{name}]"):
-        if name == "torch":
-            return ref.moe_experts_ref(x, w13, w2, weights, ids)
-        if name == "cpp":
-            from r1core.ops import _moe_cpu  # noqa: PLC0415
-            return _moe_cpu.experts(x, w13, w2, weights, ids)
-        from r1core.ops import _moe_triton  # noqa: PLC0415
-        return _moe_triton.experts(x, w13, w2, weights, ids)
+        return MOE_EXPERTS(name, x, w13, w2, weights, ids)
+
+
+# ---------------------------------------------------------------------------------------------
+# backends (the Triton and C++ ones live in _moe_triton.py / _moe_cpu.py; Triton loads on first use)
+# ---------------------------------------------------------------------------------------------
+@MOE_ROUTE.impl("torch")
+def _route_torch(router_logits, top_k, **kw):
+    w, ids = ref.moe_route_ref(router_logits, top_k, **kw)
+    return (w if w.dtype == torch.float64 else w.float()), ids
+
+
+MOE_ROUTE.impl("triton")(_moe_triton.route)
+MOE_EXPERTS.impl("torch")(ref.moe_experts_ref)
+MOE_EXPERTS.impl("cpp")(_moe_cpu.experts)
+MOE_EXPERTS.impl("triton")(_moe_triton.experts)

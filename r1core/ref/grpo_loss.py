@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 import torch
 
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+from .grpo_math import LOSS_AGGS, stack_terms, term_means, token_terms, token_weights
+
+__all__ = ["GRPOStats", "LOSS_AGGS", "grpo_loss_ref", "logprobs_ref"]
 
 
 @dataclass(frozen=True)
@@ -21,24 +23,6 @@ class GRPOStats:
     ratio_mean: torch.Tensor      # 0-d; exp(logp - old_logp)
     clip_low_frac: torch.Tensor   # 0-d; share with ratio < 1 - eps_low and A < 0 (gradient cut)
     clip_high_frac: torch.Tensor  # 0-d; share with ratio > 1 + eps_high and A > 0 (gradient cut)
-
-
-def token_weights_ref(mask_BT: torch.Tensor, loss_agg: str, max_len: int | None = None) -> torch.Tensor:
-    """Each token's weight w in loss = sum(l * w): the aggregation of SPEC §2 as a [B, T] tensor."""
-    m = mask_BT.to(torch.float64)
-    B, T = m.shape
-    if loss_agg == "token_mean":
-        n = m.sum()
-        return m / n if n > 0 else torch.zeros_like(m)
-    if loss_agg == "seq_mean_token_mean":
-        n_b = m.sum(dim=1, keepdim=True)
-        n_seq = (n_b > 0).sum()
-        if n_seq == 0:
-            return torch.zeros_like(m)
-        return torch.where(n_b > 0, m / n_b.clamp_min(1), 0.0) / n_seq
-    if loss_agg == "seq_mean_token_sum_norm":
-        return m / (B * (T if max_len is None else max_len))
-    raise ValueError(f"loss_agg must be one of {LOSS_AGGS}, got {loss_agg!r}")
 
 
 def logprobs_ref(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
@@ -59,26 +43,9 @@ def grpo_loss_ref(logits, targets, advantages, mask=None, *, old_logp=None, ref_
     m = torch.ones(B, T, dtype=cdt, device=logits.device) if mask is None else mask.to(cdt)
     A = advantages.to(cdt)
     A = A[:, None].expand(B, T) if A.dim() == 1 else A
-    old = logp.detach() if old_logp is None else old_logp.to(cdt)
-    ratio = torch.exp(logp - old)
-    pg = -torch.minimum(ratio * A, ratio.clamp(1 - eps_low, 1 + eps_high) * A)
-    if ref_logp is not None:
-        d = ref_logp.to(cdt) - logp
-        kl = torch.exp(d) - d - 1
-    else:
-        kl = torch.zeros_like(logp)
-    l = pg + beta * kl if beta > 0 else pg
-    w = token_weights_ref(m, loss_agg, max_len).to(cdt)
-    loss = (l * w).sum()
-
-    n = m.sum()
-    def tmean(x):
-        return (x.detach() * m).sum() / n if n > 0 else x.new_zeros(())
-    stats = GRPOStats(
-        logp=logp.detach().float(),
-        kl_mean=tmean(kl).float(),
-        ratio_mean=tmean(ratio).float(),
-        clip_low_frac=tmean(((ratio < 1 - eps_low) & (A < 0)).to(cdt)).float(),
-        clip_high_frac=tmean(((ratio > 1 + eps_high) & (A > 0)).to(cdt)).float(),
-    )
-    return loss, stats
+    old = logp.detach() if old_logp is None else old_logp.to(cdt)  # on-policy: ratio 1, d ratio/d logp 1
+    t = token_terms(logp, A, old, None if ref_logp is None else ref_logp.to(cdt), beta=beta, eps_low=eps_low,
+                    eps_high=eps_high)
+    terms = stack_terms(t, m, token_weights(m, loss_agg, max_len))
+    means = term_means(terms.detach().flatten(1).sum(dim=1), m.sum())
+    return terms[0].sum(), GRPOStats(logp=logp.detach().float(), **{k: v.float() for k, v in means.items()})

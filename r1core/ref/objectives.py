@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .grpo_loss import LOSS_AGGS, token_weights_ref
+from .grpo_math import LOSS_AGGS, token_weights
 
 POLICIES = ("clip", "cispo", "sapo", "vespo")
 # LOSS_AGGS plus LUSPO's sum over a sequence's tokens, mean over sequences (= sum(l·m) / B)
@@ -321,9 +321,9 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
         l = l + beta * kl
 
     if loss_agg == "seq_mean_token_sum":
-        w = token_weights_ref(m, "seq_mean_token_sum_norm", max_len=1)
+        w = token_weights(m, "seq_mean_token_sum_norm", max_len=1)
     else:
-        w = token_weights_ref(m, loss_agg, max_len)
+        w = token_weights(m, loss_agg, max_len)
     w = w.to(cdt)
     pol = (l * w).sum()
 

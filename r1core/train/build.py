@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -143,7 +142,3 @@ def call_seed(*parts: int) -> int:
     for p in parts:
         h = ((h ^ (int(p) & (2**64 - 1))) * 1099511628211) % 2**64
     return h % 2**63
-
-
-def run_folder(cfg: Config) -> Path:
-    return Path(cfg.run.out)

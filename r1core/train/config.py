@@ -357,6 +357,22 @@ def validate(cfg: Config) -> None:
     for name, w in cfg.task.rewards.items():
         if not isinstance(w, (int, float)) or isinstance(w, bool):
             raise ValueError(f"config key 'task.rewards.{name}' must be a number, got {w!r}")
+    if g.backend:
+        _check_backend(g.backend)
+
+
+# the ops a GRPO / SFT step runs with backend=grpo.backend (r1core/train/grpo.py, sft.py)
+TRAINER_OPS = ("grpo_advantages", "fused_linear_logprobs", "fused_linear_grpo_loss")
+
+
+def _check_backend(backend: str) -> None:
+    """grpo.backend must be a backend every trainer op implements: caught here, not after a rollout."""
+    from r1core._backend import OPS
+    from r1core.ops import advantage, fused_linear  # noqa: F401, PLC0415 (declare their dispatch tables)
+    lacking = [name for name in TRAINER_OPS if backend not in OPS[name].backends]
+    if lacking:
+        raise ValueError(f"config key 'grpo.backend' = {backend!r} is not implemented by " + ", ".join(
+            f"{n} (it has {', '.join(OPS[n].backends)})" for n in lacking))
 
 
 def parse_profile_steps(text: str) -> tuple[int, int]:

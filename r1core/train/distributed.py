@@ -27,6 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from r1core.train.policy_head import PolicyHead  # noqa: F401 (wrap/unwrap take it; its old home)
+
 
 @dataclass
 class DistInfo:
@@ -103,37 +105,6 @@ def barrier(info: DistInfo) -> None:
 # ---------------------------------------------------------------------------------------------
 # wrapping the policy
 # ---------------------------------------------------------------------------------------------
-class PolicyHead(nn.Module):
-    """forward(input_ids, head_fn) -> head_fn(hidden [B, T, H], lm_head weight [V, H], bias [V] or None).
-
-    The fused linear loss (or log-prob) op is `head_fn`: it runs inside this forward, so under FSDP2
-    the lm_head weight is used while the root unit holds it gathered, like any layer's weight."""
-
-    def __init__(self, model: nn.Module, *, autocast: torch.dtype | None = None):
-        super().__init__()
-        self.model = model
-        self.autocast = autocast
-
-    def forward(self, input_ids: torch.Tensor, head_fn, *, select=None, **kwargs):
-        """`select` = (rows, columns) index tensors of equal shape: the head sees hidden[rows, columns]
-        (shared-prefix packing maps packed positions back to per-row completion positions)."""
-        head = self.model.lm_head
-        weight, bias = head.weight, getattr(head, "bias", None)
-        # no autocast of our own: leave any surrounding autocast context in charge
-        amp = contextlib.nullcontext() if self.autocast is None else torch.autocast(input_ids.device.type,
-                                                                                   dtype=self.autocast)
-        with amp:
-            hidden = self.model.hidden_states(input_ids, **kwargs)
-        if select is not None:
-            hidden = hidden[select]
-        if self.autocast is None:
-            return head_fn(hidden, weight, bias)
-        # the fused op wants one dtype: the lm_head runs in the autocast dtype too (its gradient
-        # flows back through the cast to the full-precision weight)
-        hidden = hidden.to(self.autocast)
-        return head_fn(hidden, weight.to(self.autocast), None if bias is None else bias.to(self.autocast))
-
-
 def transformer_blocks(model: nn.Module) -> list[nn.Module]:
     """The repeated decoder blocks: the children of the first ModuleList named `layers` (or `h`)."""
     for name, mod in model.named_modules():

@@ -55,10 +55,14 @@ from pathlib import Path
 
 import torch
 
-from r1core.train import build, checkpoint as ckpt, distributed as D, ops
+from r1core.ops.advantage import grpo_advantages
+from r1core.ops.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
+from r1core.ref.grpo_math import agg_denominator
+from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train.config import Config, parse_profile_steps, save_config
 from r1core.train.evaluate import evaluate_policy
 from r1core.train.packing import PrefixPacking
+from r1core.train.policy_head import PolicyHead
 from r1core.train.logging import RunLogger, plot_curves, summary_table
 from r1core.train.profiling import PhaseTimer, ProfileWindow
 from r1core.train.sampling import sample
@@ -103,12 +107,12 @@ class GRPOTrainer:
         model = build.load_policy(source, cfg, self.device, self.deps)
         model.train()
         autocast = build.DTYPES[cfg.model.autocast] if cfg.model.autocast else None
-        self.policy = D.wrap(D.PolicyHead(model, autocast=autocast), self.info, cfg.run.dist)
+        self.policy = D.wrap(PolicyHead(model, autocast=autocast), self.info, cfg.run.dist)
         self.ref = None
         if cfg.grpo.beta > 0:                      # beta = 0: no reference model at all
             ref_model = build.load_policy(cfg.model.ref or init or cfg.model.source, cfg, self.device, self.deps)
             ref_model.requires_grad_(False).eval()
-            ref_head = D.PolicyHead(ref_model, autocast=autocast)
+            ref_head = PolicyHead(ref_model, autocast=autocast)
             self.ref = D.wrap(ref_head, self.info, cfg.run.dist) if cfg.run.dist == "fsdp" else ref_head
         self.optimizer = build.make_optimizer(self.policy.parameters(), cfg)
         self.scheduler = build.make_scheduler(self.optimizer, cfg, cfg.run.steps)
@@ -196,8 +200,8 @@ class GRPOTrainer:
 
         # 3. advantages over the global batch (every rank computes them all, keeps its rows)
         rewards_all = D.all_gather_cat(total_N, info)
-        adv_all = ops.advantages(rewards_all, G, scale=cfg.grpo.scale, baseline=cfg.grpo.baseline,
-                                 backend=self.backend)
+        adv_all = grpo_advantages(rewards_all, G, scale=cfg.grpo.scale, baseline=cfg.grpo.baseline,
+                                  backend=self.backend)
         n_local = total_N.numel()
         adv_N = adv_all[info.rank * n_local:(info.rank + 1) * n_local].float()
         groups = rewards_all.view(-1, G)
@@ -288,8 +292,8 @@ class GRPOTrainer:
         for rows in micro:
             rows_, _ = self._rows_or_dummy(rows)
             targets = batch.targets_NT[rows_].masked_fill(~batch.mask_NT[rows_], -100)  # prompt/pad: skipped
-            lp = self._forward(head, batch, rows_, lambda h, w, b: ops.linear_logprobs(
-                h, w, targets, bias_V=b, temperature=self.temperature, backend=self.backend))
+            lp = self._forward(head, batch, rows_, lambda h, w, b: fused_linear_logprobs(
+                h, w, targets, bias=b, temperature=self.temperature, backend=self.backend))
             if rows.numel():
                 out[rows] = lp
         return out
@@ -322,18 +326,20 @@ class GRPOTrainer:
         grad_norms = []
         for _ in range(g.mu):
             for mini in minis:
-                norm = self._normalisers(batch, mini)
+                total = self._denominator(batch, mini)
                 for rows in mini:
                     rows_, dummy = self._rows_or_dummy(rows)
                     mask = batch.mask_NT[rows_]
                     mask = torch.zeros_like(mask) if dummy else mask
                     with self.timer("forward"):
-                        loss, st = self._forward(self.policy, batch, rows_, lambda h, w, b: ops.linear_grpo_loss(
-                            h, w, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias_V=b,
+                        loss, st = self._forward(self.policy, batch, rows_, lambda h, w, b: fused_linear_grpo_loss(
+                            h, w, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias=b,
                             old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
                             chunk_size=g.chunk_size or None, backend=self.backend, **loss_kw))
-                        scale = self._scale(mask, norm)
+                        # the op normalises by this micro-batch's denominator; the objective by the batch's
+                        local = float(agg_denominator(mask, g.loss_agg))
+                        scale = local / total if total > 0 else 0.0
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()
                     ntok = float(mask.sum())
@@ -354,20 +360,12 @@ class GRPOTrainer:
                 "clip_low_frac": float(sums[3]) / n, "clip_high_frac": float(sums[4]) / n,
                 "grad_norm": sum(grad_norms) / len(grad_norms), "optimizer_steps": steps}
 
-    def _normalisers(self, batch: Batch, mini: list[torch.Tensor]) -> torch.Tensor:
-        """Global [tokens, sequences with >= 1 token, rows] of one optimizer batch (all ranks)."""
+    def _denominator(self, batch: Batch, mini: list[torch.Tensor]) -> float:
+        """The loss aggregation's denominator over one optimizer batch on all ranks (tokens,
+        non-empty sequences or rows: r1core.ref.grpo_math.agg_denominator)."""
         rows = torch.cat(mini) if mini else batch.rows.new_empty(0)
-        m = batch.mask_NT[rows]
-        return D.all_reduce([float(m.sum()), float(m.any(1).sum()), float(rows.numel())], info=self.info)
-
-    def _scale(self, mask_BT: torch.Tensor, norm: torch.Tensor) -> float:
-        """Factor turning the op's micro-batch-normalised loss into this micro-batch's share of the
-        optimizer batch's loss: the op divides by the micro-batch's count, we want the global one."""
-        agg = self.cfg.grpo.loss_agg
-        local = {"token_mean": float(mask_BT.sum()), "seq_mean_token_mean": float(mask_BT.any(1).sum()),
-                 "seq_mean_token_sum_norm": float(mask_BT.shape[0]) if mask_BT.any() else 0.0}[agg]
-        total = float(norm[{"token_mean": 0, "seq_mean_token_mean": 1, "seq_mean_token_sum_norm": 2}[agg]])
-        return local / total if total > 0 else 0.0
+        local = agg_denominator(batch.mask_NT[rows], self.cfg.grpo.loss_agg)
+        return float(D.all_reduce([float(local)], info=self.info)[0])
 
     # -----------------------------------------------------------------------------------------
     # evaluation, checkpoints, the end

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from r1core.train import build, checkpoint as ckpt, distributed as D, ops
+from r1core.ops.fused_linear import fused_linear_grpo_loss
+from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train.coldstart import resolve_sft_data
 from r1core.train.config import Config, save_config
 from r1core.train.logging import RunLogger
@@ -151,9 +152,9 @@ class SFTTrainer:
             ids, targets, mask = self._pad(chunk, dummy)
             with self.timer("forward"):
                 ones = torch.ones(ids.shape[0], device=self.device)
-                loss, st = self.policy(ids, lambda h, w, b: ops.linear_grpo_loss(h, w, targets, ones, mask, bias_V=b,
-                                                                                  loss_agg="token_mean",
-                                                                                  backend=cfg.grpo.backend or None))
+                loss, st = self.policy(ids, lambda h, w, b: fused_linear_grpo_loss(h, w, targets, ones, mask, bias=b,
+                                                                                    loss_agg="token_mean",
+                                                                                    backend=cfg.grpo.backend or None))
                 local = float(mask.sum())
                 scale = local / n_tok if n_tok > 0 else 0.0
             with self.timer("backward"):

@@ -2,7 +2,6 @@
 the same loss and gradients for every mapped loss_type, the same advantages for every scale_rewards,
 one full training step, and a clear error for what is not mapped."""
 import copy
-import importlib.util
 
 import pytest
 import torch
@@ -14,9 +13,6 @@ datasets = pytest.importorskip("datasets")
 from r1core.integrations.trl import R1GRPOTrainer, loss_kwargs, trl_advantages  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore")
-needs_advantage_op = pytest.mark.skipif(importlib.util.find_spec("r1core.ops.advantage") is None,
-                                        reason="r1core.grpo_advantages (r1core/ops/advantage.py) not built yet")
-
 CHARS = list("abcdefghijklmnopqrstuvwxyz0123456789 +=?.")
 PROMPTS = ["1+2=", "3+4=", "12+5=", "2+7="]
 
@@ -130,7 +126,6 @@ def test_mapping(tiny):
                                    temperature=0.7, max_len=6)
 
 
-@needs_advantage_op
 @pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
 def test_advantages_match_trl(tiny, scale_rewards):
     """Same seed, same weights: same completions and rewards; r1core's advantages equal TRL's."""
@@ -146,7 +141,6 @@ def test_advantages_match_trl(tiny, scale_rewards):
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@needs_advantage_op
 def test_trl_advantage_formula():
     r = torch.tensor([1.0, 0.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0])
     std_g = r.view(2, 4).std(1).repeat_interleave(4)
@@ -157,7 +151,6 @@ def test_trl_advantage_formula():
     assert (trl_advantages(r, 4, "group")[4:] == 0).all()  # equal rewards: exactly 0
 
 
-@needs_advantage_op
 def test_one_training_step(tiny):
     tr = trainer(R1GRPOTrainer, tiny, loss_type="dapo", beta=0.04, use_bias_correction_kl=False)
     before = {n: p.detach().clone() for n, p in tr.model.named_parameters()}

@@ -94,12 +94,7 @@ def test_aggregation_global_batch_and_rollout_weights(gen):
     torch.testing.assert_close(l_w, 2 * l_1 * keep.sum() / mask.sum())
 
 
-needs_advantage_op = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("r1core.ops.advantage") is None,
-    reason="r1core.grpo_advantages (r1core/ops/advantage.py) not built yet")
 
-
-@needs_advantage_op
 @pytest.mark.parametrize("norm", [True, False])
 def test_advantage_groups_by_uid_in_any_order(gen, norm):
     G, n_groups, T = 4, 3, 5
@@ -188,7 +183,6 @@ def test_aggregate_matches_verl_agg_loss(gen, mode):
 
 
 @needs_verl
-@needs_advantage_op
 @pytest.mark.parametrize("norm", [True, False])
 def test_advantage_matches_verl_grpo(gen, norm):
     G, n_groups, T = 5, 4, 6

@@ -44,9 +44,20 @@ def _rewards(gen, shape, dtype=torch.float32, device="cpu"):
     return r.to(dtype).to(device)
 
 
-def _expected(r, G, **kw):
-    """float64 reference on exactly the values the kernel sees (after any rounding to r's dtype)."""
-    return grpo_advantages_ref(r.double(), G, **kw)
+def _expected(r, G, *, scale="group", baseline="mean", eps=1e-6):
+    """The textbook formulas of SPEC §1 in float64 (plain means and torch.std, none of the shifted sums
+    of r1core.ref.advantage, so the "torch" backend is checked too), on exactly the values the kernel
+    sees (after any rounding to r's dtype)."""
+    x = r.double().reshape(-1, G)
+    if baseline == "mean":
+        a = x - x.mean(dim=1, keepdim=True)
+    else:
+        a = x - (x.sum(dim=1, keepdim=True) - x) / (G - 1)
+    if scale == "group":
+        a = a / (x.std(dim=1, keepdim=True) + eps)
+    elif scale == "batch":
+        a = a / (x.std() + eps)
+    return a.reshape(r.shape)
 
 
 def _assert_close(out, ref, rtol=1e-5):
@@ -234,7 +245,7 @@ def test_skip_checks_env_lets_nan_through(case, monkeypatch):
     ((torch.ones(8), 4), {"baseline": "median"}, ValueError, "baseline"),
     ((torch.ones(8), 4), {"eps": -1e-6}, ValueError, "eps"),
     ((torch.ones(8), 4), {"eps": float("nan")}, ValueError, "eps"),
-    ((torch.ones(8), 4), {"eps": "1e-6"}, ValueError, "eps"),
+    ((torch.ones(8), 4), {"eps": "1e-6"}, TypeError, "eps"),
     ((torch.ones(8), 4), {"backend": "jax"}, ValueError, "backend"),
 ])
 def test_bad_arguments(args, kwargs, exc, match):
@@ -264,11 +275,11 @@ def test_cpp_entry_point_validates_too():
 def spies(monkeypatch):
     """Replace every backend by a recorder that still computes the right answer (with torch)."""
     ran = []
-    for name in adv_ops._RUN:
+    for name in adv_ops.ADVANTAGE.backends:
         def spy(r_gG, scale, baseline, eps, check_finite, _name=name):
             ran.append(_name)
             return grpo_advantages_ref(r_gG, r_gG.shape[1], scale=scale, baseline=baseline, eps=eps).float()
-        monkeypatch.setitem(adv_ops._RUN, name, spy)
+        monkeypatch.setitem(adv_ops.ADVANTAGE.impls, name, spy)
     monkeypatch.delenv("R1CORE_BACKEND", raising=False)
     return ran
 

@@ -33,7 +33,7 @@ LOWP = (torch.bfloat16, torch.float16)
 # execution paths
 # ---------------------------------------------------------------------------------------------
 def _has_cpp():
-    return fl._has_cpp_rows()
+    return fl.FUSED_LINEAR.missing("cpp", "cpu") is None
 
 
 PLANS = [
@@ -47,18 +47,15 @@ PLANS = [
 
 @pytest.fixture
 def use_plan(monkeypatch):
-    """-> a function mapping a plan name to the `backend=` argument, after arranging the environment."""
+    """-> a function mapping a plan name to the op's `backend=` and `strategy=` keywords."""
     monkeypatch.delenv("R1CORE_BACKEND", raising=False)
-    monkeypatch.delenv(fl.TRITON_STRATEGY_ENV, raising=False)
 
     def setup(plan):
         if plan == "chunked":  # the PyTorch chunk loop: what backend=None runs without the extension
-            monkeypatch.setattr(fl, "_has_cpp_rows", lambda: False)
-            return None
+            return {"backend": "torch", "strategy": "chunked"}
         if plan.startswith("triton-"):
-            monkeypatch.setenv(fl.TRITON_STRATEGY_ENV, plan.split("-")[1])
-            return "triton"
-        return plan
+            return {"backend": "triton", "strategy": plan.split("-")[1]}
+        return {"backend": plan}
     return setup
 
 
@@ -154,7 +151,7 @@ CASES = {
 }
 
 
-def run_case(gen, plan, backend, dtype, case, chunk_size, B=3, T=7, H=24, V=70, no_mask=False):
+def run_case(gen, plan, how, dtype, case, chunk_size, B=3, T=7, H=24, V=70, no_mask=False):
     agg, tok_adv, offp, beta, temp, bias, strided, (el, eh), max_len = CASES[case]
     h, w, b, targets, mask = make(gen, B, T, H, V, dtype, bias=bias, strided=strided)
     if no_mask or case.endswith("nomask"):
@@ -168,7 +165,7 @@ def run_case(gen, plan, backend, dtype, case, chunk_size, B=3, T=7, H=24, V=70, 
     hp_in = hp
     bp = None if b is None else b.detach().clone().requires_grad_()
     loss, stats = r1core.fused_linear_grpo_loss(hp_in, wp, targets, adv, mask, bias=bp, chunk_size=chunk_size,
-                                                backend=backend, **kw)
+                                                **how, **kw)
     loss.backward()
     want = oracle(h, w, b, targets, adv, mask, rounded=rounds_logits(plan, dtype), **kw)
     check(plan, dtype, loss, stats, (hp.grad, wp.grad, None if bp is None else bp.grad), want, mask,
@@ -201,16 +198,16 @@ def test_float64_inputs(gen, use_plan, plan):
 @pytest.mark.parametrize("chunk_size", [1, 2, 5, 16, 1000, None])
 def test_chunk_sizes_agree(gen, use_plan, chunk_size):
     """chunk sizes that divide the token count, do not, are 1, or exceed it give the same result."""
-    backend = use_plan("chunked")
-    run_case(gen, "chunked", backend, torch.float32, "seq_mean-kl-bias", chunk_size=chunk_size, B=4, T=5)
+    how = use_plan("chunked")
+    run_case(gen, "chunked", how, torch.float32, "seq_mean-kl-bias", chunk_size=chunk_size, B=4, T=5)
 
 
 @pytest.mark.parametrize("plan", PLANS)
 def test_logprobs(gen, use_plan, plan):
-    backend = use_plan(plan)
+    how = use_plan(plan)
     for dtype in (torch.float32, torch.bfloat16):
         h, w, b, targets, mask = make(gen, 2, 9, 32, 45, dtype, bias=True, strided=True)
-        got = r1core.fused_linear_logprobs(h, w, targets, bias=b, temperature=0.9, chunk_size=4, backend=backend)
+        got = r1core.fused_linear_logprobs(h, w, targets, bias=b, temperature=0.9, chunk_size=4, **how)
         assert got.shape == (2, 9) and got.dtype == torch.float32 and not got.requires_grad
         logits = torch.nn.functional.linear(h, w, b) if rounds_logits(plan, dtype) else \
             torch.nn.functional.linear(h.double(), w.double(), b.double())
@@ -223,9 +220,12 @@ def test_logprobs(gen, use_plan, plan):
 def test_default_backend_keeps_memory_bound_paths(use_plan):
     """backend=None never picks the materialising reference on CPU (see the module docstring)."""
     h = torch.randn(1, 3, 8)
-    assert fl._plan("op", h, None) in ("cpp", "chunked")
-    assert fl._plan("op", h.double(), None) == "chunked"
-    assert fl._plan("op", h, "torch") == "torch"
+    assert fl.plan(h) in (fl.Plan("cpp", "chunked"), fl.Plan("torch", "chunked"))
+    assert fl.plan(h.double()) == fl.Plan("torch", "chunked")
+    assert fl.plan(h, "torch") == fl.Plan("torch", "reference")
+    assert fl.plan(h, "torch", "chunked") == fl.Plan("torch", "chunked")
+    with pytest.raises(ValueError, match="strategy"):
+        fl.plan(h, "torch", "onchip")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,29 +248,29 @@ def test_all_masked_gives_zero(gen):
 
 def test_masked_rows_are_never_read(gen, use_plan):
     """NaN hidden states at masked positions (e.g. padding) cannot reach the loss or the gradients."""
-    backend = use_plan("chunked")
+    how = use_plan("chunked")
     h, w, _, targets, mask = make(gen, 3, 6, 16, 30, torch.float32)
     h = h.clone()
     h[~mask] = float("nan")
     h.requires_grad_()
     w.requires_grad_()
-    loss, st = r1core.fused_linear_grpo_loss(h, w, targets, torch.randn(3, generator=gen), mask, backend=backend)
+    loss, st = r1core.fused_linear_grpo_loss(h, w, targets, torch.randn(3, generator=gen), mask, **how)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(w.grad).all() and torch.isfinite(h.grad).all()
     assert (h.grad[~mask] == 0).all()
 
 
 def test_no_grad_and_grad_output_scaling(gen, use_plan):
-    backend = use_plan("chunked")
+    how = use_plan("chunked")
     h, w, b, targets, mask = make(gen, 2, 5, 16, 33, torch.float32, bias=True)
     adv = torch.randn(2, generator=gen)
     with torch.no_grad():
-        l0, _ = r1core.fused_linear_grpo_loss(h, w, targets, adv, mask, bias=b, backend=backend)
+        l0, _ = r1core.fused_linear_grpo_loss(h, w, targets, adv, mask, bias=b, **how)
     assert not l0.requires_grad
     grads = []
     for scale in (1.0, -2.5):
         hp, wp, bp = (t.clone().requires_grad_() for t in (h, w, b))
-        loss, _ = r1core.fused_linear_grpo_loss(hp, wp, targets, adv, mask, bias=bp, backend=backend)
+        loss, _ = r1core.fused_linear_grpo_loss(hp, wp, targets, adv, mask, bias=bp, **how)
         assert torch.equal(loss.detach(), l0)
         (scale * loss + hp.sum() * 0).backward()
         grads.append((hp.grad, wp.grad, bp.grad))
@@ -279,10 +279,10 @@ def test_no_grad_and_grad_output_scaling(gen, use_plan):
 
 
 def test_second_backward_is_a_clear_error(gen, use_plan):
-    backend = use_plan("chunked")
+    how = use_plan("chunked")
     h, w, _, targets, mask = make(gen, 2, 4, 16, 20, torch.float32)
     w.requires_grad_()
-    loss, _ = r1core.fused_linear_grpo_loss(h, w, targets, torch.randn(2, generator=gen), mask, backend=backend)
+    loss, _ = r1core.fused_linear_grpo_loss(h, w, targets, torch.randn(2, generator=gen), mask, **how)
     loss.backward(retain_graph=True)
     with pytest.raises(RuntimeError, match="backward called twice"):
         loss.backward()
@@ -290,11 +290,11 @@ def test_second_backward_is_a_clear_error(gen, use_plan):
 
 def test_only_some_inputs_require_grad(gen, use_plan):
     """e.g. a frozen backbone: only the lm_head trains; no gradient is computed for the others."""
-    backend = use_plan("chunked")
+    how = use_plan("chunked")
     h, w, b, targets, mask = make(gen, 2, 5, 16, 33, torch.float32, bias=True)
     adv = torch.randn(2, generator=gen)
     wp = w.clone().requires_grad_()
-    loss, _ = r1core.fused_linear_grpo_loss(h, wp, targets, adv, mask, bias=b, backend=backend)
+    loss, _ = r1core.fused_linear_grpo_loss(h, wp, targets, adv, mask, bias=b, **how)
     loss.backward()
     _, _, (_, dw, _) = oracle(h, w, b, targets, adv, mask, rounded=False)
     assert rel(wp.grad, dw) <= 1e-5
@@ -305,11 +305,11 @@ def test_only_some_inputs_require_grad(gen, use_plan):
 def test_weight_views_and_tied_embeddings(gen, use_plan, plan):
     """A weight that is a transposed view (stride over H != 1) and hidden states that are a
     non-contiguous slice work, with the gradient landing on the base tensors."""
-    backend = use_plan(plan)
+    how = use_plan(plan)
     h, w, _, targets, mask = make(gen, 2, 6, 16, 40, torch.float32, strided=True)
     base = w.t().contiguous().requires_grad_()          # [H, V]
     adv = torch.randn(2, generator=gen)
-    loss, _ = r1core.fused_linear_grpo_loss(h, base.t(), targets, adv, mask, backend=backend)
+    loss, _ = r1core.fused_linear_grpo_loss(h, base.t(), targets, adv, mask, **how)
     loss.backward()
     _, _, (dh, dw, _) = oracle(h, w, None, targets, adv, mask, rounded=False)
     assert rel(base.grad.t(), dw) <= 1e-5
@@ -323,29 +323,30 @@ def _args(gen):
     return dict(hidden=h, weight=w, targets=targets, advantages=torch.randn(2, generator=gen), mask=mask, bias=b)
 
 
-@pytest.mark.parametrize("change, match", [
-    (dict(hidden=torch.randn(6, 8)), "hidden"),
-    (dict(weight=torch.randn(10, 9)), "weight"),
-    (dict(weight=torch.randn(10, 8, dtype=torch.float64)), "weight.*dtype"),
-    (dict(bias=torch.randn(11)), "bias"),
-    (dict(chunk_size=0), "chunk_size"),
-    (dict(chunk_size=True), "chunk_size"),
-    (dict(targets=torch.full((2, 3), 10)), "targets"),
-    (dict(targets=torch.zeros(2, 4, dtype=torch.long)), "targets"),
-    (dict(targets=torch.zeros(2, 3)), "targets"),
-    (dict(advantages=torch.randn(3)), "advantages"),
-    (dict(mask=torch.ones(2, 4)), "mask"),
-    (dict(beta=0.1), "ref_logp"),
-    (dict(loss_agg="mean"), "loss_agg"),
-    (dict(temperature=0.0), "temperature"),
-    (dict(eps_low=-0.1), "eps_low"),
-    (dict(max_len=0), "max_len"),
-    (dict(old_logp=torch.randn(2, 4)), "old_logp"),
-    (dict(backend="fast"), "backend"),
+@pytest.mark.parametrize("change, match, exc", [
+    (dict(hidden=torch.randn(6, 8)), "hidden", ValueError),
+    (dict(weight=torch.randn(10, 9)), "weight", ValueError),
+    (dict(weight=torch.randn(10, 8, dtype=torch.float64)), "weight.*dtype", TypeError),
+    (dict(bias=torch.randn(11)), "bias", ValueError),
+    (dict(chunk_size=0), "chunk_size", ValueError),
+    (dict(chunk_size=True), "chunk_size", TypeError),
+    (dict(targets=torch.full((2, 3), 10)), "targets", ValueError),
+    (dict(targets=torch.zeros(2, 4, dtype=torch.long)), "targets", ValueError),
+    (dict(targets=torch.zeros(2, 3)), "targets", TypeError),
+    (dict(advantages=torch.randn(3)), "advantages", ValueError),
+    (dict(mask=torch.ones(2, 4)), "mask", ValueError),
+    (dict(beta=0.1), "ref_logp", ValueError),
+    (dict(loss_agg="mean"), "loss_agg", ValueError),
+    (dict(temperature=0.0), "temperature", ValueError),
+    (dict(eps_low=-0.1), "eps_low", ValueError),
+    (dict(max_len=0), "max_len", ValueError),
+    (dict(old_logp=torch.randn(2, 4)), "old_logp", ValueError),
+    (dict(backend="fast"), "backend", ValueError),
 ])
-def test_errors(gen, change, match):
+def test_errors(gen, change, match, exc):
+    """TypeError for a wrong type or dtype, ValueError for a bad value; the argument named."""
     kw = {**_args(gen), **change}
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(exc, match=match):
         r1core.fused_linear_grpo_loss(kw.pop("hidden"), kw.pop("weight"), kw.pop("targets"), kw.pop("advantages"),
                                       kw.pop("mask"), **kw)
 

@@ -230,43 +230,47 @@ def _ok(gen):
 
 
 BAD = [
-    ("logits", dict(logits=torch.randn(6, 8))),
-    ("logits", dict(logits=torch.randint(0, 3, (2, 3, 8)))),
-    ("logits", dict(logits=torch.randn(2, 3, 0))),
-    ("contiguous", dict(logits=torch.randn(2, 8, 3).transpose(1, 2))),
-    ("targets", dict(targets=torch.randint(0, 8, (2, 4)))),
-    ("targets", dict(targets=torch.zeros(2, 3))),
-    ("targets", dict(targets=torch.full((2, 3), 8))),
-    ("targets", dict(targets=torch.full((2, 3), -1))),
-    ("advantages", dict(advantages=torch.randn(3))),
-    ("advantages", dict(advantages=torch.randint(0, 2, (2,)))),
-    ("mask", dict(mask=torch.ones(2, 4))),
-    ("old_logp", dict(old_logp=torch.zeros(2, 4))),
-    ("old_logp", dict(old_logp=torch.zeros(2, 3, dtype=torch.long))),
-    ("ref_logp", dict(ref_logp=torch.zeros(3, 3))),
-    ("ref_logp", dict(beta=0.1)),
-    ("beta", dict(beta=-0.1, ref_logp=torch.zeros(2, 3))),
-    ("beta", dict(beta=float("nan"))),
-    ("eps_low", dict(eps_low=-0.2)),
-    ("eps_high", dict(eps_high=float("inf"))),
-    ("temperature", dict(temperature=0.0)),
-    ("temperature", dict(temperature=float("inf"))),
-    ("temperature", dict(temperature="hot")),
-    ("loss_agg", dict(loss_agg="mean")),
-    ("max_len", dict(max_len=0)),
-    ("max_len", dict(max_len=2.5)),
-    ("inplace_backward", dict(inplace_backward="yes")),
-    ("backend", dict(backend="cuda-graph")),
+    ("logits", dict(logits=torch.randn(6, 8)), ValueError),
+    ("logits", dict(logits=torch.randint(0, 3, (2, 3, 8))), TypeError),
+    ("logits", dict(logits=torch.randn(2, 3, 0)), ValueError),
+    ("contiguous", dict(logits=torch.randn(2, 8, 3).transpose(1, 2)), ValueError),
+    ("targets", dict(targets=torch.randint(0, 8, (2, 4))), ValueError),
+    ("targets", dict(targets=torch.zeros(2, 3)), TypeError),
+    ("targets", dict(targets=torch.full((2, 3), 8)), ValueError),
+    ("targets", dict(targets=torch.full((2, 3), -1)), ValueError),
+    ("advantages", dict(advantages=torch.randn(3)), ValueError),
+    ("advantages", dict(advantages=torch.randint(0, 2, (2,))), TypeError),
+    ("mask", dict(mask=torch.ones(2, 4)), ValueError),
+    ("old_logp", dict(old_logp=torch.zeros(2, 4)), ValueError),
+    ("old_logp", dict(old_logp=torch.zeros(2, 3, dtype=torch.long)), TypeError),
+    ("ref_logp", dict(ref_logp=torch.zeros(3, 3)), ValueError),
+    ("ref_logp", dict(beta=0.1), ValueError),
+    ("beta", dict(beta=-0.1, ref_logp=torch.zeros(2, 3)), ValueError),
+    ("beta", dict(beta=float("nan")), ValueError),
+    ("eps_low", dict(eps_low=-0.2), ValueError),
+    ("eps_high", dict(eps_high=float("inf")), ValueError),
+    ("temperature", dict(temperature=0.0), ValueError),
+    ("temperature", dict(temperature=float("inf")), ValueError),
+    ("temperature", dict(temperature="hot"), TypeError),
+    ("loss_agg", dict(loss_agg="mean"), ValueError),
+    ("max_len", dict(max_len=0), ValueError),
+    ("max_len", dict(max_len=2.5), TypeError),
+    ("inplace_backward", dict(inplace_backward="yes"), TypeError),
+    ("backend", dict(backend="cuda-graph"), ValueError),
+    ("logits", dict(logits=[[[0.5, 1.0]]]), TypeError),        # not a tensor: TypeError in every op
+    ("advantages", dict(advantages=[0.1, -0.1]), TypeError),
+    ("mask", dict(mask=[[True] * 3] * 2), TypeError),
 ]
 
 
-@pytest.mark.parametrize("arg,change", BAD, ids=[f"{a}-{i}" for i, (a, _) in enumerate(BAD)])
-def test_bad_arguments_raise_value_error_naming_them(arg, change, gen):
+@pytest.mark.parametrize("arg,change,exc", BAD, ids=[f"{a}-{i}" for i, (a, _, _) in enumerate(BAD)])
+def test_bad_arguments_raise_an_error_naming_them(arg, change, exc, gen):
+    """TypeError for a wrong type or dtype, ValueError for a bad value (r1core.ops._args)."""
     kw = _ok(gen)
     kw.update(change)
     logits, targets, adv = kw.pop("logits"), kw.pop("targets"), kw.pop("advantages")
     mask = kw.pop("mask", None)
-    with pytest.raises(ValueError, match=arg):
+    with pytest.raises(exc, match=arg):
         grpo_loss(logits, targets, adv, mask, **kw)
 
 
@@ -431,3 +435,24 @@ def test_triton_kernels_compile_for_sm90():
     if out.returncode != 0 and "GPUTarget" in out.stderr and "ImportError" in out.stderr:
         pytest.skip("this triton cannot target CUDA")
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# the per-token terms layout is defined once (r1core/ref/grpo_math.py); the kernels point to it
+# ---------------------------------------------------------------------------------------------
+def test_terms_layout_is_defined_once():
+    import re
+    from pathlib import Path
+
+    from r1core.ref.grpo_math import N_TERMS, TERMS
+    root = Path(__file__).resolve().parents[2]
+    assert N_TERMS == len(TERMS) == 5 and TERMS[0] == "loss"
+    for path, pattern in (("csrc/grpo_loss/grpo_loss_cpu.cpp", r"constexpr int kTerms = (\d+);\s*//(.*)"),
+                          ("kernels/grpo_loss.py", r"^N_TERMS = (\d+)\s*#(.*)")):
+        m = re.search(pattern, (root / path).read_text(), re.M)
+        assert m, f"{path}: no terms constant"
+        assert int(m.group(1)) == N_TERMS, path
+        assert "r1core/ref/grpo_math.py TERMS" in m.group(2), f"{path}: the constant must point to its definition"
+    for f in (root / "r1core").rglob("*.py"):  # no second Python definition
+        if f.name != "grpo_math.py":
+            assert not re.search(r"^N_TERMS\s*=", f.read_text(), re.M), f

@@ -106,9 +106,13 @@ def test_equivalence_table(pred, ref, same):
     assert accuracy(f"<think>work</think> The result is \\boxed{{{pred}}}.", answer=ref) == (1.0 if same else 0.0)
 
 
-def test_table_size_and_balance():
-    assert len(TABLE) >= 50
-    assert sum(1 for *_, s in TABLE if not s) >= 20
+def test_table_has_no_duplicate_or_contradictory_rows():
+    """A pair listed twice (either order) is a copy-paste slip, and with two answers a contradiction."""
+    seen = {}
+    for pred, ref, same in TABLE:
+        key = frozenset((pred, ref))
+        assert key not in seen, f"{pred!r} | {ref!r} listed twice" + (" with opposite answers" if seen[key] != same else "")
+        seen[key] = same
 
 
 def test_equivalence_is_symmetric_on_the_table():

@@ -35,6 +35,34 @@ def test_split_is_a_property_of_the_problem():
     assert 0.08 < share < 0.12
 
 
+_SPLIT_PROBE = """
+import json
+from r1core.tasks import get_task
+from r1core.tasks.split import is_test
+print(json.dumps([[is_test(str(i), 0.5, salt="a") for i in range(300)],
+                  [e.question for e in get_task("arithmetic").test(20)]]))
+"""
+
+
+def test_split_is_the_same_in_every_process():
+    """The promise is across processes (a resumed run, another rank, next week's eval): other hash
+    seeds give the same split and the same held-out problems (Python's salted hash() would not)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    here = [[is_test(str(i), 0.5, salt="a") for i in range(300)], [e.question for e in get_task("arithmetic").test(20)]]
+    assert 100 < sum(here[0]) < 200                                        # both sides are populated
+    for seed in ("1", "12345"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(root)}
+        out = subprocess.run([sys.executable, "-c", _SPLIT_PROBE], capture_output=True, text=True, env=env,
+                             cwd=root, check=True)
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == here, f"PYTHONHASHSEED={seed}"
+
+
 def test_arithmetic_answers_are_right():
     for e in get_task("arithmetic", digits=4, ops="+-*/").train(200, seed=0):
         a, op, b = e.question.removeprefix("What is ").removesuffix("?").split()

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from r1core.train import ops
+from r1core.ops.fused_linear import fused_linear_grpo_loss
 from r1core.train.grpo import Batch, GRPOTrainer
 from tinyrl import VOCAB, TinyTask, tiny_config, tiny_deps
 
@@ -61,9 +61,9 @@ def test_micro_batched_loss_equals_one_op_call(tmp_path, gen, loss_agg):
 
     t.optimizer.zero_grad(set_to_none=True)
     model = t.model
-    loss, _ = ops.linear_grpo_loss(model.hidden_states(batch.input_ids_NT[keep]), model.lm_head.weight,
-                                   batch.targets_NT[keep], batch.adv_N[keep], batch.mask_NT[keep],
-                                   loss_agg=loss_agg, max_len=cfg.rollout.max_new_tokens)
+    loss, _ = fused_linear_grpo_loss(model.hidden_states(batch.input_ids_NT[keep]), model.lm_head.weight,
+                                     batch.targets_NT[keep], batch.adv_N[keep], batch.mask_NT[keep],
+                                     loss_agg=loss_agg, max_len=cfg.rollout.max_new_tokens)
     loss.backward()
     assert upd["loss"] == pytest.approx(loss.item(), rel=1e-5, abs=1e-7)
     for n, p in t.policy.named_parameters():

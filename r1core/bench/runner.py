@@ -1,18 +1,20 @@
-"""The bench runner: `r1core bench [--ops a,b] [--quick] [--device cpu|cuda] [--out DIR]`.
+"""The bench runner: `r1core bench [--ops a,b] [--quick] [--device cpu|cuda] [--out DIR] [--cases DIR]`.
 
-Imports every benches/bench_<op>.py, builds its cases for the device, times each (median of
-repeated calls), measures peak extra memory, prints one table and writes CSV + JSON under
-benches/results/<machine>/ with the machine, versions, git commit and the exact command.
+Loads every case file bench_<op>.py of the case folder (default: benches/ of the source tree; the
+folder is not an installed package and r1core never imports it), builds its cases for the device,
+times each (median of repeated calls), measures peak extra memory, prints one table and writes
+CSV + JSON under <case folder>/results/<machine>/ with the machine, versions, git commit and the
+exact command.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime as _dt
-import importlib
+import importlib.metadata
+import importlib.util
 import json
 import os
-import pkgutil
 import platform
 import re
 import subprocess
@@ -22,10 +24,24 @@ from pathlib import Path
 
 import torch
 
-import benches
-from benches.common import Case, peak_extra_bytes, quantiles, time_fn
+from r1core.bench.case import Case
+from r1core.bench.timing import peak_extra_bytes, quantiles, time_fn
 
-RESULTS = Path(__file__).resolve().parent / "results"
+CASES_ENV = "R1CORE_BENCH_CASES"  # a folder of bench_<op>.py files (overrides the default below)
+
+
+def cases_dir(path: str | os.PathLike | None = None) -> Path:
+    """The folder of case files: `path`, else $R1CORE_BENCH_CASES, else ./benches, else the source
+    tree's benches/ (next to the r1core package in a checkout or an editable install)."""
+    if path is not None:
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"--cases: {path} is not a folder")
+        return Path(path)
+    for cand in (os.environ.get(CASES_ENV), Path.cwd() / "benches", Path(__file__).resolve().parents[2] / "benches"):
+        if cand and any(Path(cand).glob("bench_*.py")):
+            return Path(cand)
+    raise FileNotFoundError("no bench case folder: run from the r1core source tree, or pass --cases DIR "
+                            f"(or set {CASES_ENV})")
 
 
 def machine_slug(device: torch.device) -> str:
@@ -46,10 +62,9 @@ def machine_info(device: torch.device) -> dict:
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
     }
-    try:
-        import triton
-        info["triton"] = triton.__version__
-    except ImportError:
+    try:  # the installed version, without importing triton (that would fix its interpreter mode)
+        info["triton"] = importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
         info["triton"] = None
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
@@ -73,8 +88,27 @@ def _cpu_model() -> str:
     return platform.processor()
 
 
-def bench_modules() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(benches.__path__) if m.name.startswith("bench_"))
+def bench_modules(folder: Path | None = None) -> list[str]:
+    """The case files' names (bench_<op>) in the case folder."""
+    return sorted(f.stem for f in cases_dir(folder).glob("bench_*.py"))
+
+
+def load_cases_module(name: str, folder: Path | None = None):
+    """Import the case file <folder>/<name>.py by path (as module `benches.<name>` when the folder is
+    the `benches` package of the source tree, so its own `python -m benches.<name>` entry points agree)."""
+    path = cases_dir(folder) / f"{name}.py"
+    mod_name = f"benches.{name}" if path.parent.name == "benches" else f"r1core_bench_cases.{name}"
+    if mod_name in sys.modules:
+        return sys.modules[mod_name]
+    spec = importlib.util.spec_from_file_location(mod_name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[mod_name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        del sys.modules[mod_name]
+        raise
+    return mod
 
 
 def run_case(case: Case, device: torch.device, budget_s: float) -> dict:
@@ -129,24 +163,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="small shapes only (a smoke run)")
     p.add_argument("--budget", type=float, default=2.0, help="seconds of timing per case (default 2)")
-    p.add_argument("--out", default=None, help="results folder (default benches/results/<machine>/)")
+    p.add_argument("--out", default=None, help="results folder (default <cases>/results/<machine>/)")
+    p.add_argument("--cases", default=None, help=f"folder of bench_<op>.py case files (default: benches/; ${CASES_ENV})")
     p.add_argument("--no-save", action="store_true", help="print only")
     args = p.parse_args(argv)
 
     device = torch.device(args.device)
     wanted = {w.strip() for w in args.ops.split(",") if w.strip()}
-    names = [n for n in bench_modules() if not wanted or n.removeprefix("bench_") in wanted]
+    try:
+        folder = cases_dir(args.cases)
+    except FileNotFoundError as e:
+        p.error(str(e))
+    available = bench_modules(folder)
+    names = [n for n in available if not wanted or n.removeprefix("bench_") in wanted]
     if wanted and not names:
-        p.error(f"--ops: no bench named {sorted(wanted)}; have {[n.removeprefix('bench_') for n in bench_modules()]}")
+        p.error(f"--ops: no bench named {sorted(wanted)}; have {[n.removeprefix('bench_') for n in available]}")
     info = machine_info(device)
     info["command"] = "r1core bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"# r1core bench on {info.get('gpu') or info['cpu']} | torch {info['torch']} | triton {info['triton']}"
           f" | commit {info['commit']}", flush=True)
     rows: list[dict] = []
     for name in names:
-        mod = importlib.import_module(f"benches.{name}")
         try:
-            cases = mod.cases(device, args.quick)
+            cases = load_cases_module(name, folder).cases(device, args.quick)
         except Exception as e:
             print(f"# {name}: could not build cases: {type(e).__name__}: {e}", flush=True)
             continue
@@ -160,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         del cases
         torch.cuda.empty_cache() if device.type == "cuda" else None
     if not args.no_save and rows:
-        out = Path(args.out) if args.out else RESULTS / machine_slug(device)
+        out = Path(args.out) if args.out else folder / "results" / machine_slug(device)
         out.mkdir(parents=True, exist_ok=True)
         stem = "bench-" + ("-".join(sorted(wanted)) if wanted else "all") + ("-quick" if args.quick else "")
         keys = sorted({k for r in rows for k in r})

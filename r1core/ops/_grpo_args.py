@@ -1,0 +1,134 @@
+"""The arguments every GRPO loss takes (grpo_loss, logprobs, the fused linear ops), checked once at
+the boundary and normalised to flat per-token tensors plus frozen options, so the backends only see
+well-formed inputs.  Built from the checkers of r1core.ops._args (TypeError for a wrong type,
+ValueError for a bad value, the argument named).
+
+Legend: B sequences, T positions, V vocabulary, N = B·T tokens; `x` is the logits [B, T, V] or, for
+the fused linear ops, the hidden states [B, T, H] (then V comes from the lm_head).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from r1core.ops import _args
+from r1core.ref.grpo_math import LOSS_AGGS
+
+X_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
+@dataclass(frozen=True)
+class GRPOOptions:
+    """The scalar options of one GRPO loss call, validated."""
+    beta: float = 0.0
+    eps_low: float = 0.2
+    eps_high: float = 0.2
+    temperature: float = 1.0
+    loss_agg: str = "token_mean"
+    max_len: int = 1               # resolved: the caller's max_len, else T
+
+
+@dataclass(frozen=True)
+class GRPOArgs:
+    """Normalised inputs: per-token tensors flattened to contiguous [N] on x's device."""
+    B: int
+    T: int
+    V: int
+    targets_N: torch.Tensor             # int64
+    adv_N: torch.Tensor                 # float32 (a per-sequence advantage repeated over T)
+    mask_N: torch.Tensor                # float32 weights (0/1 for a bool mask)
+    old_N: torch.Tensor | None          # float32 or None (on-policy)
+    ref_N: torch.Tensor | None          # float32 or None
+    opts: GRPOOptions
+
+
+def check_x(x, x_name: str = "logits", *, last_dim_contiguous: bool = True) -> tuple[int, int, int]:
+    """The logits [B, T, V] (or hidden [B, T, H]) -> (B, T, last)."""
+    _args.tensor(x, x_name, f"of shape [B, T, {'V' if x_name == 'logits' else 'H'}]")
+    _args.shape(x, x_name, 3, what=f"[B, T, {'V' if x_name == 'logits' else 'H'}]")
+    _args.floating(x, x_name, X_DTYPES, "float32, bfloat16 or float16 (float64 on the torch backend)")
+    B, T, last = x.shape
+    if last == 0:
+        raise ValueError(f"{x_name} must have a non-empty last dimension, got shape {list(x.shape)}")
+    if last_dim_contiguous and last > 1 and x.stride(-1) != 1:
+        raise ValueError(f"{x_name} must be contiguous in its last dimension (views like logits[:, :-1] "
+                         f"are fine), got strides {list(x.stride())}")
+    return B, T, last
+
+
+def check_targets(targets, B: int, T: int, dev: torch.device, x_name: str) -> torch.Tensor:
+    """targets [B, T] integer -> contiguous int64 [N]."""
+    _args.tensor(targets, "targets", "of shape [B, T]")
+    _args.shape(targets, "targets", (B, T), what=f"[B, T] = [{B}, {T}] (from {x_name})")
+    _args.integer(targets, "targets")
+    _args.device(targets, "targets", dev, f"{x_name}'")
+    return targets.detach().reshape(-1).to(torch.int64).contiguous()
+
+
+def check_target_range(targets_N: torch.Tensor, counts_N: torch.Tensor, V: int, T: int) -> None:
+    """ValueError for a target outside [0, V) where it counts (counts_N != 0): one device sync on a
+    GPU, skipped with R1CORE_SKIP_CHECKS=1 (such targets then give logp 0, never an out-of-bounds read)."""
+    if not _args.checks_on() or not targets_N.numel():
+        return
+    bad = ((targets_N < 0) | (targets_N >= V)) & (counts_N != 0)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"targets must lie in [0, V) = [0, {V}) where the mask is set (negative = ignored "
+                         f"by the log-prob ops); targets[{i // T}, {i % T}] = {int(targets_N[i])}")
+
+
+def _per_token(t, name: str, B: int, T: int, dev: torch.device, x_name: str) -> torch.Tensor | None:
+    """None, or a [B, T] floating tensor -> contiguous float32 [N]."""
+    if t is None:
+        return None
+    _args.tensor(t, name, f"of shape [B, T] = [{B}, {T}]")
+    _args.shape(t, name, (B, T), what=f"[B, T] = [{B}, {T}]")
+    _args.floating(t, name)
+    _args.device(t, name, dev, f"{x_name}'")
+    return t.detach().to(torch.float32).reshape(-1).contiguous()
+
+
+def check_temperature(temperature) -> float:
+    return _args.real(temperature, "temperature", low=0.0, open_low=True)
+
+
+def grpo_args(x, targets, advantages, mask=None, *, old_logp=None, ref_logp=None, beta=0.0, eps_low=0.2,
+              eps_high=0.2, temperature=1.0, loss_agg="token_mean", max_len=None, vocab_size: int | None = None,
+              x_name: str = "logits", last_dim_contiguous: bool = True) -> GRPOArgs:
+    """Check and normalise the arguments of a GRPO loss on `x` (vocab_size: the lm_head's V for the
+    fused linear ops, else x's last dimension)."""
+    B, T, last = check_x(x, x_name, last_dim_contiguous=last_dim_contiguous)
+    V = last if vocab_size is None else int(vocab_size)
+    dev = x.device
+    targets_N = check_targets(targets, B, T, dev, x_name)
+
+    _args.tensor(advantages, "advantages", "of shape [B] or [B, T]")
+    _args.shape(advantages, "advantages", (B,), (B, T), what=f"[B] = [{B}] or [B, T] = [{B}, {T}]")
+    _args.floating(advantages, "advantages")
+    _args.device(advantages, "advantages", dev, f"{x_name}'")
+    adv = advantages.detach().to(torch.float32)
+    adv_N = (adv[:, None].expand(B, T) if adv.dim() == 1 else adv).reshape(-1).contiguous()
+
+    if mask is None:
+        mask_N = torch.ones(B * T, dtype=torch.float32, device=dev)
+    else:
+        _args.tensor(mask, "mask", "of shape [B, T] or None")
+        _args.shape(mask, "mask", (B, T), what=f"[B, T] = [{B}, {T}]")
+        if mask.is_complex():
+            raise TypeError(f"mask must be bool or real 0/1 numbers, got {mask.dtype}")
+        _args.device(mask, "mask", dev, f"{x_name}'")
+        mask_N = mask.detach().to(torch.float32).reshape(-1).contiguous()
+    old_N = _per_token(old_logp, "old_logp", B, T, dev, x_name)
+    ref_N = _per_token(ref_logp, "ref_logp", B, T, dev, x_name)
+
+    beta = _args.real(beta, "beta", low=0.0)
+    if beta > 0 and ref_N is None:
+        raise ValueError("ref_logp is required when beta > 0 (the k3 KL needs the reference log-probs)")
+    opts = GRPOOptions(beta=beta, eps_low=_args.real(eps_low, "eps_low", low=0.0),
+                       eps_high=_args.real(eps_high, "eps_high", low=0.0), temperature=check_temperature(temperature),
+                       loss_agg=_args.choice(loss_agg, "loss_agg", LOSS_AGGS),
+                       max_len=T if max_len is None else _args.integer_value(max_len, "max_len", low=1))
+    check_target_range(targets_N, mask_N, V, T)
+    return GRPOArgs(B=B, T=T, V=V, targets_N=targets_N, adv_N=adv_N, mask_N=mask_N, old_N=old_N, ref_N=ref_N,
+                    opts=opts)

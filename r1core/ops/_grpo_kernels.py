@@ -1,0 +1,98 @@
+"""The grpo_loss row kernels (backend "triton" or "cpp"): `launch_*`, used by grpo_loss, logprobs and
+the fused linear chunk loop, and the torch.library custom ops with a registered autograd formula that
+grpo_loss runs, so torch.compile traces it as one opaque op instead of breaking the graph:
+
+    r1core::grpo_loss_fwd   logits [B, T, V] + per-token [N] inputs -> logp, lse, w·dl/dlogp, terms
+    r1core::grpo_loss_bwd   dlogits = (onehot - softmax(logits / T)) · scale / T, a new tensor
+    r1core::grpo_loss_bwd_  the same, written over the logits (inplace_backward=True)
+
+Inputs are already checked and normalised (r1core.ops._grpo_args).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from r1core._backend import ext, kernels
+from r1core.ref.grpo_math import N_TERMS
+
+
+def launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature) -> tuple:
+    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [N_TERMS, N] in the layout of r1core.ref.grpo_math.TERMS)."""
+    if backend == "triton":
+        return tuple(kernels("grpo_loss").grpo_fwd(logits, targets, adv, mask, w, old, ref, beta=beta, eps_low=eps_low,
+                                                   eps_high=eps_high, temperature=temperature))
+    return tuple(ext().grpo_loss_fwd_cpu(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature))
+
+
+def launch_bwd(backend, logits, targets, lse, scale, temperature: float, inplace: bool) -> torch.Tensor:
+    if backend == "triton":
+        one = torch.ones(1, dtype=torch.float32, device=logits.device)
+        return kernels("grpo_loss").grpo_bwd(logits, targets, lse, scale, one, temperature=temperature,
+                                             inplace=inplace)
+    return ext().grpo_loss_bwd_cpu(logits, targets, lse, scale, 1.0, temperature, inplace)
+
+
+def launch_logprobs(backend, logits, targets, temperature: float) -> torch.Tensor:
+    """-> logp [N] float32 (0 where target < 0)."""
+    if backend == "triton":
+        return kernels("grpo_loss").logprobs_fwd(logits, targets, temperature=temperature)
+    return ext().logprobs_cpu(logits, targets, temperature)
+
+
+@torch.library.custom_op("r1core::grpo_loss_fwd", mutates_args=())
+def _grpo_loss_fwd(logits: torch.Tensor, targets: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
+                   w: torch.Tensor, old: Optional[torch.Tensor], ref: Optional[torch.Tensor], beta: float,
+                   eps_low: float, eps_high: float, temperature: float, backend: str,
+                   inplace_backward: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """launch_fwd as a custom op; inplace_backward only travels to the backward (see _setup_context)."""
+    return launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature)
+
+
+@_grpo_loss_fwd.register_fake
+def _(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature, backend, inplace_backward):
+    N = targets.numel()
+    f32 = dict(dtype=torch.float32, device=logits.device)
+    return torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N_TERMS, N, **f32)
+
+
+@torch.library.custom_op("r1core::grpo_loss_bwd", mutates_args=())
+def _grpo_loss_bwd(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
+                   temperature: float, backend: str) -> torch.Tensor:
+    """dlogits = (onehot - softmax(logits / T)) · scale / T, a new tensor (scale = w·dl/dlogp·grad)."""
+    return launch_bwd(backend, logits, targets, lse, scale, temperature, False)
+
+
+@_grpo_loss_bwd.register_fake
+def _(logits, targets, lse, scale, temperature, backend):
+    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+
+
+@torch.library.custom_op("r1core::grpo_loss_bwd_", mutates_args=("logits",))
+def _grpo_loss_bwd_(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tensor, scale: torch.Tensor,
+                    temperature: float, backend: str) -> None:
+    """The same, written over the logits (their version counter is bumped, so another autograd node
+    that saved them fails loudly instead of reading the gradient)."""
+    launch_bwd(backend, logits, targets, lse, scale, temperature, True)
+
+
+def _setup_context(ctx, inputs, output):
+    logits, targets = inputs[0], inputs[1]
+    ctx.temperature, ctx.backend, ctx.inplace = inputs[10], inputs[11], inputs[12]
+    _, lse, dlogp, _ = output
+    ctx.save_for_backward(logits, targets, lse, dlogp)
+
+
+def _backward(ctx, _g_logp, _g_lse, _g_dlogp, g_terms):
+    logits, targets, lse, dlogp = ctx.saved_tensors
+    scale = dlogp * g_terms[0]  # d loss / d (l·w) per token: the upstream gradient (a broadcast scalar)
+    if ctx.inplace:
+        _grpo_loss_bwd_(logits, targets, lse, scale, ctx.temperature, ctx.backend)
+        dlogits = logits.detach()
+    else:
+        dlogits = _grpo_loss_bwd(logits, targets, lse, scale, ctx.temperature, ctx.backend)
+    return dlogits, *([None] * 12)
+
+
+_grpo_loss_fwd.register_autograd(_backward, setup_context=_setup_context)
