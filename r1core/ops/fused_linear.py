@@ -37,7 +37,8 @@ from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops import _fused_linear_chunked as chunked
 from r1core.ops._grpo_args import GRPOOptions, check_target_range, check_targets, check_temperature, grpo_args
-from r1core.ops.grpo_loss import GRPOStats
+from r1core.ops import _objective_args
+from r1core.ops.grpo_loss import GRPOStats, general_objective
 from r1core.ref import fused_linear as ref
 from r1core.ref.grpo_math import stack_terms, term_means, token_weights
 
@@ -171,8 +172,14 @@ class _FusedLinearGRPO(torch.autograd.Function):
 def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bias=None, chunk_size=None,
                            old_logp=None, ref_logp=None, beta: float = 0.0, eps_low: float = 0.2,
                            eps_high: float = 0.2, temperature: float = 1.0, loss_agg: str = "token_mean",
-                           max_len: int | None = None, backend: str | None = None, strategy: str | None = None):
+                           max_len: int | None = None, backend: str | None = None, strategy: str | None = None,
+                           entropy: bool = False, **objective):
     """grpo_loss(hidden @ weight.T + bias, targets, advantages, mask, ...) without the [B·T, V] logits.
+
+    `entropy=True` (GRPOStats.entropy) and the `**objective` options (as in r1core.grpo_loss,
+    docs/objectives.md) run the general path: r1core.ops.logp_entropy.fused_linear_logp_entropy (the
+    chunk loop twice, with the backend's row kernels; `strategy` is then ignored) and
+    r1core.ref.objectives.objective as plain autograd.
 
     hidden [B, T, H] (fp32/bf16/fp16, any strides), weight [V, H], bias [V] or None (same dtype and
     device), targets [B, T] int, advantages [B] or [B, T], mask [B, T] or None; the GRPO keywords as in
@@ -182,11 +189,22 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
     weight and bias."""
     with nvtx_range("fused_linear_grpo_loss"):
         V = _check_linear(hidden, weight, bias, chunk_size)
+        _objective_args.check_names("fused_linear_grpo_loss", objective)
+        _args.flag(entropy, "entropy")
+        plain = _objective_args.is_plain(objective, loss_agg, beta) and not entropy
         args = grpo_args(hidden, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
-                         eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
+                         eps_low=eps_low, eps_high=eps_high, temperature=temperature,
+                         loss_agg=loss_agg if plain or loss_agg != "seq_mean_token_sum" else "token_mean",
                          max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False)
         need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
         p = plan(hidden, backend, strategy, need_grad=need_grad)
+        if not plain:
+            from r1core.ops.logp_entropy import fused_linear_logp_entropy
+            logp, H = fused_linear_logp_entropy(hidden, weight, targets, args.mask_N.view(args.B, args.T), bias=bias,
+                                                temperature=args.opts.temperature, chunk_size=chunk_size,
+                                                backend=p.backend)
+            want_h = entropy or _objective_args.needs_entropy(objective)
+            return general_objective(logp, H if want_h else None, args, loss_agg, entropy, objective)
         with torch.autocast(hidden.device.type, enabled=False):  # the op picks its own precisions
             if p.strategy == "reference":
                 return ref.fused_linear_grpo_loss_ref(
@@ -230,10 +248,22 @@ def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size):
 
 
 def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: float = 1.0, chunk_size=None,
-                          backend: str | None = None, strategy: str | None = None) -> torch.Tensor:
+                          backend: str | None = None, strategy: str | None = None, entropy: bool = False):
     """log_softmax((hidden @ weight.T + bias) / temperature)[target] -> [B, T] float32, no grad, without
     the [B·T, V] logits (old and reference log-probs).  Negative targets (e.g. -100) give 0; targets
-    >= V raise ValueError (one device sync on GPU, skipped with R1CORE_SKIP_CHECKS=1)."""
+    >= V raise ValueError (one device sync on GPU, skipped with R1CORE_SKIP_CHECKS=1).  entropy=True
+    -> (logp, entropy) [B, T] float32 from the same chunk pass (the backend's row kernels with the
+    entropy sum; `strategy` is then ignored), entropy 0 where the target is negative."""
+    _args.flag(entropy, "entropy")
+    if entropy:
+        from r1core.ops.logp_entropy import fused_linear_logp_entropy
+        _args.tensor(targets, "targets", "of shape [B, T]")
+        p = plan(hidden, backend, strategy, need_grad=False, op=FUSED_LINEAR_LOGPROBS)
+        with torch.no_grad():
+            logp, H = fused_linear_logp_entropy(hidden.detach(), weight.detach(), targets, targets >= 0,
+                                                bias=None if bias is None else bias.detach(),
+                                                temperature=temperature, chunk_size=chunk_size, backend=p.backend)
+        return logp.float(), H.float()
     with nvtx_range("fused_linear_logprobs"):
         V = _check_linear(hidden, weight, bias, chunk_size)
         B, T, H = hidden.shape
