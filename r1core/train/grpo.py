@@ -59,13 +59,18 @@ from r1core.ops.advantage import grpo_advantages
 from r1core.ops.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
 from r1core.ref.grpo_math import agg_denominator
 from r1core.train import build, checkpoint as ckpt, distributed as D
-from r1core.train.config import Config, parse_profile_steps, save_config
+from r1core.train.config import Config, objective_options, parse_profile_steps, save_config
 from r1core.train.evaluate import evaluate_policy
 from r1core.train.packing import PrefixPacking
 from r1core.train.policy_head import PolicyHead
 from r1core.train.logging import RunLogger, plot_curves, summary_table
 from r1core.train.profiling import PhaseTimer, ProfileWindow
 from r1core.train.sampling import sample
+
+
+def _denominator_agg(loss_agg: str) -> str:
+    """LUSPO's seq_mean_token_sum divides by the rows B, like seq_mean_token_sum_norm (its max_len is 1)."""
+    return "seq_mean_token_sum_norm" if loss_agg == "seq_mean_token_sum" else loss_agg
 
 
 @dataclass
@@ -320,7 +325,7 @@ class GRPOTrainer:
         g = cfg.grpo
         loss_kw = dict(beta=g.beta, eps_low=g.eps_low, eps_high=g.eps_high, temperature=self.temperature,
                        loss_agg=g.loss_agg, max_len=cfg.rollout.max_new_tokens if g.loss_agg ==
-                       "seq_mean_token_sum_norm" else None)
+                       "seq_mean_token_sum_norm" else None, **objective_options(g))
         # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens], grad norms
         sums = torch.zeros(6, dtype=torch.float64)
         grad_norms = []
@@ -338,7 +343,7 @@ class GRPOTrainer:
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
                             chunk_size=g.chunk_size or None, backend=self.backend, **loss_kw))
                         # the op normalises by this micro-batch's denominator; the objective by the batch's
-                        local = float(agg_denominator(mask, g.loss_agg))
+                        local = float(agg_denominator(mask, _denominator_agg(g.loss_agg)))
                         scale = local / total if total > 0 else 0.0
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()
@@ -364,7 +369,7 @@ class GRPOTrainer:
         """The loss aggregation's denominator over one optimizer batch on all ranks (tokens,
         non-empty sequences or rows: r1core.ref.grpo_math.agg_denominator)."""
         rows = torch.cat(mini) if mini else batch.rows.new_empty(0)
-        local = agg_denominator(batch.mask_NT[rows], self.cfg.grpo.loss_agg)
+        local = agg_denominator(batch.mask_NT[rows], _denominator_agg(self.cfg.grpo.loss_agg))
         return float(D.all_reduce([float(local)], info=self.info)[0])
 
     # -----------------------------------------------------------------------------------------
