@@ -190,6 +190,26 @@ def test_plain_clip_keeps_single_pass_and_reports_entropy(backend, gen, monkeypa
     assert s2.entropy is None
 
 
+@pytest.mark.parametrize("backend, strategy", [("torch", "reference"), ("torch", "chunked"),
+                                               pytest.param("cpp", "chunked", marks=BACKENDS[1].marks),
+                                               pytest.param("triton", "chunked", marks=pytest.mark.interpret),
+                                               pytest.param("triton", "onchip", marks=pytest.mark.interpret)])
+def test_fused_linear_single_pass_reports_entropy(backend, strategy, gen, monkeypatch):
+    """Plain clip + entropy=True: the single-pass loss (the general path is not called), GRPOStats.entropy."""
+    import r1core.ops.fused_linear as F
+    monkeypatch.setattr(F, "general_objective", lambda *a, **k: pytest.fail("general path"))
+    hidden = torch.randn(3, 5, 8, generator=gen)
+    weight = torch.randn(37, 8, generator=gen)
+    _, targets, mask, inp = make(gen)
+    h = hidden.clone().requires_grad_(strategy != "onchip")
+    loss, st = r1core.fused_linear_grpo_loss(h, weight, targets, inp["advantages"], mask, old_logp=inp["old_logp"],
+                                             entropy=True, backend=backend, strategy=strategy, chunk_size=4)
+    x = hidden.double() @ weight.double().T
+    torch.testing.assert_close(st.entropy.double(), token_entropy_ref(x) * mask, **TOL)
+    want, _ = oracle(x, targets, mask, inp["advantages"], dict(old_logp=inp["old_logp"]))
+    torch.testing.assert_close(loss.double(), want.loss.detach(), **TOL)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_logprobs_entropy_outputs(backend, gen):
     logits, targets, _, _ = make(gen)
