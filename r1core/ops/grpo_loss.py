@@ -68,7 +68,7 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Ten
         if plain:
             return GRPO_LOSS(name, logits, a, name, inplace_backward, entropy)
         want_h = entropy or _objective_args.needs_entropy(objective)
-        logp, H = LOGP_ENTROPY(name, logits, a.targets_N, a.mask_N, a.opts.temperature, name)
+        logp, H = LOGP_ENTROPY(name, logits, a.targets_N, a.mask_N, a.opts.temperature, name, want_h)
         return general_objective(logp.view(a.B, a.T), H.view(a.B, a.T) if want_h else None, a, loss_agg,
                                  entropy, objective)
 

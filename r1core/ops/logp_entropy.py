@@ -69,7 +69,7 @@ def logp_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
 
 
 @LOGP_ENTROPY.impl("torch")
-def _torch_logp_entropy(logits, t_N, m_N, temperature, _name):
+def _torch_logp_entropy(logits, t_N, m_N, temperature, _name, _want_entropy=True):
     B, T, V = logits.shape
     x = logits if logits.dtype == torch.float64 else logits.float()
     lsm = torch.log_softmax(x / temperature, dim=-1)
@@ -82,10 +82,14 @@ def _torch_logp_entropy(logits, t_N, m_N, temperature, _name):
 
 class _KernelLogpEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, t_N, m_N, temperature: float, name: str):
+    def forward(ctx, logits, t_N, m_N, temperature: float, name: str, want_entropy: bool = True):
         z = torch.zeros_like(m_N)
-        logp, lse, _, _, ent = K.launch_fwd(name, logits, t_N, z, m_N, z, None, None, 0.0, 0.2, 0.2,
-                                            temperature, entropy=True)
+        out = K.launch_fwd(name, logits, t_N, z, m_N, z, None, None, 0.0, 0.2, 0.2, temperature,
+                           entropy=want_entropy)
+        logp, lse = out[0], out[1]
+        ent = out[4] if want_entropy else torch.zeros_like(lse)   # not computed: no entropy term in backward
+        ctx.want_entropy = want_entropy
+        ctx.mark_non_differentiable(*(() if want_entropy else (ent,)))
         ctx.save_for_backward(logits, t_N, m_N, lse, ent)
         ctx.temperature, ctx.name = temperature, name
         return logp, ent
@@ -95,15 +99,15 @@ class _KernelLogpEntropy(torch.autograd.Function):
         logits, t_N, m_N, lse, ent = ctx.saved_tensors
         # masked rows have lse 0 (never read): their gradient must stay exactly 0
         g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * m_N
-        g_ent = None if g_ent is None else g_ent.float() * m_N
+        g_ent = None if g_ent is None or not ctx.want_entropy else g_ent.float() * m_N
         dlogits = K.launch_bwd(ctx.name, logits, t_N, lse, g_logp.contiguous(), ctx.temperature, False,
                                None if g_ent is None else ent, None if g_ent is None else g_ent.contiguous())
-        return dlogits, None, None, None, None
+        return dlogits, None, None, None, None, None
 
 
 @LOGP_ENTROPY.impl("triton", "cpp")
-def _kernel_logp_entropy(logits, t_N, m_N, temperature, name):
-    return _KernelLogpEntropy.apply(logits, t_N, m_N, temperature, name)
+def _kernel_logp_entropy(logits, t_N, m_N, temperature, name, want_entropy=True):
+    return _KernelLogpEntropy.apply(logits, t_N, m_N, temperature, name, want_entropy)
 
 
 # ---------------------------------------------------------------------------------------------
