@@ -103,6 +103,7 @@ class GRPOConfig:
     off_policy_mask_threshold: float = opt(0.0, "DeepSeek-V3.2's off-policy sequence mask threshold (0: off)")
     entropy_coef: float = opt(0.0, "entropy bonus weight: loss -= entropy_coef · mean token entropy")
     top_entropy_quantile: float = opt(1.0, "train only the top quantile of tokens by entropy (1: all)")
+    log_entropy: bool = opt(True, "log entropy_mean (the loss pass's per-token entropy: one more running sum)")
     sapo_temperature_pos: float = opt(1.0, "SAPO gate temperature for A > 0")
     sapo_temperature_neg: float = opt(1.05, "SAPO gate temperature for A <= 0")
     scale: str = opt("group", "advantage scale (SPEC §1)", ("group", "batch", "none"))

@@ -38,7 +38,8 @@ Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
   - MoE policies train through the experts the rollout chose (routing replay, grpo.routing_replay):
     without it the training forward routes many tokens differently from the sampler and the ratio
     is no longer the policy ratio.
-  - There is no value model, no reward model and no entropy bonus, as in the paper.
+  - There is no value model and no reward model, as in the paper; no entropy bonus unless grpo.entropy_coef
+    is set (the objective options of docs/objectives.md are grpo.* keys).
 
 Not a departure, an execution detail: with grpo.share_prefix (default) each prompt is computed once
 per group in the log-prob and update forwards (r1core.train.packing); the loss and gradients are the
@@ -326,8 +327,8 @@ class GRPOTrainer:
         loss_kw = dict(beta=g.beta, eps_low=g.eps_low, eps_high=g.eps_high, temperature=self.temperature,
                        loss_agg=g.loss_agg, max_len=cfg.rollout.max_new_tokens if g.loss_agg ==
                        "seq_mean_token_sum_norm" else None, **objective_options(g))
-        # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens], grad norms
-        sums = torch.zeros(6, dtype=torch.float64)
+        # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens, entropy], grad norms
+        sums = torch.zeros(7, dtype=torch.float64)
         grad_norms = []
         for _ in range(g.mu):
             for mini in minis:
@@ -341,7 +342,8 @@ class GRPOTrainer:
                             h, w, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias=b,
                             old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
-                            chunk_size=g.chunk_size or None, backend=self.backend, **loss_kw))
+                            chunk_size=g.chunk_size or None, backend=self.backend, entropy=g.log_entropy,
+                            **loss_kw))
                         # the op normalises by this micro-batch's denominator; the objective by the batch's
                         local = float(agg_denominator(mask, _denominator_agg(g.loss_agg)))
                         scale = local / total if total > 0 else 0.0
@@ -349,7 +351,8 @@ class GRPOTrainer:
                         (loss * (scale * info.world)).backward()
                     ntok = float(mask.sum())
                     sums += torch.tensor([loss.item() * scale, st.kl_mean.item() * ntok, st.ratio_mean.item() * ntok,
-                                          st.clip_low_frac.item() * ntok, st.clip_high_frac.item() * ntok, ntok],
+                                          st.clip_low_frac.item() * ntok, st.clip_high_frac.item() * ntok, ntok,
+                                          0.0 if st.entropy is None else float((st.entropy * mask).sum())],
                                          dtype=torch.float64)
                 with self.timer("optimizer"):
                     gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
@@ -363,6 +366,7 @@ class GRPOTrainer:
         steps = g.mu * len(minis)
         return {"loss": float(sums[0]) / steps, "kl_mean": float(sums[1]) / n, "ratio_mean": float(sums[2]) / n,
                 "clip_low_frac": float(sums[3]) / n, "clip_high_frac": float(sums[4]) / n,
+                **({"entropy_mean": float(sums[6]) / n} if g.log_entropy else {}),
                 "grad_norm": sum(grad_norms) / len(grad_norms), "optimizer_steps": steps}
 
     def _denominator(self, batch: Batch, mini: list[torch.Tensor]) -> float:

@@ -97,6 +97,12 @@ def test_micro_batched_objectives_equal_one_op_call(tmp_path, gen, opts):
     assert upd["loss"] == pytest.approx(loss.item(), rel=1e-5, abs=1e-7)
     for n, p in t.policy.named_parameters():
         assert torch.linalg.norm(grads[0][n] - p.grad) <= 1e-5 * torch.linalg.norm(p.grad) + 1e-8, n
+    # entropy_mean (grpo.log_entropy): the token mean of the policy's entropy over the batch
+    with torch.no_grad():
+        x = model.hidden_states(batch.input_ids_NT) @ model.lm_head.weight.T / t.temperature
+        H = -(torch.log_softmax(x.double(), -1).exp() * torch.log_softmax(x.double(), -1)).sum(-1)
+    m = batch.mask_NT.double()
+    assert upd["entropy_mean"] == pytest.approx(float((H * m).sum() / m.sum()), rel=1e-5)
 
 
 def test_mini_batches_split_optimizer_steps_and_reuses_old_logprobs(tmp_path, gen):
