@@ -122,13 +122,69 @@ def _logprobs_cases(N, V, dtype_name, device) -> list[Case]:
     return cases
 
 
+# the GRPO-family objectives (docs/objectives.md) beside the plain clip objective; each runs the general path
+OBJECTIVES = {
+    "gspo": dict(importance_sampling_level="sequence", eps_low=3e-4, eps_high=4e-4),
+    "cispo": dict(policy="cispo", eps_high=5.0),
+    "sapo": dict(policy="sapo"),
+    "vespo": dict(policy="vespo"),
+    "bias_kl+delta": dict(use_bias_correction_kl=True, delta=1.5),
+    "rollout_is": dict(rollout_is="sequence_mask"),
+    "entropy_bonus": dict(entropy_coef=0.01),
+}
+
+
+def _objective_cases(N, V, dtype_name, device) -> list[Case]:
+    """Single pass (plain clip, baseline) vs the general path: the same objective through logp_entropy +
+    r1core.ref.objectives.objective (the gap), then every other objective; and the objective stage alone
+    ([B, T] work: its share of the fused op is its time over the single pass's)."""
+    from r1core.ops.logp_entropy import logp_entropy
+    from r1core.ref.objectives import objective, objective_grads
+
+    kernel = "triton" if device.type == "cuda" else "cpp"
+    if not _available(kernel):
+        return []
+    dtype = DTYPES[dtype_name]
+    full, targets, mask, adv, old, ref = _inputs(N, V, dtype, device)
+    x = full[:, :-1].requires_grad_()
+    base = dict(old_logp=old, ref_logp=ref, beta=0.04, loss_agg="seq_mean_token_mean")
+    roll = old + 0.01
+    shape, op, nbytes = f"N={N} V={V}", "grpo_loss objectives fwd+bwd", 3 * N * V * dtype.itemsize
+    cases = [Case(op, shape, dtype_name, f"{kernel}:grpo", _grad_step(
+        lambda: r1core.grpo_loss(x, targets, adv, mask, backend=kernel, **base)[0], x), bytes=nbytes, baseline=True,
+        note="single pass (per-token math in the row kernels)")]
+
+    def general_grpo():
+        lp, _ = logp_entropy(x, targets, mask, backend=kernel)
+        return objective(lp, adv, mask, **base).loss
+    cases.append(Case(op, shape, dtype_name, f"{kernel}:grpo-general", _grad_step(general_grpo, x), bytes=nbytes,
+                      note="the same objective on the general path"))
+    for name, opts in OBJECTIVES.items():
+        extra = dict(rollout_logp=roll) if "rollout_is" in opts else {}
+        cases.append(Case(op, shape, dtype_name, f"{kernel}:{name}", _grad_step(
+            lambda o=opts, e=extra: r1core.grpo_loss(x, targets, adv, mask, backend=kernel, **base, **o, **e)[0], x),
+            bytes=nbytes, note="general path"))
+    lp = torch.randn(targets.shape, device=device) * 0.1 - 11
+    H = torch.rand(targets.shape, device=device) * 3
+    for name, opts in {"grpo": {}, **OBJECTIVES}.items():
+        extra = dict(rollout_logp=roll) if "rollout_is" in opts else {}
+        cases.append(Case("objective stage [B,T] fwd+bwd", f"N={N}", "fp32", f"torch:{name}",
+                          lambda o=opts, e=extra: objective_grads(lp, adv, mask, entropy=H, **base, **o, **e),
+                          note="loss, dl/dlogp, dl/dH on [B, T] (no V)"))
+    return cases
+
+
 def cases(device: torch.device, quick: bool) -> list[Case]:
     if device.type == "cuda":
         if quick:
-            return _loss_cases(2048, 32768, "bf16", device, quick) + _logprobs_cases(2048, 32768, "bf16", device)
-        return _loss_cases(16384, 151936, "bf16", device, quick) + _logprobs_cases(16384, 151936, "bf16", device)
+            return (_loss_cases(2048, 32768, "bf16", device, quick) + _logprobs_cases(2048, 32768, "bf16", device)
+                    + _objective_cases(2048, 32768, "bf16", device))
+        return (_loss_cases(16384, 151936, "bf16", device, quick) + _logprobs_cases(16384, 151936, "bf16", device)
+                + _objective_cases(16384, 151936, "bf16", device))
     if quick:
-        return _loss_cases(256, 4096, "fp32", device, quick) + _logprobs_cases(256, 4096, "fp32", device)
+        return (_loss_cases(256, 4096, "fp32", device, quick) + _logprobs_cases(256, 4096, "fp32", device)
+                + _objective_cases(256, 4096, "fp32", device))
     return (_loss_cases(4096, 32768, "fp32", device, quick)
             + _loss_cases(4096, 32768, "bf16", device, quick)
-            + _logprobs_cases(4096, 32768, "fp32", device))
+            + _logprobs_cases(4096, 32768, "fp32", device)
+            + _objective_cases(4096, 32768, "fp32", device))

@@ -19,6 +19,10 @@ BK-slice of H at a time, adds dx @ W_tile into dh and dxᵀ @ h_tile into dW wit
 relaxed: only the sums matter, and the kernel's end orders them for the host (the default acq_rel
 put a MEMBAR.ALL.GPU fence around every one: 16 per program in the sm_90 SASS).
 
+Entropy (optional, ENTROPY / HAS_DENT): the forward keeps one more running sum per token and slice,
+t = Σ 2^(x-m)·(x-m), rescaled with the max like s; the host combines H = ln2·(log2 S - T/S).  The
+backward then adds -p·(log p + H)·gh per logit (gh = dl/dH · w · grad_output / T).
+
 Cost: FLOPs 2·N·H·V forward + 6·N·H·V backward (the logits are recomputed once).  Bytes: h and W are
 re-read per tile from L2 (HBM traffic ≈ N·H·(V/BV) + V·H·(N/BN) elements, amortised by the tile
 sizes); no N·V term at all.  The atomics (N·H·V/BV + V·H·N/BN float32 adds) are the price of keeping
@@ -69,10 +73,12 @@ def _lse_fwd_kernel(
     b_ptr,                       # [V] bias (dummy unless HAS_BIAS)
     tgt_ptr,                     # [N] int64 targets (negative or >= V: no target logit)
     m_ptr, s_ptr, xt_ptr,        # [S, N] float32 out: running max, sum (base 2) and target logit per slice
+    t_ptr,                       # [S, N] float32 out: Σ 2^(x-m)·(x-m) per slice (dummy unless ENTROPY)
     N, V, H, v_per_slice,        # v_per_slice: a multiple of BV
     scale2,                      # log2(e) / temperature
     HAS_BIAS: tl.constexpr, DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr,
     BN: tl.constexpr, BV: tl.constexpr, BK: tl.constexpr,
+    ENTROPY: tl.constexpr = False,  # one more running sum for the entropy (host: H = ln2·(log2 s - t/s))
 ):
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -81,6 +87,7 @@ def _lse_fwd_kernel(
     tgt = tl.load(tgt_ptr + offs_n, mask=n_ok, other=-1)
     m = tl.full((BN,), float("-inf"), tl.float32)
     s = tl.zeros((BN,), tl.float32)
+    t = tl.zeros((BN,), tl.float32)
     xt = tl.zeros((BN,), tl.float32)
     v_lo = pid_s.to(tl.int64) * v_per_slice
     v_hi = tl.minimum(v_lo + v_per_slice, V)
@@ -89,10 +96,19 @@ def _lse_fwd_kernel(
         x = _logits_tile(h_ptr, w_ptr, b_ptr, offs_n, offs_v, N, V, H, stride_hn, stride_wv, scale2,
                          HAS_BIAS, DOT_PREC, DOT_F32, BN, BV, BK)                       # [BN, BV], log2 units
         m_new = tl.maximum(m, tl.max(x, axis=1))
-        s = s * tl.exp2(m - m_new) + tl.sum(tl.exp2(x - m_new[:, None]), axis=1)
+        if ENTROPY:  # t' = α·(t + s·(m - m')) as the max grows; padding / -inf logits (e = 0) add nothing
+            alpha = tl.exp2(m - m_new)
+            t = alpha * (t + tl.where(s > 0.0, s * (m - m_new), 0.0))
+            e = tl.exp2(x - m_new[:, None])
+            t += tl.sum(tl.where(e > 0.0, e * (x - m_new[:, None]), 0.0), axis=1)
+            s = s * alpha + tl.sum(e, axis=1)
+        else:
+            s = s * tl.exp2(m - m_new) + tl.sum(tl.exp2(x - m_new[:, None]), axis=1)
         m = m_new
         xt += tl.sum(tl.where(offs_v[None, :] == tgt[:, None], x, 0.0), axis=1)
     out = pid_s.to(tl.int64) * N + offs_n
+    if ENTROPY:
+        tl.store(t_ptr + out, t, mask=n_ok)
     tl.store(m_ptr + out, m, mask=n_ok)
     tl.store(s_ptr + out, s, mask=n_ok)
     tl.store(xt_ptr + out, xt, mask=n_ok)
@@ -106,6 +122,7 @@ def _grad_bwd_kernel(
     tgt_ptr,                     # [N] int64 targets
     lse2_ptr,                    # [N] float32 log2-sum-exp2 of the scaled logits (= lse · log2 e)
     g_ptr,                       # [N] float32 dl/dlogp · w · grad_output / T (0: no gradient)
+    ent_ptr, gh_ptr,             # [N] float32 entropy and dl/dH · w · grad_output / T (dummies unless HAS_DENT)
     dh_ptr,                      # [N, H] float32 out (accumulated with atomics), row stride H
     dw_ptr,                      # [V, H] float32 out (atomics), row stride H
     db_ptr,                      # [V] float32 out (atomics)
@@ -113,6 +130,7 @@ def _grad_bwd_kernel(
     HAS_BIAS: tl.constexpr, NEED_DH: tl.constexpr, NEED_DW: tl.constexpr, NEED_DB: tl.constexpr,
     DOT_PREC: tl.constexpr, DOT_F32: tl.constexpr, GROUP_N: tl.constexpr,
     BN: tl.constexpr, BV: tl.constexpr, BK: tl.constexpr,
+    HAS_DENT: tl.constexpr = False,   # add the entropy term -p·(log p + H)·gh
 ):
     # grouped launch order: GROUP_N token blocks sweep the vocabulary together (W tiles shared in L2)
     pid = tl.program_id(0)
@@ -129,7 +147,12 @@ def _grad_bwd_kernel(
     n_ok = offs_n < N
     v_ok = offs_v < V
     g = tl.load(g_ptr + offs_n, mask=n_ok, other=0.0)
-    if tl.max(tl.abs(g), axis=0) == 0.0:   # every token of the block masked: nothing to add
+    g_any = tl.abs(g)
+    if HAS_DENT:
+        gh = tl.load(gh_ptr + offs_n, mask=n_ok, other=0.0)
+        ent = tl.load(ent_ptr + offs_n, mask=n_ok, other=0.0)
+        g_any += tl.abs(gh)
+    if tl.max(g_any, axis=0) == 0.0:   # every token of the block masked: nothing to add
         return
     tgt = tl.load(tgt_ptr + offs_n, mask=n_ok, other=-1)
     lse2 = tl.load(lse2_ptr + offs_n, mask=n_ok, other=0.0)
@@ -137,6 +160,8 @@ def _grad_bwd_kernel(
                      HAS_BIAS, DOT_PREC, DOT_F32, BN, BV, BK)
     p = tl.exp2(x - lse2[:, None])                                           # softmax tile, 0 where v >= V
     dx = (tl.where(offs_v[None, :] == tgt[:, None], 1.0, 0.0) - p) * g[:, None]
+    if HAS_DENT:  # dH/dx_v = -p_v·(log p_v + H), log p = (x - lse2)·ln2; p = 0 (padding, -inf) adds nothing
+        dx -= tl.where(p > 0.0, p * ((x - lse2[:, None]) * 0.6931471805599453 + ent[:, None]), 0.0) * gh[:, None]
     dx = tl.where(n_ok[:, None] & v_ok[None, :], dx, 0.0)
     if NEED_DB:
         tl.atomic_add(db_ptr + offs_v, tl.sum(dx, axis=0), mask=v_ok, sem="relaxed")
@@ -192,16 +217,17 @@ def _check(h_NH: torch.Tensor, w_VH: torch.Tensor) -> None:
 
 
 def lse_fwd(h_NH: torch.Tensor, w_VH: torch.Tensor, b_V: torch.Tensor | None, targets_N: torch.Tensor, *,
-            temperature: float, num_slices: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            temperature: float, num_slices: int | None = None, entropy: bool = False):
     """-> (lse [N], x_target [N]) float32 of logits / temperature, logits = h @ Wᵀ + b never stored.
-    x_target is 0 where the target is outside [0, V)."""
+    x_target is 0 where the target is outside [0, V).  entropy=True adds a third output, the entropy [N]
+    of softmax(logits / temperature), from one more running sum in the same pass."""
     _check(h_NH, w_VH)
     N, H = h_NH.shape
     V = w_VH.shape[0]
     dev = h_NH.device
     if N == 0:
         z = torch.zeros(0, dtype=torch.float32, device=dev)
-        return z, z.clone()
+        return (z, z.clone(), z.clone()) if entropy else (z, z.clone())
     cfg = _tiles(H, dev)
     BN, BV = cfg["BN"], cfg["BV"]
     n_blocks = triton.cdiv(N, BN)
@@ -214,22 +240,32 @@ def lse_fwd(h_NH: torch.Tensor, w_VH: torch.Tensor, b_V: torch.Tensor | None, ta
     m = torch.empty(num_slices, N, dtype=torch.float32, device=dev)
     s = torch.empty_like(m)
     xt = torch.empty_like(m)
+    t = torch.empty_like(m) if entropy else m
     _lse_fwd_kernel[(n_blocks, num_slices)](
-        h_NH, h_NH.stride(0), w_VH, w_VH.stride(0), b_V if b_V is not None else h_NH, targets_N, m, s, xt,
+        h_NH, h_NH.stride(0), w_VH, w_VH.stride(0), b_V if b_V is not None else h_NH, targets_N, m, s, xt, t,
         N, V, H, tiles_per_slice * BV, LOG2E / temperature,
         HAS_BIAS=b_V is not None, DOT_PREC=_dot_precision(h_NH.dtype, dev),
-        DOT_F32=dev.type != "cuda" and h_NH.dtype == torch.bfloat16, **cfg)
+        DOT_F32=dev.type != "cuda" and h_NH.dtype == torch.bfloat16, ENTROPY=entropy, **cfg)
     m_max = m.amax(0)
-    lse2 = m_max + torch.log2((s * torch.exp2(m - m_max)).sum(0))
-    return lse2 * LN2, xt.sum(0) * LN2
+    scale_S = torch.exp2(m - m_max)
+    s_sum = (s * scale_S).sum(0)
+    lse2 = m_max + torch.log2(s_sum)
+    if not entropy:
+        return lse2 * LN2, xt.sum(0) * LN2
+    # combine the slices' t relative to the common max: Σ_s 2^(m_s - M)·(t_s + s_s·(m_s - M))
+    t_sum = (scale_S * (t + torch.where(s > 0, s * (m - m_max), 0.0))).sum(0)
+    return lse2 * LN2, xt.sum(0) * LN2, (torch.log2(s_sum) - t_sum / s_sum) * LN2
 
 
 def grad_bwd(h_NH: torch.Tensor, w_VH: torch.Tensor, b_V: torch.Tensor | None, targets_N: torch.Tensor,
              lse_N: torch.Tensor, g_N: torch.Tensor, *, temperature: float, need_dh: bool, need_dw: bool,
-             need_db: bool):
+             need_db: bool, entropy_N: torch.Tensor | None = None, gh_N: torch.Tensor | None = None):
     """Gradients of sum_n g_n·T·logp_n, i.e. dx = (onehot - softmax) · g per logit, without storing logits:
     -> (dh [N, H] | None, dW [V, H] | None, db [V] | None), all float32.  g_N already includes
-    dl/dlogp · w · grad_output / temperature."""
+    dl/dlogp · w · grad_output / temperature.  With entropy_N (lse_fwd's) and gh_N (dl/dH · w · grad_output /
+    temperature) the entropy term is added: the gradients of sum_n T·(g_n·logp_n + gh_n·H_n)."""
+    if (entropy_N is None) != (gh_N is None):
+        raise ValueError("grad_bwd: entropy_N and gh_N go together")
     _check(h_NH, w_VH)
     N, H = h_NH.shape
     V = w_VH.shape[0]
@@ -242,12 +278,14 @@ def grad_bwd(h_NH: torch.Tensor, w_VH: torch.Tensor, b_V: torch.Tensor | None, t
     cfg = _tiles(H, dev)
     grid = (triton.cdiv(N, cfg["BN"]) * triton.cdiv(V, cfg["BV"]),)
     dummy = torch.empty(1, dtype=torch.float32, device=dev)
+    has_dent = gh_N is not None
     _grad_bwd_kernel[grid](
         h_NH, h_NH.stride(0), w_VH, w_VH.stride(0), b_V if b_V is not None else h_NH, targets_N,
         (lse_N * LOG2E).contiguous(), g_N.contiguous(),
+        entropy_N.contiguous() if has_dent else dummy, gh_N.contiguous() if has_dent else dummy,
         dh if need_dh else dummy, dw if need_dw else dummy, db if need_db else dummy,
         N, V, H, LOG2E / temperature,
         HAS_BIAS=b_V is not None, NEED_DH=need_dh, NEED_DW=need_dw, NEED_DB=need_db,
         DOT_PREC=_dot_precision(h_NH.dtype, dev),
-        DOT_F32=dev.type != "cuda" and h_NH.dtype == torch.bfloat16, GROUP_N=8, **cfg)
+        DOT_F32=dev.type != "cuda" and h_NH.dtype == torch.bfloat16, GROUP_N=8, HAS_DENT=has_dent, **cfg)
     return dh, dw, db

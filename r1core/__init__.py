@@ -22,6 +22,8 @@ _LAZY = {
     "GRPOStats": "r1core.ops.grpo_loss",
     "fused_linear_grpo_loss": "r1core.ops.fused_linear",
     "fused_linear_logprobs": "r1core.ops.fused_linear",
+    "logp_entropy": "r1core.ops.logp_entropy",
+    "fused_linear_logp_entropy": "r1core.ops.logp_entropy",
     "moe_route": "r1core.ops.moe",
     "moe_experts": "r1core.ops.moe",
     "load_model": "r1core.models",

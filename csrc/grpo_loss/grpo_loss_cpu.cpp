@@ -166,6 +166,63 @@ float row_lse(const scalar_t* row, int64_t V, float inv_t, float* buf) {
   return m + std::log(s);
 }
 
+// (lse, entropy) of softmax(x · inv_t) over one row, the same single pass as row_lse with one more
+// running sum t = Σ_v e_v·(y_v - m), e_v = exp(y_v - m), rescaled with the max like s: when m grows
+// to m', t' = α·(t + s·(m - m')), α = exp(m - m').  H = log s - t/s (both O(log V): no cancellation).
+template <typename scalar_t>
+float row_lse_entropy(const scalar_t* row, int64_t V, float inv_t, float* buf, float* entropy) {
+  using R = Raw<scalar_t>;
+  const typename R::T* x = raw(row);
+  float m = -std::numeric_limits<float>::infinity();
+  float s = 0.0f, t = 0.0f;
+  for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
+    const int64_t n = std::min(kChunk, V - c0);
+    float cm = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : cm)
+    for (int64_t i = 0; i < n; ++i) {
+      const float v = R::load(x[c0 + i]) * inv_t;
+      buf[i] = v;
+      cm = std::max(cm, v);
+    }
+    if (cm > m) {
+      const float alpha = exp_f32(m - cm);
+      t = s > 0.0f ? alpha * (t + s * (m - cm)) : 0.0f;  // s = 0 while m = -inf: no 0·inf
+      s *= alpha;
+      m = cm;
+    }
+    float cs = 0.0f, ct = 0.0f;
+#pragma omp simd reduction(+ : cs, ct)
+    for (int64_t i = 0; i < n; ++i) {
+      const float d = buf[i] - m;
+      const float e = exp_f32(d);
+      cs += e;
+      ct += e > 0.0f ? e * d : 0.0f;  // -inf logits add nothing
+    }
+    s += cs;
+    t += ct;
+  }
+  const float log_s = std::log(s);
+  *entropy = log_s - t / s;
+  return m + log_s;
+}
+
+// out_v = -p_v · (scale + (log p_v + H) · scale_h), p = softmax(x · inv_t), over one row (out may alias
+// x): the softmax and entropy parts of a row's gradient; the caller adds the one-hot part at the target.
+template <typename scalar_t>
+void row_grad_entropy(const scalar_t* row, scalar_t* out, int64_t V, float inv_t, float lse, float scale, float h,
+                      float scale_h) {
+  using R = Raw<scalar_t>;
+  const typename R::T* x = raw(row);
+  typename R::T* o = raw(out);
+#pragma omp simd
+  for (int64_t v = 0; v < V; ++v) {
+    const float lp = R::load(x[v]) * inv_t - lse;
+    const float p = exp_f32(lp);
+    // p = 0 (a -inf logit): contributes 0, not 0·(-inf)
+    o[v] = R::store(p > 0.0f ? -p * (scale + (lp + h) * scale_h) : 0.0f);
+  }
+}
+
 // out_v = -exp(x_v · inv_t - lse) · scale over one row (out may alias x: in place).
 template <typename scalar_t>
 void row_neg_softmax(const scalar_t* row, scalar_t* out, int64_t V, float inv_t, float lse, float scale) {
@@ -236,11 +293,11 @@ void check_temperature(double temperature) {
   R1_CHECK(std::isfinite(temperature) && temperature > 0, "temperature must be finite and > 0, got ", temperature);
 }
 
-// forward: -> (logp [N], lse [N], dlogp [N] = w·dl/dlogp, terms [5, N]), float32
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_fwd_cpu(
+// forward: -> (logp [N], lse [N], dlogp [N] = w·dl/dlogp, terms [5, N], entropy [N] or undefined), float32
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_fwd_impl(
     const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& adv, const at::Tensor& mask,
     const at::Tensor& w, const std::optional<at::Tensor>& old_logp, const std::optional<at::Tensor>& ref_logp,
-    double beta, double eps_low, double eps_high, double temperature) {
+    double beta, double eps_low, double eps_high, double temperature, bool with_entropy) {
   check_logits(logits);
   const int64_t N = logits.size(0) * logits.size(1), V = logits.size(2);
   check_per_token(targets, N, at::kLong, "targets");
@@ -257,6 +314,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_fwd_cpu(
   auto f32 = logits.options().dtype(at::kFloat);
   at::Tensor logp = at::empty({N}, f32), lse = at::empty({N}, f32), dlogp = at::empty({N}, f32);
   at::Tensor terms = at::empty({kTerms, N}, f32);
+  at::Tensor entropy = with_entropy ? at::empty({N}, f32) : at::Tensor();
+  float* en = with_entropy ? entropy.data_ptr<float>() : nullptr;
   const Rows rows = rows_of(logits);
   const int64_t* tg = targets.data_ptr<int64_t>();
   const float *a = adv.data_ptr<float>(), *mk = mask.data_ptr<float>(), *wt = w.data_ptr<float>();
@@ -276,10 +335,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_fwd_cpu(
         if (m == 0.0f) {  // masked: read neither the logits nor the target
           lp[n] = ls[n] = dl[n] = 0.0f;
           for (int k = 0; k < kTerms; ++k) tm[k * N + n] = 0.0f;
+          if (en) en[n] = 0.0f;
           continue;
         }
         const scalar_t* row = x + rows.offset(n);
-        const float lse_n = row_lse(row, V, inv_t, buf);
+        const float lse_n = en ? row_lse_entropy(row, V, inv_t, buf, en + n) : row_lse(row, V, inv_t, buf);
         const int64_t t = tg[n];
         const bool valid = t >= 0 && t < V;  // checked by the caller unless R1CORE_SKIP_CHECKS=1
         const float logp_n = valid ? static_cast<float>(row[t]) * inv_t - lse_n : 0.0f;
@@ -295,19 +355,45 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_fwd_cpu(
       }
     });
   });
-  return {logp, lse, dlogp, terms};
+  return {logp, lse, dlogp, terms, entropy};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_fwd_cpu(
+    const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& adv, const at::Tensor& mask,
+    const at::Tensor& w, const std::optional<at::Tensor>& old_logp, const std::optional<at::Tensor>& ref_logp,
+    double beta, double eps_low, double eps_high, double temperature) {
+  auto o = grpo_loss_fwd_impl(logits, targets, adv, mask, w, old_logp, ref_logp, beta, eps_low, eps_high,
+                              temperature, false);
+  return {std::get<0>(o), std::get<1>(o), std::get<2>(o), std::get<3>(o)};
+}
+
+// the same forward plus the per-token entropy of softmax(logits / T) (0 on masked rows)
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss_fwd_entropy_cpu(
+    const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& adv, const at::Tensor& mask,
+    const at::Tensor& w, const std::optional<at::Tensor>& old_logp, const std::optional<at::Tensor>& ref_logp,
+    double beta, double eps_low, double eps_high, double temperature) {
+  return grpo_loss_fwd_impl(logits, targets, adv, mask, w, old_logp, ref_logp, beta, eps_low, eps_high,
+                            temperature, true);
 }
 
 // backward: dlogits = (onehot(target) - exp(x/T - lse)) · dlogp · grad / T in the logits' dtype,
 // into a new tensor or, with inplace, over the logits.
+// With entropy (the forward's) and dent = w·dl/dH per row, the entropy term -p·(log p + H)·dent·grad/T is
+// added (a row is skipped only when both dlogp and dent are 0).
 at::Tensor grpo_loss_bwd_cpu(at::Tensor logits, const at::Tensor& targets, const at::Tensor& lse,
-                             const at::Tensor& dlogp, double grad, double temperature, bool inplace) {
+                             const at::Tensor& dlogp, double grad, double temperature, bool inplace,
+                             const std::optional<at::Tensor>& entropy, const std::optional<at::Tensor>& dent) {
   check_logits(logits);
   const int64_t N = logits.size(0) * logits.size(1), V = logits.size(2);
   check_per_token(targets, N, at::kLong, "targets");
   check_per_token(lse, N, at::kFloat, "lse");
   check_per_token(dlogp, N, at::kFloat, "dlogp");
   check_temperature(temperature);
+  R1_CHECK(entropy.has_value() == dent.has_value(), "entropy and dent go together");
+  if (entropy) check_per_token(*entropy, N, at::kFloat, "entropy");
+  if (dent) check_per_token(*dent, N, at::kFloat, "dent");
+  const float* hp = entropy ? entropy->data_ptr<float>() : nullptr;
+  const float* dh = dent ? dent->data_ptr<float>() : nullptr;
   at::Tensor out = inplace ? logits : at::empty(logits.sizes(), logits.options());
   const Rows rin = rows_of(logits), rout = rows_of(out);
   const int64_t* tg = targets.data_ptr<int64_t>();
@@ -321,7 +407,8 @@ at::Tensor grpo_loss_bwd_cpu(at::Tensor logits, const at::Tensor& targets, const
     at::parallel_for(0, N, grain(V), [&](int64_t begin, int64_t end) {
       for (int64_t n = begin; n < end; ++n) {
         scalar_t* o = y + rout.offset(n);
-        if (dl[n] == 0.0f) {  // masked row or no gradient: exact zeros, nothing read
+        const float dh_n = dh ? dh[n] : 0.0f;
+        if (dl[n] == 0.0f && dh_n == 0.0f) {  // masked row or no gradient: exact zeros, nothing read
           std::fill(o, o + V, scalar_t(0));
           continue;
         }
@@ -329,22 +416,33 @@ at::Tensor grpo_loss_bwd_cpu(at::Tensor logits, const at::Tensor& targets, const
         const float scale = dl[n] * g * inv_t, lse_n = ls[n];
         const int64_t t = tg[n];
         const bool valid = t >= 0 && t < V;
-        const float p_t = valid ? exp_f32(static_cast<float>(row[t]) * inv_t - lse_n) : 0.0f;  // before overwrite
-        row_neg_softmax(row, o, V, inv_t, lse_n, scale);
-        if (valid) o[t] = static_cast<scalar_t>((1.0f - p_t) * scale);
+        const float lp_t = valid ? static_cast<float>(row[t]) * inv_t - lse_n : 0.0f;  // before overwrite
+        const float p_t = valid ? exp_f32(lp_t) : 0.0f;
+        if (dh_n != 0.0f) {
+          const float scale_h = dh_n * g * inv_t, h = hp[n];
+          row_grad_entropy(row, o, V, inv_t, lse_n, scale, h, scale_h);
+          if (valid) o[t] = static_cast<scalar_t>((1.0f - p_t) * scale - p_t * (lp_t + h) * scale_h);
+        } else {
+          row_neg_softmax(row, o, V, inv_t, lse_n, scale);
+          if (valid) o[t] = static_cast<scalar_t>((1.0f - p_t) * scale);
+        }
       }
     });
   });
   return out;
 }
 
-// logprobs: log_softmax(logits / T)[target] -> [N] float32; 0 where the target is negative (ignored).
-at::Tensor logprobs_cpu(const at::Tensor& logits, const at::Tensor& targets, double temperature) {
+// logprobs: log_softmax(logits / T)[target] -> [N] float32; 0 where the target is negative (ignored);
+// with_entropy also fills entropy [N] (0 on ignored rows, which are not read).
+std::tuple<at::Tensor, at::Tensor> logprobs_impl(const at::Tensor& logits, const at::Tensor& targets,
+                                                 double temperature, bool with_entropy) {
   check_logits(logits);
   const int64_t N = logits.size(0) * logits.size(1), V = logits.size(2);
   check_per_token(targets, N, at::kLong, "targets");
   check_temperature(temperature);
   at::Tensor logp = at::empty({N}, logits.options().dtype(at::kFloat));
+  at::Tensor entropy = with_entropy ? at::empty({N}, logits.options().dtype(at::kFloat)) : at::Tensor();
+  float* en = with_entropy ? entropy.data_ptr<float>() : nullptr;
   const Rows rows = rows_of(logits);
   const int64_t* tg = targets.data_ptr<int64_t>();
   float* lp = logp.data_ptr<float>();
@@ -357,14 +455,25 @@ at::Tensor logprobs_cpu(const at::Tensor& logits, const at::Tensor& targets, dou
         const int64_t t = tg[n];
         if (t < 0 || t >= V) {
           lp[n] = 0.0f;
+          if (en) en[n] = 0.0f;
           continue;
         }
         const scalar_t* row = x + rows.offset(n);
-        lp[n] = static_cast<float>(row[t]) * inv_t - row_lse(row, V, inv_t, buf);
+        const float lse_n = en ? row_lse_entropy(row, V, inv_t, buf, en + n) : row_lse(row, V, inv_t, buf);
+        lp[n] = static_cast<float>(row[t]) * inv_t - lse_n;
       }
     });
   });
-  return logp;
+  return {logp, entropy};
+}
+
+at::Tensor logprobs_cpu(const at::Tensor& logits, const at::Tensor& targets, double temperature) {
+  return std::get<0>(logprobs_impl(logits, targets, temperature, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> logprobs_entropy_cpu(const at::Tensor& logits, const at::Tensor& targets,
+                                                        double temperature) {
+  return logprobs_impl(logits, targets, temperature, true);
 }
 
 }  // namespace
@@ -375,10 +484,20 @@ void register_grpo_loss(pybind11::module_& m) {
         pybind11::arg("targets"), pybind11::arg("advantages"), pybind11::arg("mask"), pybind11::arg("weights"),
         pybind11::arg("old_logp"), pybind11::arg("ref_logp"), pybind11::arg("beta"), pybind11::arg("eps_low"),
         pybind11::arg("eps_high"), pybind11::arg("temperature"));
-  m.def("grpo_loss_bwd_cpu", &grpo_loss_bwd_cpu, "GRPO loss backward on CPU logits -> dlogits",
+  m.def("grpo_loss_fwd_entropy_cpu", &grpo_loss_fwd_entropy_cpu,
+        "GRPO loss forward on CPU logits -> (logp, lse, w*dl/dlogp, terms[5, N], entropy)", pybind11::arg("logits"),
+        pybind11::arg("targets"), pybind11::arg("advantages"), pybind11::arg("mask"), pybind11::arg("weights"),
+        pybind11::arg("old_logp"), pybind11::arg("ref_logp"), pybind11::arg("beta"), pybind11::arg("eps_low"),
+        pybind11::arg("eps_high"), pybind11::arg("temperature"));
+  m.def("grpo_loss_bwd_cpu", &grpo_loss_bwd_cpu,
+        "GRPO loss backward on CPU logits -> dlogits (plus the entropy term when entropy and dent are given)",
         pybind11::arg("logits"), pybind11::arg("targets"), pybind11::arg("lse"), pybind11::arg("dlogp"),
-        pybind11::arg("grad"), pybind11::arg("temperature"), pybind11::arg("inplace"));
+        pybind11::arg("grad"), pybind11::arg("temperature"), pybind11::arg("inplace"),
+        pybind11::arg("entropy") = pybind11::none(), pybind11::arg("dent") = pybind11::none());
   m.def("logprobs_cpu", &logprobs_cpu, "log_softmax(logits / temperature)[target] on CPU -> [N] float32",
+        pybind11::arg("logits"), pybind11::arg("targets"), pybind11::arg("temperature"));
+  m.def("logprobs_entropy_cpu", &logprobs_entropy_cpu,
+        "(log_softmax(logits / temperature)[target], entropy of softmax(logits / temperature)) on CPU, [N] float32",
         pybind11::arg("logits"), pybind11::arg("targets"), pybind11::arg("temperature"));
 }
 

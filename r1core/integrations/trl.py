@@ -11,24 +11,30 @@ states and calls r1core.fused_linear_grpo_loss on them with the lm_head's weight
 r1core.grpo_advantages.  Everything else (generation, rewards, reference log-probs, logging,
 accumulation, distribution through accelerate) is TRL's own.
 
-Mapping (GRPOConfig -> r1core), chosen so the loss and its gradients equal TRL's own:
-    loss_type "grpo"    -> loss_agg "seq_mean_token_mean", times n_nonempty/B (TRL averages over all B
-                           sequences, an empty one counting 0; r1core over sequences with >= 1 token)
+Mapping (GRPOConfig -> r1core), chosen so the loss and its gradients equal TRL's own
+(docs/objectives.md has the table; r1core.ref.objectives the maths):
+    loss_type "grpo"/"sapo" -> loss_agg "seq_mean_token_mean" (policy "clip"/"sapo"), times n_nonempty/B
+                           (TRL averages over all B sequences, an empty one counting 0)
     loss_type "bnpo"    -> "token_mean"
     loss_type "dr_grpo" -> "seq_mean_token_sum_norm" with max_len = max_completion_length
-    loss_type "dapo"    -> "token_mean", times n_tokens / normalizer (TRL divides the token sum by the
-                           active-token count of the whole accumulated generation batch)
-    grpo/bnpo/dr_grpo are divided by the gradient-accumulation steps in training, as TRL does.
+    loss_type "dapo"/"cispo"/"vespo" -> "token_mean" (policy "clip"/"cispo"/"vespo"), times
+                           n_tokens / normalizer (TRL's active-token count of the accumulated batch)
+    loss_type "luspo"   -> "seq_mean_token_sum"
+    grpo/sapo/bnpo/dr_grpo/luspo are divided by the gradient-accumulation steps in training, as TRL does.
     epsilon -> eps_low, epsilon_high (default epsilon) -> eps_high, beta -> beta (ref_logp from TRL's
-    reference pass), temperature -> temperature (divided by the model's logit scale, if any),
-    scale_rewards "group"/"batch"/"none" -> grpo_advantages(scale=..., eps=1e-4) (TRL's epsilon).
-Not mapped (ValueError at construction, so nothing silently changes meaning): loss types cispo, sapo,
-luspo, vespo; importance_sampling_level="sequence"; delta (two-sided clipping); top_entropy_quantile
-< 1; entropy bonus (entropy_coef / use_adaptive_entropy); vLLM importance-sampling correction;
-off_policy_mask_threshold; use_bias_correction_kl=True when beta != 0 (TRL's default for that flag:
-pass use_bias_correction_kl=False); the MoE router aux loss; final-logit soft-capping;
-multimodal inputs.  The `entropy` and `clip_ratio/low_min|high_max` metrics are not logged (the
-fused loss does not compute entropies); `kl` and `clip_ratio/{low,high,region}_mean` are.
+    reference pass), use_bias_correction_kl, importance_sampling_level, delta, sapo_temperature_*,
+    vespo_*, off_policy_mask_threshold (rollout_logp = TRL's sampling_per_token_logps when present),
+    top_entropy_quantile (single process) -> the same names; temperature -> temperature (divided by the
+    model's logit scale, if any); vllm_importance_sampling_correction (with use_vllm) -> rollout_is = the
+    mode with rollout_is_weight = TRL's importance_sampling_ratio (already truncated/masked by TRL);
+    entropy_coef (static or TRL's adaptive controller, run here on r1core's entropies) -> the entropy
+    bonus, divided only by the accumulation steps; mask_truncated_completions is applied by TRL upstream
+    (completion_mask); scale_rewards "group"/"batch"/"none" -> grpo_advantages(scale=..., eps=1e-4).
+    Logged like TRL: entropy, kl, clip_ratio/{low,high,region}_mean (clip losses), cispo_clip_ratio.
+Not mapped (ValueError at construction, so nothing silently changes meaning): top_entropy_quantile < 1
+on more than one process (TRL takes the quantile over all ranks' tokens, r1core over the local ones);
+vespo with a sequence-level vLLM importance-sampling mode; the MoE router aux loss; final-logit
+soft-capping; multimodal inputs.  Not logged: clip_ratio/low_min|high_max, vespo/phi_seq_mean.
 Advantages fall back to TRL's own for a batch in which some completion is unscorable (a reward
 function returned None: NaN rewards, which TRL handles with nan-aware statistics), and for
 multi_objective_aggregation="normalize_then_sum".
@@ -48,7 +54,10 @@ except ImportError as e:  # pragma: no cover - exercised only without trl
 import r1core
 
 LOSS_AGG = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dr_grpo": "seq_mean_token_sum_norm",
-            "dapo": "token_mean"}
+            "dapo": "token_mean", "cispo": "token_mean", "sapo": "seq_mean_token_mean", "vespo": "token_mean",
+            "luspo": "seq_mean_token_sum"}
+POLICY = {"cispo": "cispo", "sapo": "sapo", "vespo": "vespo"}   # every other loss type: "clip"
+_TOKEN_GLOBAL = ("dapo", "cispo", "vespo")                     # divided by TRL's global token count
 TRL_ADV_EPS = 1e-4  # TRL divides by (std + 1e-4)
 _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
                     "token_type_ids", "mm_token_type_ids", "image_position_ids", "num_images")
@@ -60,21 +69,12 @@ def unsupported_options(trainer) -> list[str]:
     bad = []
     if a.loss_type not in LOSS_AGG:
         bad.append(f"loss_type={a.loss_type!r} (supported: {', '.join(LOSS_AGG)})")
-    if a.importance_sampling_level != "token":
-        bad.append(f"importance_sampling_level={a.importance_sampling_level!r}")
-    if a.delta is not None:
-        bad.append(f"delta={a.delta} (two-sided clipping)")
-    if a.top_entropy_quantile < 1.0:
-        bad.append(f"top_entropy_quantile={a.top_entropy_quantile}")
-    if getattr(trainer, "_entropy_bonus_enabled", False):
-        bad.append("entropy bonus (entropy_coef / use_adaptive_entropy)")
-    if a.use_vllm and a.vllm_importance_sampling_correction:
-        bad.append("vllm_importance_sampling_correction=True")
-    if a.off_policy_mask_threshold is not None:
-        bad.append(f"off_policy_mask_threshold={a.off_policy_mask_threshold}")
-    if a.beta != 0.0 and a.use_bias_correction_kl:
-        bad.append("use_bias_correction_kl=True with beta != 0 (TRL's default; r1core's k3 KL is SPEC §2's, "
-                   "without the ratio factor: set use_bias_correction_kl=False)")
+    if a.top_entropy_quantile < 1.0 and trainer.accelerator.num_processes > 1:
+        bad.append(f"top_entropy_quantile={a.top_entropy_quantile} on {trainer.accelerator.num_processes} "
+                   "processes (TRL's quantile spans every rank's tokens, r1core's the local ones)")
+    if (a.loss_type == "vespo" and trainer.use_vllm and a.vllm_importance_sampling_correction
+            and not a.vllm_importance_sampling_mode.startswith("token")):
+        bad.append(f"loss_type='vespo' with vllm_importance_sampling_mode={a.vllm_importance_sampling_mode!r}")
     if getattr(trainer, "aux_loss_enabled", False):
         bad.append("MoE router aux loss (router_aux_loss_coef)")
     text_cfg = trainer.model.config.get_text_config()
@@ -97,21 +97,37 @@ def logit_scale(config) -> float:
 def loss_kwargs(trainer) -> dict:
     """GRPOConfig -> the keyword arguments of r1core.fused_linear_grpo_loss (see the module docstring)."""
     a = trainer.args
-    return dict(loss_agg=LOSS_AGG[a.loss_type], eps_low=trainer.epsilon_low, eps_high=trainer.epsilon_high,
-                beta=float(a.beta), temperature=trainer.temperature / logit_scale(trainer.model.config),
-                max_len=a.max_completion_length if a.loss_type == "dr_grpo" else None)
+    kw = dict(loss_agg=LOSS_AGG[a.loss_type], eps_low=trainer.epsilon_low, eps_high=trainer.epsilon_high,
+              beta=float(a.beta), temperature=trainer.temperature / logit_scale(trainer.model.config),
+              max_len=a.max_completion_length if a.loss_type == "dr_grpo" else None)
+    opt = dict(policy=POLICY.get(a.loss_type, "clip"), importance_sampling_level=a.importance_sampling_level,
+               use_bias_correction_kl=bool(a.use_bias_correction_kl),
+               off_policy_mask_threshold=a.off_policy_mask_threshold, top_entropy_quantile=float(a.top_entropy_quantile))
+    if a.delta is not None and opt["policy"] == "clip":  # TRL caps the ratio only for the clip losses
+        opt["delta"] = float(a.delta)
+    if a.loss_type == "sapo":
+        opt.update(sapo_temperature_pos=float(a.sapo_temperature_pos), sapo_temperature_neg=float(a.sapo_temperature_neg))
+    if a.loss_type == "vespo":
+        opt.update(vespo_k_pos=float(a.vespo_k_pos), vespo_lambda_pos=float(a.vespo_lambda_pos),
+                   vespo_k_neg=float(a.vespo_k_neg), vespo_lambda_neg=float(a.vespo_lambda_neg))
+    if trainer.use_vllm and a.vllm_importance_sampling_correction:
+        opt["rollout_is"] = a.vllm_importance_sampling_mode
+    # drop what is at r1core's default, so the plain clip objective keeps the single-pass loss
+    from r1core.ops._objective_args import DEFAULTS  # noqa: PLC0415
+    kw.update({k: v for k, v in opt.items() if v != DEFAULTS[k]})
+    return kw
 
 
 def trl_scale(trainer, mask_BT: torch.Tensor, inputs: dict, mode: str) -> torch.Tensor | float:
     """The factor turning r1core's aggregated loss into the number TRL's _compute_loss returns."""
     lt = trainer.loss_type
-    if lt == "dapo":
+    if lt in _TOKEN_GLOBAL:
         normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / trainer.accelerator.num_processes
         if mode == "train":
             normalizer = normalizer * trainer.current_gradient_accumulation_steps / trainer.args.steps_per_generation
         return mask_BT.sum() / normalizer
     accum = trainer.current_gradient_accumulation_steps if mode == "train" else 1.0
-    if lt == "grpo":
+    if lt in ("grpo", "sapo"):
         nonempty = (mask_BT.sum(-1) > 0).sum()
         return nonempty / (mask_BT.shape[0] * accum)
     return 1.0 / accum
@@ -149,10 +165,11 @@ class R1GRPOTrainer(GRPOTrainer):
 
     Extra keyword arguments: r1core_backend (the `backend=` of the r1core ops, default automatic),
     r1core_chunk_size (tokens per chunk, default from the shapes), r1core_advantages (default True:
-    advantages from r1core.grpo_advantages; False keeps TRL's)."""
+    advantages from r1core.grpo_advantages; False keeps TRL's), r1core_log_entropy (default True: log
+    `entropy` like TRL; it costs the fused linear op's general path, False skips it)."""
 
     def __init__(self, *args, r1core_backend: str | None = None, r1core_chunk_size: int | None = None,
-                 r1core_advantages: bool = True, **kwargs):
+                 r1core_advantages: bool = True, r1core_log_entropy: bool = True, **kwargs):
         # r1core's own tokenizer (r1core.load_tokenizer) is accepted as processing_class: TRL takes only
         # transformers tokenizers, so it goes in as its transformers export
         if hasattr(kwargs.get("processing_class"), "to_transformers"):
@@ -165,6 +182,9 @@ class R1GRPOTrainer(GRPOTrainer):
         self.r1core_backend = r1core_backend
         self.r1core_chunk_size = r1core_chunk_size
         self.r1core_advantages = r1core_advantages
+        # TRL logs the mean entropy every step; r1core computes it in the loss pass (the general path of
+        # the fused linear op: one more chunk loop).  False keeps the single-pass loss where it applies.
+        self.r1core_log_entropy = r1core_log_entropy
         self._r1core_kwargs = loss_kwargs(self)
         self._r1core_rewards = None
         add_hidden_states_forward(self._policy_module())
@@ -225,14 +245,57 @@ class R1GRPOTrainer(GRPOTrainer):
                 dt = weight.dtype
             hidden = hidden.to(weight.device, dt)
             weight, bias = weight.to(dt), None if bias is None else bias.to(dt)
+            mode = "train" if self.model.training else "eval"
+            scale = trl_scale(self, mask, inputs, mode)
+            extra = {}
+            if "rollout_is" in kw:
+                extra["rollout_is_weight"] = inputs["importance_sampling_ratio"]
+            if kw.get("off_policy_mask_threshold") is not None and inputs.get("sampling_per_token_logps") is not None:
+                extra["rollout_logp"] = inputs["sampling_per_token_logps"]
+            coef = self._r1core_entropy_coef()
+            if coef != 0.0:
+                # TRL: loss = scale·policy - coef·bonus / accum; r1core: loss = policy - entropy_coef·bonus
+                accum = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+                s = float(scale)
+                extra["entropy_coef"] = coef / (accum * s) if s != 0 else 0.0
             loss, stats = r1core.fused_linear_grpo_loss(
                 hidden, weight, completion_ids, inputs["advantages"], mask, bias=bias,
                 old_logp=inputs.get("old_per_token_logps"), ref_logp=ref, chunk_size=self.r1core_chunk_size,
-                backend=self.r1core_backend, **kw)
-        mode = "train" if self.model.training else "eval"
-        loss = loss * trl_scale(self, mask, inputs, mode)
+                backend=self.r1core_backend, entropy=self.r1core_log_entropy or coef != 0.0 or self.use_adaptive_entropy,
+                **kw, **extra)
+        loss = loss * scale
         self._log_r1core_stats(stats, mask, mode)
+        self._r1core_entropy_controller(stats, mask, mode)
         return loss
+
+    # --- entropy bonus (TRL's semantics: a static coef, or its adaptive controller) ------------------
+    def _r1core_entropy_coef(self) -> float:
+        if not getattr(self, "_entropy_bonus_enabled", False):
+            return 0.0
+        if self.use_adaptive_entropy:
+            return self.entropy_coef if self._last_world_entropy <= self.args.entropy_target else 0.0
+        return float(self.entropy_coef)
+
+    def _r1core_entropy_controller(self, stats, mask, mode):
+        """TRL's adaptive entropy coefficient, fed with r1core's per-token entropies (same window logic)."""
+        if not getattr(self, "_entropy_bonus_enabled", False):
+            return
+        if self.use_adaptive_entropy and mode == "train":
+            m = mask.to(stats.entropy.dtype)
+            w = torch.stack([(stats.entropy * m).sum(), m.sum()]).detach()
+            self._entropy_window_stats = w if self._entropy_window_stats is None else self._entropy_window_stats + w
+            if self.accelerator.sync_gradients:
+                tot = self.accelerator.reduce(self._entropy_window_stats, reduction="sum")
+                world = (tot[0] / tot[1].clamp(min=1.0)).item()
+                a = self.args
+                if world <= a.entropy_target:
+                    self.entropy_coef = min(self.entropy_coef + a.entropy_coef_delta, a.entropy_coef_max)
+                else:
+                    self.entropy_coef = max(self.entropy_coef - a.entropy_coef_delta, a.entropy_coef_min)
+                self._last_world_entropy = world
+                self._entropy_window_stats = None
+        if mode == "train" and self.accelerator.sync_gradients:
+            self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
 
     def _log_r1core_stats(self, stats, mask, mode):
         count = mask.sum().float()
@@ -244,6 +307,12 @@ class R1GRPOTrainer(GRPOTrainer):
         m = self._metrics[mode]
         if self._r1core_kwargs["beta"] != 0.0:
             m["kl"].append(global_mean(stats.kl_mean))
-        m["clip_ratio/low_mean"].append(global_mean(stats.clip_low_frac))
-        m["clip_ratio/high_mean"].append(global_mean(stats.clip_high_frac))
-        m["clip_ratio/region_mean"].append(global_mean(stats.clip_low_frac + stats.clip_high_frac))
+        if stats.entropy is not None:
+            ent_mean = (stats.entropy * mask).sum() / count.clamp(min=1.0)
+            m["entropy"].append(global_mean(ent_mean))
+        if self.loss_type == "cispo":
+            m["cispo_clip_ratio"].append(global_mean(stats.clip_high_frac))
+        elif self.loss_type not in ("sapo", "vespo"):
+            m["clip_ratio/low_mean"].append(global_mean(stats.clip_low_frac))
+            m["clip_ratio/high_mean"].append(global_mean(stats.clip_high_frac))
+            m["clip_ratio/region_mean"].append(global_mean(stats.clip_low_frac + stats.clip_high_frac))

@@ -26,6 +26,9 @@ The two functions have exactly the signatures verl calls (verl.trainer.ppo.core_
         reference log-probs.  metrics: actor/pg_clipfrac, actor/ppo_kl, actor/pg_clipfrac_lower (0: no
         dual clip), r1core/clip_low_frac, r1core/clip_high_frac.
 
+    gspo_policy_loss(same signature) -> verl's loss_mode "gspo" by r1core's sequence-level objective,
+        registered as "r1core_gspo" (docs/objectives.md).
+
 verl computes log_prob itself (its actor's forward), so the fused linear loss does not enter here;
 only the functions above do.  verl itself is needed only by register(); the functions work without it.
 """
@@ -38,6 +41,7 @@ import r1core
 from r1core.ref.grpo_math import agg_denominator, token_terms
 
 NAME = "r1core_grpo"
+GSPO_NAME = "r1core_gspo"   # policy_loss.loss_mode=r1core_gspo: verl's "gspo" (sequence-level ratio)
 LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 
@@ -148,6 +152,36 @@ def grpo_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advanta
     return loss, metrics
 
 
+def gspo_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advantages: torch.Tensor,
+                     response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-mean", config=None,
+                     rollout_is_weights: torch.Tensor | None = None):
+    """verl's loss_mode "gspo" by r1core's objective (importance_sampling_level="sequence", the clip
+    policy, r1core.ref.objectives): one length-normalised ratio per sequence, clipped at
+    clip_ratio_low/high (GSPO's are ~3e-4/4e-4).  Equal in value and gradient to verl's GSPO-token
+    whenever the advantage is constant over a sequence (GRPO's); aggregated like grpo_policy_loss."""
+    from r1core.ref.objectives import objective  # noqa: PLC0415
+    clip = float(_cfg(config, "clip_ratio", 0.2))
+    m = response_mask.to(log_prob.dtype)
+    out = objective(log_prob, advantages.to(log_prob.dtype), m, old_logp=old_log_prob.to(log_prob.dtype),
+                    importance_sampling_level="sequence", eps_low=float(_cfg(config, "clip_ratio_low", clip)),
+                    eps_high=float(_cfg(config, "clip_ratio_high", clip)))
+    pg = out.per_token_loss
+    if rollout_is_weights is not None:
+        pg = pg * rollout_is_weights
+    info = dict(_cfg(config, "global_batch_info", {}) or {})
+    loss = aggregate(pg, response_mask, loss_agg_mode, **{k: info[k] for k in
+                                                          ("dp_size", "batch_num_tokens", "global_batch_size",
+                                                           "loss_scale_factor") if info.get(k) is not None})
+    n = m.sum().clamp_min(1)
+
+    def mean(x):
+        return ((x.detach().to(m.dtype) * m).sum() / n).item()
+    metrics = {"actor/pg_clipfrac": mean(out.clip_low | out.clip_high), "actor/ppo_kl": mean(old_log_prob - log_prob),
+               "actor/pg_clipfrac_lower": 0.0, "r1core/clip_low_frac": mean(out.clip_low),
+               "r1core/clip_high_frac": mean(out.clip_high)}
+    return loss, metrics
+
+
 # ---------------------------------------------------------------------------------------------
 # registration
 # ---------------------------------------------------------------------------------------------
@@ -163,4 +197,5 @@ def register(name: str = NAME, *, core_algos=None) -> str:
                               "(the functions themselves do not)") from e
     core_algos.register_adv_est(name)(grpo_advantage)
     core_algos.register_policy_loss(name)(grpo_policy_loss)
+    core_algos.register_policy_loss(GSPO_NAME if name == NAME else f"{name}_gspo")(gspo_policy_loss)
     return name

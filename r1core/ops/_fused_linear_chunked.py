@@ -64,6 +64,8 @@ class RowKernels:
     bwd_: Callable
     # logprobs(logits, targets, temperature) -> logp [C] float32 (0 where target < 0)
     logprobs: Callable
+    # fwd_entropy(same as fwd) -> (logp, lse, dlogp, terms, entropy [C]): fwd plus one more running sum
+    fwd_entropy: Callable | None = None
 
 
 def token_terms(logp, tok: "Tokens", opts: GRPOOptions, cdt: torch.dtype | None = None) -> grpo_math.TokenTerms:
@@ -103,8 +105,14 @@ def _torch_bwd_(logits_1CV, targets, lse, dlogp, temperature: float):
     x.scatter_add_(1, t, torch.where(valid, scale, 0.0)[:, None].to(x.dtype))
 
 
+def _torch_fwd_entropy(logits_1CV, targets, adv, mask, w, old, ref, opts: GRPOOptions):
+    out = _torch_fwd(logits_1CV, targets, adv, mask, w, old, ref, opts)
+    y = logits_1CV[0].to(out[1].dtype) / opts.temperature - out[1][:, None]
+    return (*out, -(y.exp() * y).nan_to_num(0.0).sum(-1))
+
+
 TORCH_ROWS = RowKernels("torch", _torch_fwd, _torch_bwd_,
-                        lambda x, t, temperature: _torch_logp(x[0], t, temperature)[0])
+                        lambda x, t, temperature: _torch_logp(x[0], t, temperature)[0], _torch_fwd_entropy)
 
 
 def kernel_rows(backend: str) -> RowKernels:
@@ -117,7 +125,9 @@ def kernel_rows(backend: str) -> RowKernels:
         lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,
                                                           o.eps_high, o.temperature),
         lambda x, t, lse, dlogp, temperature: K.launch_bwd(backend, x, t, lse, dlogp, temperature, True),
-        lambda x, t, temperature: K.launch_logprobs(backend, x, t, temperature))
+        lambda x, t, temperature: K.launch_logprobs(backend, x, t, temperature),
+        lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,
+                                                          o.eps_high, o.temperature, entropy=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,8 +181,9 @@ def _cuda_out_dtype_ok() -> bool:
 
 def chunked_fwd_bwd(h_nH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tensor | None, tok: Tokens,
                     opts: GRPOOptions, *, chunk: int, rows: RowKernels, need_dh: bool, need_dw: bool,
-                    need_db: bool):
-    """The chunk loop. -> (logp [n], terms [5, n], dh [n, H] | None, dw [V, H] f32 | None, db [V] f32 | None).
+                    need_db: bool, entropy: bool = False):
+    """The chunk loop. -> (logp [n], terms [5, n], dh [n, H] | None, dw [V, H] f32 | None, db [V] f32 | None,
+    entropy [n] | None (entropy=True: the row kernels' entropy sum, a statistic without gradient)).
 
     h_nH must have a unit stride over H (rows may be strided).  The gradients are those of
     loss = sum(terms[0]) (grad_output = 1)."""
@@ -185,9 +196,10 @@ def chunked_fwd_bwd(h_nH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.T
     dh = torch.empty(n, H, dtype=dt, device=dev) if need_dh else None
     dw = torch.zeros(V, H, dtype=acc_dt, device=dev) if need_dw else None
     db = torch.zeros(V, dtype=acc_dt, device=dev) if need_db else None
+    ent = torch.empty(n, dtype=acc_dt, device=dev) if entropy else None
     any_grad = need_dh or need_dw or need_db
     if n == 0:
-        return logp, terms, dh, dw, db
+        return logp, terms, dh, dw, db, ent
     buf = torch.empty(min(chunk, n), V, dtype=dt, device=dev)
     for s in range(0, n, chunk):
         e = min(n, s + chunk)
@@ -196,8 +208,11 @@ def chunked_fwd_bwd(h_nH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.T
         _logits_into(x, h_c, weight_VH, bias_V)
         old = tok.old[s:e] if tok.old is not None else None
         ref = tok.ref[s:e] if tok.ref is not None else None
-        lp, lse, dlogp, tm = rows.fwd(x[None], tok.targets[s:e], tok.adv[s:e], tok.mask[s:e], tok.w[s:e],
-                                      old, ref, opts)
+        out = (rows.fwd_entropy if entropy else rows.fwd)(x[None], tok.targets[s:e], tok.adv[s:e], tok.mask[s:e],
+                                                          tok.w[s:e], old, ref, opts)
+        lp, lse, dlogp, tm = out[:4]
+        if entropy:
+            ent[s:e] = out[4]
         logp[s:e] = lp
         terms[:, s:e] = tm
         if not any_grad:
@@ -209,7 +224,7 @@ def chunked_fwd_bwd(h_nH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.T
             _accumulate_dw(dw, x, h_c)
         if need_db:
             db.add_(x.sum(0, dtype=acc_dt))
-    return logp, terms, dh, dw, db
+    return logp, terms, dh, dw, db, ent
 
 
 def chunked_logprobs(h_nH, weight_VH, bias_V, targets_n, *, temperature: float, chunk: int,

@@ -18,26 +18,34 @@ from r1core._backend import ext, kernels
 from r1core.ref.grpo_math import N_TERMS
 
 
-def launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature) -> tuple:
-    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [N_TERMS, N] in the layout of r1core.ref.grpo_math.TERMS)."""
+def launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature,
+               entropy: bool = False) -> tuple:
+    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [N_TERMS, N] in the layout of r1core.ref.grpo_math.TERMS),
+    plus entropy [N] (0 on masked rows; one more running sum in the same pass) when entropy=True."""
     if backend == "triton":
         return tuple(kernels("grpo_loss").grpo_fwd(logits, targets, adv, mask, w, old, ref, beta=beta, eps_low=eps_low,
-                                                   eps_high=eps_high, temperature=temperature))
-    return tuple(ext().grpo_loss_fwd_cpu(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature))
+                                                   eps_high=eps_high, temperature=temperature, entropy=entropy))
+    fn = ext().grpo_loss_fwd_entropy_cpu if entropy else ext().grpo_loss_fwd_cpu
+    return tuple(fn(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature))
 
 
-def launch_bwd(backend, logits, targets, lse, scale, temperature: float, inplace: bool) -> torch.Tensor:
+def launch_bwd(backend, logits, targets, lse, scale, temperature: float, inplace: bool,
+               entropy=None, dent=None) -> torch.Tensor:
+    """dlogits = ((onehot - p)·scale - p·(log p + H)·dent) / temperature (the entropy term only with
+    entropy/dent: the forward's entropy and dl/dH per row)."""
     if backend == "triton":
         one = torch.ones(1, dtype=torch.float32, device=logits.device)
         return kernels("grpo_loss").grpo_bwd(logits, targets, lse, scale, one, temperature=temperature,
-                                             inplace=inplace)
-    return ext().grpo_loss_bwd_cpu(logits, targets, lse, scale, 1.0, temperature, inplace)
+                                             inplace=inplace, entropy_N=entropy, dent_N=dent)
+    return ext().grpo_loss_bwd_cpu(logits, targets, lse, scale, 1.0, temperature, inplace, entropy, dent)
 
 
-def launch_logprobs(backend, logits, targets, temperature: float) -> torch.Tensor:
-    """-> logp [N] float32 (0 where target < 0)."""
+def launch_logprobs(backend, logits, targets, temperature: float, entropy: bool = False):
+    """-> logp [N] float32 (0 where target < 0), or (logp, entropy) [N] float32 with entropy=True."""
     if backend == "triton":
-        return kernels("grpo_loss").logprobs_fwd(logits, targets, temperature=temperature)
+        return kernels("grpo_loss").logprobs_fwd(logits, targets, temperature=temperature, entropy=entropy)
+    if entropy:
+        return tuple(ext().logprobs_entropy_cpu(logits, targets, temperature))
     return ext().logprobs_cpu(logits, targets, temperature)
 
 
@@ -45,16 +53,24 @@ def launch_logprobs(backend, logits, targets, temperature: float) -> torch.Tenso
 def _grpo_loss_fwd(logits: torch.Tensor, targets: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor,
                    w: torch.Tensor, old: Optional[torch.Tensor], ref: Optional[torch.Tensor], beta: float,
                    eps_low: float, eps_high: float, temperature: float, backend: str,
-                   inplace_backward: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """launch_fwd as a custom op; inplace_backward only travels to the backward (see _setup_context)."""
-    return launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature)
+                   inplace_backward: bool, entropy: bool = False
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """launch_fwd as a custom op; inplace_backward only travels to the backward (see _setup_context).
+    The fifth output is the per-token entropy (a statistic: no gradient) with entropy=True, else empty."""
+    out = launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature,
+                     entropy)
+    if entropy:
+        return out
+    return (*out, torch.empty(0, dtype=torch.float32, device=logits.device))
 
 
 @_grpo_loss_fwd.register_fake
-def _(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature, backend, inplace_backward):
+def _(logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature, backend, inplace_backward,
+      entropy=False):
     N = targets.numel()
     f32 = dict(dtype=torch.float32, device=logits.device)
-    return torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N_TERMS, N, **f32)
+    return (torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N, **f32), torch.empty(N_TERMS, N, **f32),
+            torch.empty(N if entropy else 0, **f32))
 
 
 @torch.library.custom_op("r1core::grpo_loss_bwd", mutates_args=())
@@ -80,11 +96,11 @@ def _grpo_loss_bwd_(logits: torch.Tensor, targets: torch.Tensor, lse: torch.Tens
 def _setup_context(ctx, inputs, output):
     logits, targets = inputs[0], inputs[1]
     ctx.temperature, ctx.backend, ctx.inplace = inputs[10], inputs[11], inputs[12]
-    _, lse, dlogp, _ = output
+    _, lse, dlogp, _, _ = output
     ctx.save_for_backward(logits, targets, lse, dlogp)
 
 
-def _backward(ctx, _g_logp, _g_lse, _g_dlogp, g_terms):
+def _backward(ctx, _g_logp, _g_lse, _g_dlogp, g_terms, _g_entropy):
     logits, targets, lse, dlogp = ctx.saved_tensors
     scale = dlogp * g_terms[0]  # d loss / d (l·w) per token: the upstream gradient (a broadcast scalar)
     if ctx.inplace:
@@ -92,7 +108,7 @@ def _backward(ctx, _g_logp, _g_lse, _g_dlogp, g_terms):
         dlogits = logits.detach()
     else:
         dlogits = _grpo_loss_bwd(logits, targets, lse, scale, ctx.temperature, ctx.backend)
-    return dlogits, *([None] * 12)
+    return dlogits, *([None] * 13)
 
 
 _grpo_loss_fwd.register_autograd(_backward, setup_context=_setup_context)

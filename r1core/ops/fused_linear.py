@@ -28,6 +28,7 @@ chunk loop.  Deviation from SPEC §6: the default never falls back to the memory
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -37,8 +38,10 @@ from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops import _fused_linear_chunked as chunked
 from r1core.ops._grpo_args import GRPOOptions, check_target_range, check_targets, check_temperature, grpo_args
-from r1core.ops.grpo_loss import GRPOStats
+from r1core.ops import _objective_args
+from r1core.ops.grpo_loss import GRPOStats, general_objective
 from r1core.ref import fused_linear as ref
+from r1core.ref.entropy import token_entropy_ref
 from r1core.ref.grpo_math import stack_terms, term_means, token_weights
 
 _CPP_ROWS = ("grpo_loss_fwd_cpu", "grpo_loss_bwd_cpu", "logprobs_cpu")
@@ -111,15 +114,18 @@ class _Call:
     opts: GRPOOptions
     rows: chunked.RowKernels | None    # the chunk loop's row kernels (None: on chip)
     chunk: int
+    entropy: bool = False              # also the per-token entropy (a statistic: no gradient)
 
 
 def _onchip_forward(h, weight, bias, call: _Call):
     """lse and logp from kernels/fused_linear.py, then the per-token GRPO math on [n] vectors."""
     tok, opts = call.tok, call.opts
-    lse, x_t = kernels("fused_linear").lse_fwd(h, weight, bias, tok.targets, temperature=opts.temperature)
+    out = kernels("fused_linear").lse_fwd(h, weight, bias, tok.targets, temperature=opts.temperature,
+                                          **({"entropy": True} if call.entropy else {}))
+    lse, x_t = out[0], out[1]
     logp = x_t - lse
     t = chunked.token_terms(logp, tok, opts)
-    return logp, lse, t.dlogp * tok.w, stack_terms(t, tok.mask, tok.w)
+    return logp, lse, t.dlogp * tok.w, stack_terms(t, tok.mask, tok.w), out[2] if call.entropy else None
 
 
 class _FusedLinearGRPO(torch.autograd.Function):
@@ -129,21 +135,22 @@ class _FusedLinearGRPO(torch.autograd.Function):
         need_db = need_db and bias_V is not None
         ctx.call = call
         if call.rows is None:
-            logp, lse, dlogp, terms = _onchip_forward(h_nH, weight_VH, bias_V, call)
+            logp, lse, dlogp, terms, ent = _onchip_forward(h_nH, weight_VH, bias_V, call)
             ctx.save_for_backward(h_nH, weight_VH, bias_V, lse, dlogp)
             ctx.need = (need_dh, need_dw, need_db)
         else:
-            logp, terms, dh, dw, db = chunked.chunked_fwd_bwd(
+            logp, terms, dh, dw, db, ent = chunked.chunked_fwd_bwd(
                 h_nH, weight_VH, bias_V, call.tok, call.opts, chunk=call.chunk, rows=call.rows,
-                need_dh=need_dh, need_dw=need_dw, need_db=need_db)
+                need_dh=need_dh, need_dw=need_dw, need_db=need_db, entropy=call.entropy)
             ctx.grads = (dh, dw, db)
             ctx.dtypes = (weight_VH.dtype, None if bias_V is None else bias_V.dtype)
         loss = terms[0].sum()
-        ctx.mark_non_differentiable(logp, terms)
-        return loss, logp, terms
+        ent = logp.new_zeros(0) if ent is None else ent
+        ctx.mark_non_differentiable(logp, terms, ent)
+        return loss, logp, terms, ent
 
     @staticmethod
-    def backward(ctx, grad_loss, _grad_logp, _grad_terms):
+    def backward(ctx, grad_loss, _grad_logp, _grad_terms, _grad_ent):
         call = ctx.call
         if call.rows is None:
             h, w, b, lse, dlogp = ctx.saved_tensors
@@ -171,8 +178,15 @@ class _FusedLinearGRPO(torch.autograd.Function):
 def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bias=None, chunk_size=None,
                            old_logp=None, ref_logp=None, beta: float = 0.0, eps_low: float = 0.2,
                            eps_high: float = 0.2, temperature: float = 1.0, loss_agg: str = "token_mean",
-                           max_len: int | None = None, backend: str | None = None, strategy: str | None = None):
+                           max_len: int | None = None, backend: str | None = None, strategy: str | None = None,
+                           entropy: bool = False, **objective):
     """grpo_loss(hidden @ weight.T + bias, targets, advantages, mask, ...) without the [B·T, V] logits.
+
+    `entropy=True` reports GRPOStats.entropy from the same pass (one more running sum in the row
+    kernels; no gradient).  The `**objective` options (as in r1core.grpo_loss, docs/objectives.md) run
+    the general path: r1core.ops.logp_entropy.fused_linear_logp_entropy (the
+    chunk loop twice, with the backend's row kernels; `strategy` is then ignored) and
+    r1core.ref.objectives.objective as plain autograd.
 
     hidden [B, T, H] (fp32/bf16/fp16, any strides), weight [V, H], bias [V] or None (same dtype and
     device), targets [B, T] int, advantages [B] or [B, T], mask [B, T] or None; the GRPO keywords as in
@@ -182,21 +196,38 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
     weight and bias."""
     with nvtx_range("fused_linear_grpo_loss"):
         V = _check_linear(hidden, weight, bias, chunk_size)
+        _objective_args.check_names("fused_linear_grpo_loss", objective)
+        _args.flag(entropy, "entropy")
+        plain = _objective_args.is_plain(objective, loss_agg, beta)
         args = grpo_args(hidden, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
-                         eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
+                         eps_low=eps_low, eps_high=eps_high, temperature=temperature,
+                         loss_agg=loss_agg if plain or loss_agg != "seq_mean_token_sum" else "token_mean",
                          max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False)
         need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
         p = plan(hidden, backend, strategy, need_grad=need_grad)
+        if not plain:
+            from r1core.ops.logp_entropy import fused_linear_logp_entropy
+            logp, H = fused_linear_logp_entropy(hidden, weight, targets, args.mask_N.view(args.B, args.T), bias=bias,
+                                                temperature=args.opts.temperature, chunk_size=chunk_size,
+                                                backend=p.backend)
+            want_h = entropy or _objective_args.needs_entropy(objective)
+            return general_objective(logp, H if want_h else None, args, loss_agg, entropy, objective)
         with torch.autocast(hidden.device.type, enabled=False):  # the op picks its own precisions
             if p.strategy == "reference":
-                return ref.fused_linear_grpo_loss_ref(
+                loss, st = ref.fused_linear_grpo_loss_ref(
                     hidden, weight, targets, advantages, mask, bias=bias, old_logp=old_logp, ref_logp=ref_logp,
                     beta=beta, eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
                     max_len=max_len)
-            return _loss(hidden, weight, bias, args, V, p, chunk_size)
+                if entropy:  # the reference materialises the logits anyway
+                    with torch.no_grad():
+                        x = hidden @ weight.T + (0 if bias is None else bias)
+                        H = token_entropy_ref(x, temperature=temperature).float()
+                    st = dataclasses.replace(st, entropy=H.masked_fill(args.mask_N.view(args.B, args.T) == 0, 0.0))
+                return loss, st
+            return _loss(hidden, weight, bias, args, V, p, chunk_size, entropy)
 
 
-def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size):
+def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size, entropy: bool = False):
     """The chunk loop or the on-chip path, on the unmasked tokens only."""
     B, T, H = hidden.shape
     w_N = token_weights(args.mask_N.view(B, T), args.opts.loss_agg, args.opts.max_len).reshape(-1)
@@ -219,21 +250,37 @@ def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size):
         w_mat = w_mat if w_mat.stride(-1) == 1 else w_mat.contiguous()
     chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
     call = _Call(tok=tok, opts=args.opts, rows=None if p.strategy == "onchip" else FUSED_LINEAR(p.backend, p.backend),
-                 chunk=chunk)
-    loss, logp_n, terms = _FusedLinearGRPO.apply(h_nH, w_mat, bias, call)
-    logp_N = torch.zeros(B * T, dtype=torch.float32, device=hidden.device)
-    if idx is None:
-        logp_N.copy_(logp_n)
-    else:
-        logp_N.index_copy_(0, idx, logp_n.float())
-    return loss, GRPOStats(logp=logp_N.view(B, T), **term_means(terms.sum(1).float(), args.mask_N.sum()))
+                 chunk=chunk, entropy=entropy)
+    loss, logp_n, terms, ent_n = _FusedLinearGRPO.apply(h_nH, w_mat, bias, call)
+
+    def scatter(x_n):
+        out = torch.zeros(B * T, dtype=torch.float32, device=hidden.device)
+        if idx is None:
+            out.copy_(x_n)
+        else:
+            out.index_copy_(0, idx, x_n.float())
+        return out.view(B, T)
+    return loss, GRPOStats(logp=scatter(logp_n), entropy=scatter(ent_n) if entropy else None,
+                           **term_means(terms.sum(1).float(), args.mask_N.sum()))
 
 
 def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: float = 1.0, chunk_size=None,
-                          backend: str | None = None, strategy: str | None = None) -> torch.Tensor:
+                          backend: str | None = None, strategy: str | None = None, entropy: bool = False):
     """log_softmax((hidden @ weight.T + bias) / temperature)[target] -> [B, T] float32, no grad, without
     the [B·T, V] logits (old and reference log-probs).  Negative targets (e.g. -100) give 0; targets
-    >= V raise ValueError (one device sync on GPU, skipped with R1CORE_SKIP_CHECKS=1)."""
+    >= V raise ValueError (one device sync on GPU, skipped with R1CORE_SKIP_CHECKS=1).  entropy=True
+    -> (logp, entropy) [B, T] float32 from the same chunk pass (the backend's row kernels with the
+    entropy sum; `strategy` is then ignored), entropy 0 where the target is negative."""
+    _args.flag(entropy, "entropy")
+    if entropy:
+        from r1core.ops.logp_entropy import fused_linear_logp_entropy
+        _args.tensor(targets, "targets", "of shape [B, T]")
+        p = plan(hidden, backend, strategy, need_grad=False, op=FUSED_LINEAR_LOGPROBS)
+        with torch.no_grad():
+            logp, H = fused_linear_logp_entropy(hidden.detach(), weight.detach(), targets, targets >= 0,
+                                                bias=None if bias is None else bias.detach(),
+                                                temperature=temperature, chunk_size=chunk_size, backend=p.backend)
+        return logp.float(), H.float()
     with nvtx_range("fused_linear_logprobs"):
         V = _check_linear(hidden, weight, bias, chunk_size)
         B, T, H = hidden.shape

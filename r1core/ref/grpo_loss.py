@@ -23,6 +23,10 @@ class GRPOStats:
     ratio_mean: torch.Tensor      # 0-d; exp(logp - old_logp)
     clip_low_frac: torch.Tensor   # 0-d; share with ratio < 1 - eps_low and A < 0 (gradient cut)
     clip_high_frac: torch.Tensor  # 0-d; share with ratio > 1 + eps_high and A > 0 (gradient cut)
+    # [B, T] float32 entropy of softmax(logits / temperature), 0 at masked positions; None unless the op
+    # was asked for it (entropy=True).  Per token, not its mean: top-entropy masks and the trainers'
+    # logging need the tokens (its mean is entropy.sum() / mask.sum()).
+    entropy: torch.Tensor | None = None
 
 
 def logprobs_ref(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:

@@ -11,6 +11,8 @@ type-checked against the field, so a typo or a wrong type fails before any work 
 """
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import difflib
 import types
@@ -90,8 +92,21 @@ class GRPOConfig:
     beta: float = opt(0.0, "k3 KL weight to the frozen reference (0: no reference model at all)")
     eps_low: float = opt(0.2, "clip ratio below at 1 - eps_low")
     eps_high: float = opt(0.2, "clip ratio above at 1 + eps_high (DAPO: 0.28)")
-    loss_agg: str = opt("token_mean", "loss aggregation (SPEC §2)",
-                        ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"))
+    loss_agg: str = opt("token_mean", "loss aggregation (SPEC §2; seq_mean_token_sum: LUSPO's, docs/objectives.md)",
+                        ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "seq_mean_token_sum"))
+    # the GRPO-family objective options (docs/objectives.md; any non-default runs the loss's general path)
+    policy: str = opt("clip", "policy term: clip (PPO/GRPO), cispo (MiniMax-M1; eps_high is then the raw upper "
+                              "bound on the ratio, e.g. 5), sapo (soft gate), vespo", ("clip", "cispo", "sapo", "vespo"))
+    importance_sampling_level: str = opt("token", "importance ratio per token, or one per sequence (GSPO)",
+                                         ("token", "sequence"))
+    delta: float = opt(0.0, "INTELLECT-2's cap on the unclipped ratio of the clip policy (0: off; else > 1)")
+    use_bias_correction_kl: bool = opt(False, "KL term times the importance ratio (DeepSeek-V3.2)")
+    off_policy_mask_threshold: float = opt(0.0, "DeepSeek-V3.2's off-policy sequence mask threshold (0: off)")
+    entropy_coef: float = opt(0.0, "entropy bonus weight: loss -= entropy_coef · mean token entropy")
+    top_entropy_quantile: float = opt(1.0, "train only the top quantile of tokens by entropy (1: all)")
+    log_entropy: bool = opt(True, "log entropy_mean (the loss pass's per-token entropy: one more running sum)")
+    sapo_temperature_pos: float = opt(1.0, "SAPO gate temperature for A > 0")
+    sapo_temperature_neg: float = opt(1.05, "SAPO gate temperature for A <= 0")
     scale: str = opt("group", "advantage scale (SPEC §1)", ("group", "batch", "none"))
     baseline: str = opt("mean", "advantage baseline (SPEC §1)", ("mean", "rloo"))
     mu: int = opt(1, "optimisation passes over each step's batch")
@@ -362,8 +377,44 @@ def validate(cfg: Config) -> None:
     for name, w in cfg.task.rewards.items():
         if not isinstance(w, (int, float)) or isinstance(w, bool):
             raise ValueError(f"config key 'task.rewards.{name}' must be a number, got {w!r}")
+    if g.delta != 0 and not g.delta > 1:
+        raise ValueError(f"config key 'grpo.delta' must be 0 (off) or > 1, got {g.delta}")
+    if g.delta != 0 and g.policy != "clip":
+        raise ValueError(f"config key 'grpo.delta' caps the clip policy's ratio; grpo.policy is {g.policy!r}")
+    if g.off_policy_mask_threshold < 0:
+        raise ValueError(f"config key 'grpo.off_policy_mask_threshold' must be >= 0, got {g.off_policy_mask_threshold}")
+    if not 0 < g.top_entropy_quantile <= 1:
+        raise ValueError(f"config key 'grpo.top_entropy_quantile' must be in (0, 1], got {g.top_entropy_quantile}")
+    if not math.isfinite(g.entropy_coef):
+        raise ValueError(f"config key 'grpo.entropy_coef' must be finite, got {g.entropy_coef}")
+    for k in ("sapo_temperature_pos", "sapo_temperature_neg"):
+        if not getattr(g, k) > 0:
+            raise ValueError(f"config key 'grpo.{k}' must be > 0, got {getattr(g, k)}")
     if g.backend:
         _check_backend(g.backend)
+
+
+def objective_options(g: "GRPOConfig") -> dict:
+    """grpo.* -> the objective keywords of the loss ops (only the non-default ones, so the plain clip
+    objective keeps the single-pass loss)."""
+    kw = {}
+    if g.policy != "clip":
+        kw["policy"] = g.policy
+    if g.importance_sampling_level != "token":
+        kw["importance_sampling_level"] = g.importance_sampling_level
+    if g.delta:
+        kw["delta"] = g.delta
+    if g.use_bias_correction_kl and g.beta > 0:
+        kw["use_bias_correction_kl"] = True
+    if g.off_policy_mask_threshold:
+        kw["off_policy_mask_threshold"] = g.off_policy_mask_threshold
+    if g.entropy_coef:
+        kw["entropy_coef"] = g.entropy_coef
+    if g.top_entropy_quantile < 1:
+        kw["top_entropy_quantile"] = g.top_entropy_quantile
+    if g.policy == "sapo":
+        kw.update(sapo_temperature_pos=g.sapo_temperature_pos, sapo_temperature_neg=g.sapo_temperature_neg)
+    return kw
 
 
 # the ops a GRPO / SFT step runs with backend=grpo.backend (r1core/train/grpo.py, sft.py)

@@ -38,7 +38,8 @@ Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
   - MoE policies train through the experts the rollout chose (routing replay, grpo.routing_replay):
     without it the training forward routes many tokens differently from the sampler and the ratio
     is no longer the policy ratio.
-  - There is no value model, no reward model and no entropy bonus, as in the paper.
+  - There is no value model and no reward model, as in the paper; no entropy bonus unless grpo.entropy_coef
+    is set (the objective options of docs/objectives.md are grpo.* keys).
 
 Not a departure, an execution detail: with grpo.share_prefix (default) each prompt is computed once
 per group in the log-prob and update forwards (r1core.train.packing) whenever that costs fewer FLOPs
@@ -61,13 +62,18 @@ from r1core.ops.advantage import grpo_advantages
 from r1core.ops.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
 from r1core.ref.grpo_math import agg_denominator
 from r1core.train import build, checkpoint as ckpt, distributed as D
-from r1core.train.config import Config, parse_profile_steps, save_config
+from r1core.train.config import Config, objective_options, parse_profile_steps, save_config
 from r1core.train.evaluate import evaluate_policy
 from r1core.train.packing import PrefixPacking, layout_cost
 from r1core.train.policy_head import PolicyHead
 from r1core.train.logging import RunLogger, plot_curves, summary_table
 from r1core.train.profiling import PhaseTimer, ProfileWindow
 from r1core.train.sampling import sample
+
+
+def _denominator_agg(loss_agg: str) -> str:
+    """LUSPO's seq_mean_token_sum divides by the rows B, like seq_mean_token_sum_norm (its max_len is 1)."""
+    return "seq_mean_token_sum_norm" if loss_agg == "seq_mean_token_sum" else loss_agg
 
 
 @dataclass
@@ -328,9 +334,9 @@ class GRPOTrainer:
         g = cfg.grpo
         loss_kw = dict(beta=g.beta, eps_low=g.eps_low, eps_high=g.eps_high, temperature=self.temperature,
                        loss_agg=g.loss_agg, max_len=cfg.rollout.max_new_tokens if g.loss_agg ==
-                       "seq_mean_token_sum_norm" else None)
-        # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens], grad norms
-        sums = torch.zeros(6, dtype=torch.float64)
+                       "seq_mean_token_sum_norm" else None, **objective_options(g))
+        # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens, entropy], grad norms
+        sums = torch.zeros(7, dtype=torch.float64)
         grad_norms = []
         for _ in range(g.mu):
             for mini in minis:
@@ -344,15 +350,17 @@ class GRPOTrainer:
                             h, w, batch.targets_NT[rows_], batch.adv_N[rows_], mask, bias=b,
                             old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
-                            chunk_size=g.chunk_size or None, backend=self.backend, **loss_kw))
+                            chunk_size=g.chunk_size or None, backend=self.backend, entropy=g.log_entropy,
+                            **loss_kw))
                         # the op normalises by this micro-batch's denominator; the objective by the batch's
-                        local = float(agg_denominator(mask, g.loss_agg))
+                        local = float(agg_denominator(mask, _denominator_agg(g.loss_agg)))
                         scale = local / total if total > 0 else 0.0
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()
                     ntok = float(mask.sum())
                     sums += torch.tensor([loss.item() * scale, st.kl_mean.item() * ntok, st.ratio_mean.item() * ntok,
-                                          st.clip_low_frac.item() * ntok, st.clip_high_frac.item() * ntok, ntok],
+                                          st.clip_low_frac.item() * ntok, st.clip_high_frac.item() * ntok, ntok,
+                                          0.0 if st.entropy is None else float((st.entropy * mask).sum())],
                                          dtype=torch.float64)
                 with self.timer("optimizer"):
                     gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
@@ -366,13 +374,14 @@ class GRPOTrainer:
         steps = g.mu * len(minis)
         return {"loss": float(sums[0]) / steps, "kl_mean": float(sums[1]) / n, "ratio_mean": float(sums[2]) / n,
                 "clip_low_frac": float(sums[3]) / n, "clip_high_frac": float(sums[4]) / n,
+                **({"entropy_mean": float(sums[6]) / n} if g.log_entropy else {}),
                 "grad_norm": sum(grad_norms) / len(grad_norms), "optimizer_steps": steps}
 
     def _denominator(self, batch: Batch, mini: list[torch.Tensor]) -> float:
         """The loss aggregation's denominator over one optimizer batch on all ranks (tokens,
         non-empty sequences or rows: r1core.ref.grpo_math.agg_denominator)."""
         rows = torch.cat(mini) if mini else batch.rows.new_empty(0)
-        local = agg_denominator(batch.mask_NT[rows], self.cfg.grpo.loss_agg)
+        local = agg_denominator(batch.mask_NT[rows], _denominator_agg(self.cfg.grpo.loss_agg))
         return float(D.all_reduce([float(local)], info=self.info)[0])
 
     # -----------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """R1GRPOTrainer (r1core.integrations.trl) against TRL's own GRPOTrainer on a tiny Llama, on CPU:
 the same loss and gradients for every mapped loss_type, the same advantages for every scale_rewards,
-one full training step, and a clear error for what is not mapped."""
+one full training step, every newer TRL loss setting (cispo, sapo, luspo, vespo, GSPO, delta, bias-corrected
+KL, vLLM importance sampling, off-policy mask, entropy bonus / top-entropy mask), and a clear error for what
+is not mapped."""
 import copy
 
 import pytest
@@ -161,13 +163,81 @@ def test_one_training_step(tiny):
     assert "kl" in tr._metrics["train"] or any("kl" in str(h) for h in tr.state.log_history)
 
 
+# TRL 1.16 settings beyond the four SPEC aggregations (docs/objectives.md): (GRPOConfig overrides, extra inputs)
+NEW_SETTINGS = {
+    "trl_defaults": (dict(beta=0.04), {}),    # use_bias_correction_kl=True, loss_type="dapo"
+    "cispo": (dict(loss_type="cispo", epsilon_high=1.1), {}),
+    "sapo": (dict(loss_type="sapo"), {}),
+    "gspo": (dict(loss_type="grpo", importance_sampling_level="sequence", epsilon=3e-3, epsilon_high=4e-3), {}),
+    "luspo": (dict(loss_type="luspo", importance_sampling_level="sequence"), {}),
+    "vespo": (dict(loss_type="vespo"), {}),
+    "delta": (dict(loss_type="bnpo", delta=1.2, epsilon_high=0.05), {}),
+    "off_policy_mask": (dict(off_policy_mask_threshold=0.02, beta=0.0), {}),
+    "entropy_bonus": (dict(loss_type="grpo", entropy_coef=0.05), {}),
+    "top_entropy": (dict(top_entropy_quantile=0.5), {}),
+    "vllm_is_token": (dict(vllm_importance_sampling_mode="token_truncate"), dict(vllm=(4, 6))),
+    "vllm_is_sequence": (dict(vllm_importance_sampling_mode="sequence_mask", loss_type="cispo"), dict(vllm=(4, 1))),
+    "vllm_is_vespo": (dict(vllm_importance_sampling_mode="token_mask", loss_type="vespo"), dict(vllm=(4, 6))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NEW_SETTINGS))
+def test_new_settings_match_trl(tiny, name):
+    """Loss, every gradient and the logged entropy (and kl / clip metrics) equal TRL's own _compute_loss."""
+    cfg, extra = NEW_SETTINGS[name]
+    cfg = {"beta": 0.04, "temperature": 0.9, **cfg}
+    ref_tr = trainer(trl.GRPOTrainer, tiny, **cfg)
+    r1_tr = trainer(R1GRPOTrainer, tiny, **cfg)
+    r1_tr.model.load_state_dict(ref_tr.model.state_dict())
+    gen = torch.Generator().manual_seed(3)
+    inputs = batch(ref_tr, gen, empty_row=True)
+    if "vllm" in extra:  # the rollouts came from another engine: TRL's truncated/masked IS ratio is an input
+        for tr in (ref_tr, r1_tr):
+            tr.use_vllm = True
+        r1_tr._r1core_kwargs = loss_kwargs(r1_tr)
+        inputs["importance_sampling_ratio"] = torch.rand(*extra["vllm"], generator=gen) * 1.5 + 0.25
+    want_loss, want_grads = loss_and_grads(ref_tr, copy.deepcopy(inputs))
+    got_loss, got_grads = loss_and_grads(r1_tr, copy.deepcopy(inputs))
+    assert abs(got_loss - want_loss) <= 1e-5 * (abs(want_loss) + inputs["advantages"].abs().mean()), name
+    assert want_grads.keys() == got_grads.keys() and len(want_grads) > 5
+    for pname, g in want_grads.items():
+        err = (got_grads[pname] - g).norm() / g.norm().clamp_min(1e-30)
+        assert err <= 1e-4, (pname, err.item())
+    keys = ["entropy"] + (["kl"] if cfg["beta"] else [])
+    keys += {"cispo": ["cispo_clip_ratio"], "sapo": [], "vespo": []}.get(
+        cfg.get("loss_type", "dapo"), [] if cfg.get("importance_sampling_level") == "sequence"
+        else ["clip_ratio/low_mean", "clip_ratio/high_mean"])
+    for key in keys:
+        torch.testing.assert_close(torch.tensor(r1_tr._metrics["train"][key][-1]),
+                                   torch.tensor(ref_tr._metrics["train"][key][-1]), rtol=1e-4, atol=1e-6)
+
+
+def test_trl_default_mapping(tiny):
+    """TRL's defaults (dapo, use_bias_correction_kl=True) run; with beta = 0 the single-pass loss is kept."""
+    tr = trainer(R1GRPOTrainer, tiny, beta=0.0)
+    assert loss_kwargs(tr) == dict(loss_agg="token_mean", eps_low=0.2, eps_high=0.2, beta=0.0, temperature=1.0,
+                                   max_len=None, use_bias_correction_kl=True)
+    tr = trainer(R1GRPOTrainer, tiny, loss_type="cispo", beta=0.1, importance_sampling_level="sequence")
+    kw = loss_kwargs(tr)
+    assert kw["policy"] == "cispo" and kw["importance_sampling_level"] == "sequence" and kw["beta"] == 0.1
+
+
 @pytest.mark.parametrize("cfg, match", [
-    (dict(loss_type="cispo"), "loss_type"),
-    (dict(importance_sampling_level="sequence", loss_type="grpo"), "importance_sampling_level"),
-    (dict(top_entropy_quantile=0.5), "top_entropy_quantile"),
-    (dict(delta=2.0), "delta"),
-    (dict(beta=0.04), "use_bias_correction_kl"),
+    (dict(vllm_importance_sampling_mode="sequence_truncate", loss_type="vespo"), "vespo"),
 ])
 def test_unmapped_options_raise(tiny, cfg, match):
-    with pytest.raises(ValueError, match=match):
-        trainer(R1GRPOTrainer, tiny, **cfg)
+    path, tok = tiny
+    args = trl.GRPOConfig(output_dir="/tmp/r1core-trl-test", per_device_train_batch_size=4, num_generations=4,
+                          max_completion_length=6, max_steps=1, report_to=[], use_cpu=True, bf16=False, **cfg)
+    ds = datasets.Dataset.from_dict({"prompt": PROMPTS})
+    orig = trl.GRPOTrainer.__init__
+
+    def init(self, *a, **k):  # pretend the rollouts come from vLLM (not installed here)
+        orig(self, *a, **k)
+        self.use_vllm = True
+    try:
+        trl.GRPOTrainer.__init__ = init
+        with pytest.raises(ValueError, match=match):
+            R1GRPOTrainer(model=path, reward_funcs=reward_len, args=args, train_dataset=ds, processing_class=tok)
+    finally:
+        trl.GRPOTrainer.__init__ = orig

@@ -136,6 +136,31 @@ def test_register_with_verls_registry_api():
     assert r1verl.register(core_algos=fake) == "r1core_grpo"
     assert adv_reg["r1core_grpo"] is r1verl.grpo_advantage
     assert loss_reg["r1core_grpo"] is r1verl.grpo_policy_loss
+    assert loss_reg["r1core_gspo"] is r1verl.gspo_policy_loss
+
+
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+def test_gspo_policy_loss_is_gspo_token(gen, mode):
+    """r1core_gspo against GSPO-token written out (s_i,t = sg[s_i]·π/sg[π], verl's formula) in float64."""
+    logits, targets, mask, adv, old = logits_batch(gen, empty_row=True)
+    old = old.detach() + 0.002 * torch.randn(old.shape, generator=gen, dtype=torch.float64)
+    m = mask.double()
+    L1 = logits.clone().requires_grad_()
+    lp = torch.log_softmax(L1, -1).gather(-1, targets[..., None])[..., 0]
+    A = adv[:, None].expand_as(lp)
+    seq = ((lp.detach() - old) * m).sum(-1) / m.sum(-1).clamp_min(1)
+    s_it = torch.exp(seq[:, None] + lp - lp.detach())
+    pg = -torch.minimum(s_it * A, s_it.clamp(1 - 3e-4, 1 + 4e-4) * A)
+    want = r1verl.aggregate(pg, mask, mode)
+    want.backward()
+    L2 = logits.clone().requires_grad_()
+    lp2 = torch.log_softmax(L2, -1).gather(-1, targets[..., None])[..., 0]
+    got, metrics = r1verl.gspo_policy_loss(old, lp2, A, mask, mode,
+                                           config=cfg(clip_ratio_low=3e-4, clip_ratio_high=4e-4))
+    got.backward()
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(L2.grad, L1.grad, rtol=1e-10, atol=1e-12)
+    assert L1.grad.abs().sum() > 0 and 0 <= metrics["actor/pg_clipfrac"] <= 1
 
 
 # ---------------------------------------------------------------------------------------------

@@ -77,15 +77,22 @@ def fused_linear_specs() -> list[dict]:
     cfg = FL._tiles(H, CUDA)
     prec = dict(DOT_PREC="tf32", DOT_F32=False)  # bf16 operands (DOT_PREC only concerns float32 ones)
     fwd = dict(h_ptr=bf, stride_hn="i32", w_ptr=bf, stride_wv="i32", b_ptr=bf, tgt_ptr="*i64", m_ptr=f32, s_ptr=f32,
-               xt_ptr=f32, N="i32", V="i32", H="i32", v_per_slice="i32", scale2="fp32")
+               xt_ptr=f32, t_ptr=f32, N="i32", V="i32", H="i32", v_per_slice="i32", scale2="fp32")
     bwd = dict(h_ptr=bf, stride_hn="i32", w_ptr=bf, stride_wv="i32", b_ptr=bf, tgt_ptr="*i64", lse2_ptr=f32,
-               g_ptr=f32, dh_ptr=f32, dw_ptr=f32, db_ptr=f32, N="i32", V="i32", H="i32", scale2="fp32")
+               g_ptr=f32, ent_ptr=f32, gh_ptr=f32, dh_ptr=f32, dw_ptr=f32, db_ptr=f32, N="i32", V="i32", H="i32",
+               scale2="fp32")
     div = ("stride_hn", "stride_wv", "H", "v_per_slice")
-    return [
-        _spec("lse_fwd", "kernels/fused_linear.py", "_lse_fwd_kernel", fwd, dict(HAS_BIAS=False, **prec), cfg, div),
-        _spec("grad_bwd dh+dW+db", "kernels/fused_linear.py", "_grad_bwd_kernel", bwd,
-              dict(HAS_BIAS=True, NEED_DH=True, NEED_DW=True, NEED_DB=True, GROUP_N=8, **prec), cfg, div),
-    ]
+    out = []
+    for ent in (False, True):  # the entropy variants: one more running sum / the entropy gradient term
+        tag = " +entropy" if ent else ""
+        out += [
+            _spec("lse_fwd" + tag, "kernels/fused_linear.py", "_lse_fwd_kernel", fwd,
+                  dict(HAS_BIAS=False, ENTROPY=ent, **prec), cfg, div),
+            _spec("grad_bwd dh+dW+db" + tag, "kernels/fused_linear.py", "_grad_bwd_kernel", bwd,
+                  dict(HAS_BIAS=True, NEED_DH=True, NEED_DW=True, NEED_DB=True, GROUP_N=8, HAS_DENT=ent, **prec),
+                  cfg, div),
+        ]
+    return out
 
 
 def grpo_loss_specs() -> list[dict]:
@@ -93,18 +100,23 @@ def grpo_loss_specs() -> list[dict]:
     block, warps = GL._config(V, torch.bfloat16, CUDA)
     fwd = dict(logits_ptr="*bf16", stride_b="i64", stride_t="i64", targets_ptr="*i64", adv_ptr=f32, mask_ptr=f32,
                w_ptr=f32, old_ptr=f32, ref_ptr=f32, logp_ptr=f32, lse_ptr=f32, dlogp_ptr=f32, terms_ptr=f32,
-               N="i32", T="i32", V="i32", inv_temp="fp32", beta="fp32", eps_low="fp32", eps_high="fp32")
+               ent_ptr=f32, N="i32", T="i32", V="i32", inv_temp="fp32", beta="fp32", eps_low="fp32", eps_high="fp32")
     bwd = dict(logits_ptr="*bf16", stride_b="i64", stride_t="i64", dlogits_ptr="*bf16", dstride_b="i64",
-               dstride_t="i64", targets_ptr="*i64", lse_ptr=f32, dlogp_ptr=f32, grad_ptr=f32, T="i32", V="i32",
-               inv_temp="fp32")
+               dstride_t="i64", targets_ptr="*i64", lse_ptr=f32, dlogp_ptr=f32, grad_ptr=f32, ent_ptr=f32,
+               dent_ptr=f32, T="i32", V="i32", inv_temp="fp32")
     # what the JIT specialises on launch when pointers, strides and V are multiples of 16
     div = ("stride_b", "stride_t", "dstride_b", "dstride_t", "V")
     cfg = dict(num_warps=warps, num_stages=3)
-    return [
-        _spec("grpo_fwd", "kernels/grpo_loss.py", "_grpo_fwd_kernel", fwd,
-              dict(LOSS=True, HAS_OLD=True, HAS_REF=True, BLOCK_V=block), cfg, div),
-        _spec("grpo_bwd", "kernels/grpo_loss.py", "_grpo_bwd_kernel", bwd, dict(BLOCK_V=block), cfg, div),
-    ]
+    out = []
+    for ent in (False, True):  # the entropy variants: one more running sum / the entropy gradient term
+        tag = " +entropy" if ent else ""
+        out += [
+            _spec("grpo_fwd" + tag, "kernels/grpo_loss.py", "_grpo_fwd_kernel", fwd,
+                  dict(LOSS=True, HAS_OLD=True, HAS_REF=True, BLOCK_V=block, ENTROPY=ent), cfg, div),
+            _spec("grpo_bwd" + tag, "kernels/grpo_loss.py", "_grpo_bwd_kernel", bwd,
+                  dict(BLOCK_V=block, HAS_DENT=ent), cfg, div),
+        ]
+    return out
 
 
 def advantage_specs() -> list[dict]:
@@ -189,9 +201,10 @@ def test_kernels_compile_clean_for_sm90(family):
             found[spec["label"]] = bad
     assert not found, "\n".join(f"{k}: {'; '.join(v)}" for k, v in found.items())
     if family == "grpo_loss":  # the row kernels are bandwidth-bound: 128-bit loads and stores of logits
-        fwd, bwd = reports
-        assert fwd["ptx_v4_loads"], "forward: logits rows are not loaded 128 bits at a time"
-        assert bwd["ptx_v4_loads"] and bwd["ptx_v4_stores"], "backward: rows are not moved 128 bits at a time"
+        for spec, rep in zip(specs, reports):
+            assert rep["ptx_v4_loads"], f"{spec['label']}: logits rows are not loaded 128 bits at a time"
+            if "bwd" in spec["label"]:
+                assert rep["ptx_v4_stores"], f"{spec['label']}: rows are not stored 128 bits at a time"
 
 
 def test_problems_catches_spills_fences_and_missing_wgmma():

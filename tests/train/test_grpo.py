@@ -71,6 +71,40 @@ def test_micro_batched_loss_equals_one_op_call(tmp_path, gen, loss_agg):
         assert torch.linalg.norm(grads[0][n] - ref) <= 1e-5 * torch.linalg.norm(ref) + 1e-8, n
 
 
+@pytest.mark.parametrize("opts", [
+    ("grpo.policy=cispo", "grpo.eps_high=3.0"),
+    ("grpo.policy=sapo", "grpo.loss_agg=seq_mean_token_mean"),
+    ("grpo.importance_sampling_level=sequence", "grpo.loss_agg=seq_mean_token_sum"),
+    ("grpo.delta=1.5", "grpo.entropy_coef=0.1"),
+])
+def test_micro_batched_objectives_equal_one_op_call(tmp_path, gen, opts):
+    """The grpo.* objective options reach the loss op, and micro-batching keeps their objective."""
+    from r1core.train.config import objective_options
+    cfg = tiny_config(tmp_path, *opts, "optim.micro_batch=3", "optim.grad_clip=0", "grpo.beta=0")
+    kw = objective_options(cfg.grpo)
+    assert kw, "the options must reach the op"
+    t = GRPOTrainer(cfg, deps=tiny_deps())
+    batch = _random_batch(gen)
+    grads = _capture_grads(t)
+    upd = t._update(batch)
+    t.optimizer.zero_grad(set_to_none=True)
+    model = t.model
+    g = cfg.grpo
+    loss, _ = fused_linear_grpo_loss(model.hidden_states(batch.input_ids_NT), model.lm_head.weight,
+                                     batch.targets_NT, batch.adv_N, batch.mask_NT, loss_agg=g.loss_agg,
+                                     eps_low=g.eps_low, eps_high=g.eps_high, **kw)
+    loss.backward()
+    assert upd["loss"] == pytest.approx(loss.item(), rel=1e-5, abs=1e-7)
+    for n, p in t.policy.named_parameters():
+        assert torch.linalg.norm(grads[0][n] - p.grad) <= 1e-5 * torch.linalg.norm(p.grad) + 1e-8, n
+    # entropy_mean (grpo.log_entropy): the token mean of the policy's entropy over the batch
+    with torch.no_grad():
+        x = model.hidden_states(batch.input_ids_NT) @ model.lm_head.weight.T / t.temperature
+        H = -(torch.log_softmax(x.double(), -1).exp() * torch.log_softmax(x.double(), -1)).sum(-1)
+    m = batch.mask_NT.double()
+    assert upd["entropy_mean"] == pytest.approx(float((H * m).sum() / m.sum()), rel=1e-5)
+
+
 def test_mini_batches_split_optimizer_steps_and_reuses_old_logprobs(tmp_path, gen):
     cfg = tiny_config(tmp_path, "optim.micro_batch=2", "optim.mini_batches=3", "grpo.mu=2")
     t = GRPOTrainer(cfg, deps=tiny_deps())
