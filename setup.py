@@ -182,7 +182,9 @@ if __name__ == "__main__":  # `python setup.py …` and pip's build backend; tes
     # tree imports as-is (no install needed for tests) and nothing installs a top-level `kernels` module.
     setup(
         packages=PACKAGES,
-        package_data={"r1core.tasks": ["data/*.jsonl"]},  # the shipped word problems (tests, default run)
+        # the shipped word problems (tests, default run); the bench case files, read through the symlink
+        # r1core/bench/cases -> ../../benches, so `r1core bench` works from a wheel without a top-level `benches`
+        package_data={"r1core.tasks": ["data/*.jsonl"], "r1core.bench": ["cases/bench_*.py"]},
         ext_modules=ext_modules,
         cmdclass=cmdclass,
     )

@@ -32,12 +32,14 @@ CASES_ENV = "R1CORE_BENCH_CASES"  # a folder of bench_<op>.py files (overrides t
 
 def cases_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder of case files: `path`, else $R1CORE_BENCH_CASES, else ./benches, else the source
-    tree's benches/ (next to the r1core package in a checkout or an editable install)."""
+    tree's benches/ (next to the r1core package in a checkout or an editable install), else the copy an
+    installed wheel carries as r1core/bench/cases/ (in the source tree, a symlink to benches/)."""
     if path is not None:
         if not Path(path).is_dir():
             raise FileNotFoundError(f"--cases: {path} is not a folder")
         return Path(path)
-    for cand in (os.environ.get(CASES_ENV), Path.cwd() / "benches", Path(__file__).resolve().parents[2] / "benches"):
+    here = Path(__file__).resolve().parent
+    for cand in (os.environ.get(CASES_ENV), Path.cwd() / "benches", here.parents[1] / "benches", here / "cases"):
         if cand and any(Path(cand).glob("bench_*.py")):
             return Path(cand)
     raise FileNotFoundError("no bench case folder: run from the r1core source tree, or pass --cases DIR "

@@ -50,6 +50,9 @@ SOURCES = ("r1core", "csrc", "benches", "setup.py", "pyproject.toml", "README.md
 
 
 def _run(cmd, *, cwd, env=None, timeout=900) -> subprocess.CompletedProcess:
+    if env is None:  # never the suite's PYTHONPATH: the checkout (with its r1core.egg-info from `pip wheel` or
+        # bootstrap's `pip install -e .`) would make the venv's pip think r1core is already installed
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if res.returncode != 0:
         raise AssertionError(f"{shlex.join(map(str, cmd))} exited {res.returncode}\n--- stdout\n{res.stdout[-4000:]}"

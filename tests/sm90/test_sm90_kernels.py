@@ -87,7 +87,7 @@ def fused_linear_specs() -> list[dict]:
         tag = " +entropy" if ent else ""
         out += [
             _spec("lse_fwd" + tag, "kernels/fused_linear.py", "_lse_fwd_kernel", fwd,
-                  dict(HAS_BIAS=False, ENTROPY=ent, **prec), cfg, div),
+                  dict(HAS_BIAS=False, ENTROPY=ent, **prec), FL._tiles(H, CUDA, ent), div),
             _spec("grad_bwd dh+dW+db" + tag, "kernels/fused_linear.py", "_grad_bwd_kernel", bwd,
                   dict(HAS_BIAS=True, NEED_DH=True, NEED_DW=True, NEED_DB=True, GROUP_N=8, HAS_DENT=ent, **prec),
                   cfg, div),
