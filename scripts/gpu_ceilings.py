@@ -9,29 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
 
+from r1core.bench.timing import time_fn  # gpu.sh puts the checkout on PYTHONPATH
+
 
 def _time(fn, device: torch.device, reps: int) -> float:
-    """Median seconds of `reps` calls after 3 warm-ups."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) / 1e3)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median seconds of `reps` calls after 3 warm-ups (the bench runner's timer, CUDA events on a GPU)."""
+    return statistics.median(time_fn(fn, device, warmup=3, min_reps=reps, budget_s=0.0))
 
 
 def main() -> int:
