@@ -130,6 +130,14 @@ def grpo_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advanta
     pg, _, ratio, _, clip_low, clip_high = token_terms(
         log_prob, adv, old_log_prob.to(log_prob.dtype), None, beta=0.0,
         eps_low=float(_cfg(config, "clip_ratio_low", clip)), eps_high=float(_cfg(config, "clip_ratio_high", clip)))
+    return _loss_and_metrics(pg, clip_low, clip_high, old_log_prob, log_prob, response_mask, loss_agg_mode, config,
+                             rollout_is_weights)
+
+
+def _loss_and_metrics(pg, clip_low, clip_high, old_log_prob, log_prob, response_mask, loss_agg_mode, config,
+                      rollout_is_weights):
+    """What every r1core policy loss for verl does after its per-token terms: verl's rollout IS weights,
+    verl's aggregation (with its global batch info), and verl's clip/KL metrics."""
     if rollout_is_weights is not None:
         pg = pg * rollout_is_weights
     info = dict(_cfg(config, "global_batch_info", {}) or {})
@@ -165,21 +173,8 @@ def gspo_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advanta
     out = objective(log_prob, advantages.to(log_prob.dtype), m, old_logp=old_log_prob.to(log_prob.dtype),
                     importance_sampling_level="sequence", eps_low=float(_cfg(config, "clip_ratio_low", clip)),
                     eps_high=float(_cfg(config, "clip_ratio_high", clip)))
-    pg = out.per_token_loss
-    if rollout_is_weights is not None:
-        pg = pg * rollout_is_weights
-    info = dict(_cfg(config, "global_batch_info", {}) or {})
-    loss = aggregate(pg, response_mask, loss_agg_mode, **{k: info[k] for k in
-                                                          ("dp_size", "batch_num_tokens", "global_batch_size",
-                                                           "loss_scale_factor") if info.get(k) is not None})
-    n = m.sum().clamp_min(1)
-
-    def mean(x):
-        return ((x.detach().to(m.dtype) * m).sum() / n).item()
-    metrics = {"actor/pg_clipfrac": mean(out.clip_low | out.clip_high), "actor/ppo_kl": mean(old_log_prob - log_prob),
-               "actor/pg_clipfrac_lower": 0.0, "r1core/clip_low_frac": mean(out.clip_low),
-               "r1core/clip_high_frac": mean(out.clip_high)}
-    return loss, metrics
+    return _loss_and_metrics(out.per_token_loss, out.clip_low, out.clip_high, old_log_prob, log_prob, response_mask,
+                             loss_agg_mode, config, rollout_is_weights)
 
 
 # ---------------------------------------------------------------------------------------------
