@@ -138,39 +138,12 @@ typename Raw<scalar_t>::T* raw(scalar_t* p) {
 }
 
 // log Σ_v exp(x_v · inv_t) over one row, one pass: each chunk is converted to float32 into `buf`,
-// its max found, the running sum rescaled when the max grows, then the chunk's exps summed.
-template <typename scalar_t>
-float row_lse(const scalar_t* row, int64_t V, float inv_t, float* buf) {
-  using R = Raw<scalar_t>;
-  const typename R::T* x = raw(row);
-  float m = -std::numeric_limits<float>::infinity();
-  float s = 0.0f;
-  for (int64_t c0 = 0; c0 < V; c0 += kChunk) {
-    const int64_t n = std::min(kChunk, V - c0);
-    float cm = -std::numeric_limits<float>::infinity();
-#pragma omp simd reduction(max : cm)
-    for (int64_t i = 0; i < n; ++i) {
-      const float v = R::load(x[c0 + i]) * inv_t;
-      buf[i] = v;
-      cm = std::max(cm, v);
-    }
-    if (cm > m) {
-      s *= exp_f32(m - cm);
-      m = cm;
-    }
-    float cs = 0.0f;
-#pragma omp simd reduction(+ : cs)
-    for (int64_t i = 0; i < n; ++i) cs += exp_f32(buf[i] - m);
-    s += cs;
-  }
-  return m + std::log(s);
-}
-
-// (lse, entropy) of softmax(x · inv_t) over one row, the same single pass as row_lse with one more
-// running sum t = Σ_v e_v·(y_v - m), e_v = exp(y_v - m), rescaled with the max like s: when m grows
-// to m', t' = α·(t + s·(m - m')), α = exp(m - m').  H = log s - t/s (both O(log V): no cancellation).
-template <typename scalar_t>
-float row_lse_entropy(const scalar_t* row, int64_t V, float inv_t, float* buf, float* entropy) {
+// its max found, the running sum s rescaled when the max grows, then the chunk's exps summed.
+// kEntropy also returns the entropy of softmax(x · inv_t) in *entropy, from one more running sum
+// t = Σ_v e_v·(y_v - m), e_v = exp(y_v - m), rescaled with the max like s: when m grows to m',
+// t' = α·(t + s·(m - m')), α = exp(m - m').  H = log s - t/s (both O(log V): no cancellation).
+template <bool kEntropy, typename scalar_t>
+float row_lse(const scalar_t* row, int64_t V, float inv_t, float* buf, float* entropy = nullptr) {
   using R = Raw<scalar_t>;
   const typename R::T* x = raw(row);
   float m = -std::numeric_limits<float>::infinity();
@@ -186,23 +159,29 @@ float row_lse_entropy(const scalar_t* row, int64_t V, float inv_t, float* buf, f
     }
     if (cm > m) {
       const float alpha = exp_f32(m - cm);
-      t = s > 0.0f ? alpha * (t + s * (m - cm)) : 0.0f;  // s = 0 while m = -inf: no 0·inf
+      if constexpr (kEntropy) t = s > 0.0f ? alpha * (t + s * (m - cm)) : 0.0f;  // s = 0 while m = -inf: no 0·inf
       s *= alpha;
       m = cm;
     }
-    float cs = 0.0f, ct = 0.0f;
+    float cs = 0.0f;
+    if constexpr (kEntropy) {
+      float ct = 0.0f;
 #pragma omp simd reduction(+ : cs, ct)
-    for (int64_t i = 0; i < n; ++i) {
-      const float d = buf[i] - m;
-      const float e = exp_f32(d);
-      cs += e;
-      ct += e > 0.0f ? e * d : 0.0f;  // -inf logits add nothing
+      for (int64_t i = 0; i < n; ++i) {
+        const float d = buf[i] - m;
+        const float e = exp_f32(d);
+        cs += e;
+        ct += e > 0.0f ? e * d : 0.0f;  // -inf logits add nothing
+      }
+      t += ct;
+    } else {
+#pragma omp simd reduction(+ : cs)
+      for (int64_t i = 0; i < n; ++i) cs += exp_f32(buf[i] - m);
     }
     s += cs;
-    t += ct;
   }
   const float log_s = std::log(s);
-  *entropy = log_s - t / s;
+  if constexpr (kEntropy) *entropy = log_s - t / s;
   return m + log_s;
 }
 
@@ -339,7 +318,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> grpo_loss
           continue;
         }
         const scalar_t* row = x + rows.offset(n);
-        const float lse_n = en ? row_lse_entropy(row, V, inv_t, buf, en + n) : row_lse(row, V, inv_t, buf);
+        const float lse_n = en ? row_lse<true>(row, V, inv_t, buf, en + n) : row_lse<false>(row, V, inv_t, buf);
         const int64_t t = tg[n];
         const bool valid = t >= 0 && t < V;  // checked by the caller unless R1CORE_SKIP_CHECKS=1
         const float logp_n = valid ? static_cast<float>(row[t]) * inv_t - lse_n : 0.0f;
@@ -459,7 +438,7 @@ std::tuple<at::Tensor, at::Tensor> logprobs_impl(const at::Tensor& logits, const
           continue;
         }
         const scalar_t* row = x + rows.offset(n);
-        const float lse_n = en ? row_lse_entropy(row, V, inv_t, buf, en + n) : row_lse(row, V, inv_t, buf);
+        const float lse_n = en ? row_lse<true>(row, V, inv_t, buf, en + n) : row_lse<false>(row, V, inv_t, buf);
         lp[n] = static_cast<float>(row[t]) * inv_t - lse_n;
       }
     });

@@ -299,12 +299,16 @@ def is_equivalent(prediction: str, reference: str, *, timeout: float = 1.0) -> b
     return False
 
 
-def answer_key(completion: str) -> str | None:
+def answer_key(completion: str, unmarked: str = "bare") -> str | None:
     """A canonical key of the completion's final answer for majority voting (cons@k): the exact
-    rational value when it is a number, else the normalised string; None when there is no answer."""
+    rational value when it is a number, else the normalised string; None when there is no answer.
+    `unmarked` is accuracy()'s, with the same default, so that cons@k votes over the answers pass@1
+    judges (a bare "85" is right for pass@1 and must be a vote too)."""
     from .registry import as_text
+    if unmarked not in UNMARKED:
+        raise RewardOptionError(f"unmarked: expected one of {UNMARKED}, got {unmarked!r}")
     try:
-        found = extract_answer(as_text(completion))
+        found = extract_answer(as_text(completion), unmarked)
     except TypeError:
         return None
     if found is None:

@@ -169,6 +169,7 @@ class PipelineConfig:
                               "r1, distill, study (r1 + distill + r1zero, the paper's comparisons) or custom",
                       ("grpo", "cold_start_rl", "r1zero", "r1", "distill", "study", "custom"))
     stages: list = opt([], "custom stages: [{name, kind: grpo|sft|sample, init: base|prev|PATH, set: {key: value}}]")
+    final_steps: int = opt(0, "GRPO steps of the r1 recipe's final RL stage (0: a third of run.steps, at least 1)")
 
 
 @dataclass(kw_only=True)
@@ -360,7 +361,8 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"config key {k!r} must be >= 1, got {v}")
     nonneg = {"run.steps": run.steps, "run.save_every": run.save_every, "run.keep_last": run.keep_last,
               "run.eval_n": run.eval_n, "optim.warmup": o.warmup, "model.train_layers": cfg.model.train_layers,
-              "rollout.gen_batch": r.gen_batch, "grpo.beta": g.beta, "grpo.chunk_size": g.chunk_size}
+              "rollout.gen_batch": r.gen_batch, "grpo.beta": g.beta, "grpo.chunk_size": g.chunk_size,
+              "pipeline.final_steps": cfg.pipeline.final_steps}
     for k, v in nonneg.items():
         if v < 0:
             raise ValueError(f"config key {k!r} must be >= 0, got {v}")

@@ -7,7 +7,8 @@
     r1       R1: cold-start SFT on sft.data (long chain-of-thought JSONL)
              -> reasoning RL with accuracy + format + language-consistency rewards
              -> rejection sampling of the RL policy (correct, well-formed, target-language answers)
-             -> SFT of the base model on those samples mixed with sft.data, two epochs -> a final RL stage
+             -> SFT of the base model on those samples mixed with sft.data, two epochs -> a short final RL
+             stage (pipeline.final_steps, zero-variance groups dropped)
     distill  sample the teacher (sample.teacher), keep correct well-formed answers, SFT the student
              (model.source) on them (mixed with sft.data when set), two epochs
     study    r1, then distill with the final R1 model as the teacher, then r1zero from the base model:
@@ -84,8 +85,18 @@ def _r1_stages(cfg: Config) -> list[dict]:
         {"name": "reasoning_rl", "kind": "grpo", "init": "prev", "set": lang},
         {"name": "rejection", "kind": "sample", "init": "prev"},
         {"name": "sft", "kind": "sft", "init": "base", "data": ["prev", "config"], "set": dict(R1_SFT)},
-        {"name": "final_rl", "kind": "grpo", "init": "prev"},
+        {"name": "final_rl", "kind": "grpo", "init": "prev", "set": final_rl_settings(cfg)},
     ]
+
+
+def final_rl_settings(cfg: Config) -> dict:
+    """The r1 recipe's second RL stage: pipeline.final_steps GRPO steps (0: a third of run.steps) that drop
+    the groups whose rewards are all equal.  It starts from an SFT model that already does the task: on
+    the embedded default the SFT model's held-out pass@1 is 0.996 and 96% of its groups are all-correct,
+    so with 30 full steps it spent 10 of the recipe's 28 minutes on updates whose advantages are all zero
+    (docs/r1_small_scale.md)."""
+    steps = cfg.pipeline.final_steps or (max(1, cfg.run.steps // 3) if cfg.run.steps else 0)
+    return {"run.steps": steps, "grpo.drop_zero_variance": True}
 
 
 def _distill_stages(teacher: str) -> list[dict]:

@@ -69,3 +69,27 @@ def test_evaluate_votes_over_equivalent_answers():
     assert out["pass@5"] == 1.0
     assert out["cons@5"] == 0.5
     assert out["questions"] == 2 and out["samples"] == 5
+
+
+def test_cons_votes_over_the_answers_pass_at_1_judges():
+    """A bare answer (no tag, no box) is right for the accuracy reward's default unmarked="bare", so
+    it must be a vote too: a model that answers "85" every time has cons@k = pass@1 = 1, not 0."""
+    task = get_task("arithmetic", digits=2, ops="+")
+    exs = task.test(3)
+    comps = [[f"{ex.answer}"] * 3 + [f"{int(ex.answer) + 1}"] for ex in exs]
+    out = evaluate(task, exs, comps)
+    assert out["pass@1"] == pytest.approx(0.75)
+    assert out["cons@4"] == 1.0
+    # an answer buried in prose is not bare: neither right nor a vote
+    prose = [[f"I think it might be {ex.answer} or so, hard to say"] * 4 for ex in exs]
+    out = evaluate(task, exs, prose)
+    assert out["pass@1"] == 0.0 and out["cons@4"] == 0.0
+
+
+def test_answer_key_options():
+    from r1core.rewards import RewardOptionError, answer_key
+    assert answer_key("85") == answer_key("<answer>85</answer>") == answer_key("\\boxed{85.0}")
+    assert answer_key("85", unmarked="none") is None
+    assert answer_key("so we get 85", unmarked="last") == answer_key("85")
+    with pytest.raises(RewardOptionError, match="unmarked"):
+        answer_key("85", unmarked="bogus")

@@ -75,6 +75,19 @@ def test_recipes_and_stage_checks():
     assert ckpt.latest_checkpoint("/nonexistent") is None
 
 
+def test_r1_final_rl_is_short_and_drops_flat_groups():
+    """The final RL starts from an SFT model that already does the task (r1_small_scale.md): a third
+    of run.steps, zero-variance groups dropped; pipeline.final_steps sets its length."""
+    final = recipe_stages(load_config(None, ["recipe=r1", "steps=30"]))[-1]
+    assert final["name"] == "final_rl" and final["set"] == {"run.steps": 10, "grpo.drop_zero_variance": True}
+    assert recipe_stages(load_config(None, ["recipe=r1", "steps=2"]))[-1]["set"]["run.steps"] == 1
+    assert recipe_stages(load_config(None, ["recipe=r1", "steps=0"]))[-1]["set"]["run.steps"] == 0
+    assert recipe_stages(load_config(None, ["recipe=study", "steps=30", "pipeline.final_steps=25"]))[4]["set"][
+        "run.steps"] == 25
+    with pytest.raises(ValueError, match="pipeline.final_steps"):
+        load_config(None, ["recipe=r1", "pipeline.final_steps=-1"])
+
+
 def _cold_data(tmp_path, n=10):
     data = tmp_path / "cold.jsonl"
     data.write_text("".join(json.dumps({"prompt": f"{a}+{a}=", "completion": str(2 * a % 10)}) + "\n" for a in range(n)))
