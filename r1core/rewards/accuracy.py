@@ -305,8 +305,7 @@ def answer_key(completion: str, unmarked: str = "bare") -> str | None:
     `unmarked` is accuracy()'s, with the same default, so that cons@k votes over the answers pass@1
     judges (a bare "85" is right for pass@1 and must be a vote too)."""
     from .registry import as_text
-    if unmarked not in UNMARKED:
-        raise RewardOptionError(f"unmarked: expected one of {UNMARKED}, got {unmarked!r}")
+    _check_unmarked(unmarked)
     try:
         found = extract_answer(as_text(completion), unmarked)
     except TypeError:
@@ -343,11 +342,15 @@ def fast_verdict(p: str, r: str) -> bool | None:
     return None if rv is None else bool(pv & rv)
 
 
+def _check_unmarked(unmarked) -> None:
+    if unmarked not in UNMARKED:
+        raise RewardOptionError(f"unmarked: expected one of {UNMARKED}, got {unmarked!r}")
+
+
 def _check_options(timeout, backend, unmarked) -> None:
     if backend not in BACKENDS:
         raise RewardOptionError(f"backend: expected one of {BACKENDS}, got {backend!r}")
-    if unmarked not in UNMARKED:
-        raise RewardOptionError(f"unmarked: expected one of {UNMARKED}, got {unmarked!r}")
+    _check_unmarked(unmarked)
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise RewardOptionError(f"timeout: expected seconds > 0, got {timeout!r}")
     if backend == "math_verify" and not _math_verify_available():
