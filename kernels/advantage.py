@@ -1,4 +1,4 @@
-"""Group-normalised GRPO advantage (SPEC §1) as Triton kernels, plus the host launcher.
+"""Group-normalised GRPO advantage (docs/spec.md §1) as Triton kernels, plus the host launcher.
 
 Legend: N rewards = n_groups groups of G; a program owns a tile of BLOCK_GROUPS groups x BLOCK_G
 columns, i.e. rewards viewed as [n_groups, G] with any strides (a transposed or sliced view is read

@@ -1,4 +1,4 @@
-"""Fused GRPO loss on logits (SPEC §2): one forward and one backward Triton kernel, one program per
+"""Fused GRPO loss on logits (docs/spec.md §2): one forward and one backward Triton kernel, one program per
 row of logits (a token).
 
 Legend: N = B·T rows (tokens), V vocabulary; row n = (b, t) = (n // T, n % T) lives at

@@ -1,4 +1,4 @@
-"""Grouped expert GEMMs over permuted tokens (SPEC §4 `moe_experts`), forward and backward.
+"""Grouped expert GEMMs over permuted tokens (docs/spec.md §4 `moe_experts`), forward and backward.
 
 Legend: T tokens, H hidden, I intermediate, E experts, k experts per token, S = T·k assignments
 (s = t·k + j: token t's j-th expert), P = P_max padded permuted rows (p), BM = the align block.
@@ -27,7 +27,7 @@ out [S, H] and summed over k by torch: deterministic, no atomics and no float32 
 do not exist (no work) and weight-gradient programs whose loop is empty (one store of zeros).
 
 Precision: tl.dot with float32 accumulation; bf16/fp16 inputs run on tensor cores; float32 inputs
-use input_precision="ieee" (exact float32, the SPEC's 1e-5 bound) unless the caller asks for "tf32".
+use input_precision="ieee" (exact float32, the 1e-5 bound of docs/spec.md §7) unless the caller asks for "tf32".
 Bytes/FLOPs: 6·S·H·I useful forward FLOPs (gate_up 4·S·H·I, down 2·S·H·I), 12·S·H·I backward; the
 extra traffic is act/h (3·P·I elements) and out (S·H), small next to the FLOPs at H ≥ 1024.
 """

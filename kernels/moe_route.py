@@ -1,4 +1,4 @@
-"""MoE routing (SPEC §4) as one Triton kernel: scores, group-limited top-k, normalised weights.
+"""MoE routing (docs/spec.md §4) as one Triton kernel: scores, group-limited top-k, normalised weights.
 
 Legend: T tokens, E experts, k experts per token, G = n_group groups of E/G experts.
 
