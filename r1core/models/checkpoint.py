@@ -96,9 +96,15 @@ class _Shards:
         if name not in self.where:
             raise KeyError(name)
         try:
-            return self._handle(self.where[name]).get_tensor(name)
+            t = self._handle(self.where[name]).get_tensor(name)
         except (SafetensorError, OSError, RuntimeError) as e:
             raise ValueError(f"{self.where[name]}: cannot read tensor {name!r}: {e}") from None
+        # NaN/inf weights would surface far away (an out-of-range token id in sampling): refuse them here
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ValueError(f"{self.where[name]}: tensor {name!r} holds {bad} non-finite value(s) (NaN/inf): the "
+                             f"weights are corrupted or the run diverged; load an earlier checkpoint")
+        return t
 
 
 _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
@@ -165,17 +171,7 @@ def load_hf_folder(folder: str | Path, *, dtype: torch.dtype = torch.float32,
                          f"dequantise it to bf16 first")
     if "lm_head.weight" not in shards and not config.tie_word_embeddings:
         config = config.replace(tie_word_embeddings=True) if "model.embed_tokens.weight" in shards else config
-    return build_model(config, lambda name: _finite(_fetch(shards, name, config, folder), name, folder),
-                       dtype=dtype, device=device)
-
-
-def _finite(t: torch.Tensor, name: str, folder: Path) -> torch.Tensor:
-    """NaN/inf weights would surface far away (an out-of-range token id in sampling): refuse them here."""
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        bad = int((~torch.isfinite(t)).sum())
-        raise ValueError(f"{folder}: tensor {name!r} holds {bad} non-finite value(s) (NaN/inf): the weights are "
-                         f"corrupted or the run diverged; load an earlier checkpoint")
-    return t
+    return build_model(config, lambda name: _fetch(shards, name, config, folder), dtype=dtype, device=device)
 
 
 def build_model(config: ModelConfig, fetch: Callable[[str], torch.Tensor], *, dtype: torch.dtype,

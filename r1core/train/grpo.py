@@ -131,6 +131,8 @@ class GRPOTrainer:
                                          scheduler=self.scheduler, info=self.info)
             self.start_step = state["step"]
             self.eval_history = state.get("eval_history", [])
+            if self.info.main:
+                print(ckpt.resume_line(resume_from, state, cfg.run.steps), flush=True)
         self.timer = PhaseTimer(self.device)
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         self.backend = cfg.grpo.backend or None
@@ -409,9 +411,11 @@ class GRPOTrainer:
         (self.out / "eval.json").write_text(json.dumps(data, indent=1))
 
     def save(self, step: int) -> Path:
+        c = self.cfg.checkpoint
         return ckpt.save_checkpoint(self.out, step, policy=self.policy, optimizer=self.optimizer,
                                     scheduler=self.scheduler, info=self.info, keep_last=self.cfg.run.keep_last,
-                                    trainer_state={"eval_history": self.eval_history}, tokenizer=self.tokenizer)
+                                    trainer_state={"eval_history": self.eval_history}, tokenizer=self.tokenizer,
+                                    dtype=c.dtype, with_optimizer=step < self.cfg.run.steps or c.final_optimizer)
 
     def _finish(self, summary: dict) -> None:
         png = plot_curves(self.out) if self.cfg.run.plot else None
