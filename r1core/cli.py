@@ -132,7 +132,7 @@ def _usage(command: str, lead: str, extra_help: str = "") -> str:
 
 # `r1core train --quick`: a smoke run of the same recipe (a couple of minutes on a CPU)
 QUICK = ["run.steps=2", "run.eval_n=8", "run.eval_k=1", "rollout.prompts=2", "rollout.group_size=4",
-         "rollout.max_new_tokens=40", "sft.examples=128", "run.save_every=0", "sample.prompts=32",
+         "rollout.max_new_tokens=40", "sft.examples=64", "sft.batch=8", "run.save_every=0", "sample.prompts=32",
          "checkpoint.dtype=bfloat16"]
 
 
@@ -314,7 +314,7 @@ def _run_eval(cfg, extras: dict) -> int:
     model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
     result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
                              top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps)
+                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, progress=cfg.run.progress)
     if info.main:
         if extras.get("json", "false").lower() in ("1", "true", "yes"):
             print(json.dumps(result))

@@ -331,7 +331,7 @@ def _evaluate_model(cfg: Config, source: str, path: Path, deps, info, *, label: 
     model = build.load_policy(source, cfg, info.device, deps).eval()
     result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
                              max_new_tokens=cfg.rollout.max_new_tokens, seed=build.call_seed(cfg.run.seed, 7),
-                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps)
+                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, progress=cfg.run.progress)
     if info.main:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({key: result} if key else result, indent=1))
