@@ -190,7 +190,7 @@ def test_train_quick(outside):
     run, folder = outside
     res = run("r1core", "train", "--quick", timeout=2400)   # ~2 min idle; >20 min at load 23
     assert "not installed" not in res.stderr, res.stderr[-2000:]
-    root = folder / "runs" / "default"
+    root = folder / "runs" / "default-quick"          # a smoke run never shares runs/default with a real one
     rl = root / "1-rl"
     assert (rl / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((rl / "tensorboard").glob("events.out.tfevents.*")), sorted(rl.rglob("*"))
@@ -199,6 +199,10 @@ def test_train_quick(outside):
     assert [r["step"] for r in steps] == [1, 2]
     for r in steps:
         assert {"reward_mean", "reward_std", "kl_mean", "loss", "tokens_per_s"} <= set(r)
+    # a smoke run that visibly works: a real update, and the last line says so
+    assert any(r["grad_norm"] > 0 and r["reward_std"] > 0 for r in steps), steps
+    assert res.stdout.rstrip().splitlines()[-1].startswith("r1core train --quick: the install is healthy"), \
+        res.stdout[-2000:]
     table = res.stdout[res.stdout.rindex("\nheld-out"):]          # the pipeline's closing table
     assert re.search(r"held-out\s+base\s+after cold_start\s+after rl", table), res.stdout[-2000:]
     assert re.search(r"^pass@1(\s+\d\.\d{3}){3}$", table, flags=re.M), table
@@ -225,3 +229,5 @@ def test_docs_trl_example(outside):
     (folder / "trl_example.py").write_text(docs_trl_example())
     out = run("python", "trl_example.py", timeout=2400).stdout
     assert "trained 2 steps" in out, out[-2000:]
+    grads = [float(g) for g in re.findall(r"grad_norm (\d+\.\d+)", out)]
+    assert grads and max(grads) > 0, out[-2000:]                     # at least one real update
