@@ -202,7 +202,10 @@ TRAIN_HELP = (
     "6 of 24) and prints what it chose, unless you give model.train_layers=N (0: every parameter).\n"
     "Plots (run.plot) need matplotlib and TensorBoard logs (run.tensorboard) need tensorboard:\n"
     "pip install 'r1core[train]'; without them the run says so and goes on.\n"
-    "--quick: that recipe shrunk to a smoke run ({quick}), before your overrides.")
+    "--quick: that recipe shrunk to a smoke run ({quick}), before your overrides; it ends with a line\n"
+    "saying whether the install is healthy (a real update happened) and exits 1 if not.\n"
+    "Without out=, a run goes to runs/<recipe> (runs/default for the embedded recipe; --quick: runs/<recipe>-quick).\n"
+    "A non-empty out is refused unless resume=true (continue it) or overwrite=true (replace it).")
 
 
 def _train(argv: list[str]) -> int:
