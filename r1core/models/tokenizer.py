@@ -144,7 +144,8 @@ class Tokenizer:
         folder = Path(folder)
         file = folder / "tokenizer.json"
         if not file.exists():
-            raise ValueError(f"{folder}: no tokenizer.json")
+            raise ValueError(f"{folder}: no tokenizer.json (a run folder? give one of its checkpoints/step-<N>; "
+                             f"a checkpoint saved without its tokenizer? set model.tokenizer=<the model it came from>)")
         try:
             tok = _HFTokenizer.from_file(str(file))
         except Exception as e:  # noqa: BLE001  (tokenizers raises its own Exception type)
