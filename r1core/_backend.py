@@ -1,6 +1,6 @@
 """Which backends exist on this machine, and which one an op call runs on: decided here, once.
 
-Backends (SPEC §6):
+Backends (docs/spec.md §6):
   "torch"  the plain PyTorch reference (r1core.ref), always available, the benches' baseline
   "cpp"    C++ CPU kernels in the extension r1core._C
   "cuda"   CUDA kernels in r1core._C (only in a CUDA build of the extension)

@@ -1,4 +1,4 @@
-"""The `r1core` command: train, eval, sample, bench, info (SPEC §5).
+"""The `r1core` command: train, eval, sample, bench, info (docs/spec.md §5).
 
     r1core train [--config FILE.yaml] [key=value …]     # no arguments: the embedded default recipe
     r1core eval  [--config FILE.yaml] [key=value …]     # pass@1 over k samples, cons@k, format
