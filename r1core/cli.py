@@ -324,7 +324,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     fn, _ = COMMANDS[argv[0]]
-    return fn(argv[1:])
+    from r1core._deps import MissingDependency  # noqa: PLC0415
+    try:
+        return fn(argv[1:])
+    except MissingDependency as e:   # a broken or partial environment: one line, never a deep traceback
+        print(f"r1core: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
