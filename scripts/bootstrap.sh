@@ -62,7 +62,7 @@ if ! $PY -c "import torch" 2> /dev/null; then
   say "installing torch==2.13.0 (the CPU wheel)"
   quiet $PIP install "torch==2.13.0" || die "could not install torch==2.13.0: install a torch first (pip install torch==2.13.0, or your CUDA build), then rerun"
 fi
-TORCH_VERSION=$($PY -c "import torch; print(torch.__version__.split('+')[0])")
+TORCH_VERSION=$($PY -W ignore -c "import torch; print(torch.__version__.split('+')[0])" 2> /dev/null)
 
 # 3. the pinned test and run dependencies
 constraints=()
@@ -98,7 +98,8 @@ if [[ ${R1CORE_NO_EXT:-0} == 1 ]]; then
 else
   say "building r1core._C against torch $TORCH_VERSION (incremental; a first build takes 2-5 min on 2 cores)"
   start=$SECONDS
-  if ! $PY setup.py -q build_ext --inplace > build.log 2>&1; then
+  # one build folder per environment: switching between .venv and .venv-latest does not rebuild everything
+  if ! $PY setup.py -q build_ext --inplace --build-temp "build/temp-$(basename "${R1CORE_ENV_DIR:-system}")" > build.log 2>&1; then
     grep -E "error|Error" build.log | head -20 >&2 || tail -20 build.log >&2
     die "building r1core._C failed (full log: build.log); R1CORE_NO_EXT=1 runs without it"
   fi

@@ -197,8 +197,9 @@ def test_wheel_installs_only_the_r1core_package(wheel, venv):
 def test_installed_kernels_package_is_huggingfaces(outside):
     """In the installed venv, `import kernels` (transformers >= 5 needs it) is never r1core's Triton folder."""
     run, _ = outside
-    code = ("import importlib.util as u, r1core._kernels.advantage; s = u.find_spec('kernels'); "
-            "print('none' if s is None else (s.origin or 'namespace'))")
+    code = ("import importlib.util as u, pathlib, r1core; s = u.find_spec('kernels'); "
+            "assert (pathlib.Path(r1core.__file__).parent / '_kernels' / 'advantage.py').is_file(); "
+            "print('none' if s is None else (s.origin or 'namespace'))")   # no triton here: find, not import
     out = run("python", "-c", code).stdout.strip()
     assert out == "none" or ("site-packages/kernels/" in out and "r1core" not in out), out
 
