@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from standin_dist import make_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,12 +37,7 @@ def test_broken_kernels_package_is_named_with_its_path(tmp_path):
     the path) is reported with where it was found and how to fix it, not as transformers' deep ImportError."""
     pytest.importorskip("transformers")
     pytest.importorskip("trl")
-    (tmp_path / "kernels").mkdir()
-    (tmp_path / "kernels" / "__init__.py").write_text("__version__ = '0.19.1'\n")
-    dist = tmp_path / "kernels-0.19.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kernels\nVersion: 0.19.1\n")
-    (dist / "RECORD").write_text("")
+    make_dist(tmp_path, "kernels", "0.19.1", "__version__ = '0.19.1'\n")   # lacks what transformers imports
     out = _py("import r1core.integrations.trl", pythonpath=(tmp_path, ROOT))
     if out.returncode == 0:
         pytest.skip("this transformers does not import `kernels` (transformers < 5)")

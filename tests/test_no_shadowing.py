@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from standin_dist import make_dist
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ("import kernels; print('standin' if getattr(kernels, 'R1CORE_STANDIN', False) else "
@@ -21,14 +22,8 @@ PROBE = ("import kernels; print('standin' if getattr(kernels, 'R1CORE_STANDIN', 
 @pytest.fixture(scope="module")
 def standin(tmp_path_factory) -> Path:
     """A site folder holding a `kernels` distribution (package + dist-info), like pip would leave."""
-    site = tmp_path_factory.mktemp("standin-site")
-    (site / "kernels").mkdir()
-    (site / "kernels" / "__init__.py").write_text("R1CORE_STANDIN = True\n__version__ = '0.19.1'\n")
-    dist = site / "kernels-0.19.1.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: kernels\nVersion: 0.19.1\n")
-    (dist / "RECORD").write_text("")
-    return site
+    return make_dist(tmp_path_factory.mktemp("standin-site"), "kernels", "0.19.1",
+                     "R1CORE_STANDIN = True\n__version__ = '0.19.1'\n")
 
 
 def _run(cmd, *, pythonpath: list[Path], cwd: Path = ROOT) -> subprocess.CompletedProcess:
