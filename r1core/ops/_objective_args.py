@@ -3,7 +3,7 @@ between the single-pass fast path and the general path.
 
 The options and their defaults are those of r1core.ref.objectives.objective (their one definition and
 the place their values are checked); the loss ops take them as `**objective`.  The plain clip
-objective (every option at its default, one of the SPEC §2 aggregations) keeps the single pass:
+objective (every option at its default, one of the docs/spec.md §2 aggregations) keeps the single pass:
 per-token GRPO math inside the row kernels, dl/dlogp known in the forward.  Anything else runs the
 general path: differentiable (logp, entropy) from r1core.ops.logp_entropy, then objective() as
 plain autograd on [B, T].

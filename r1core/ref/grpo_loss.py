@@ -1,4 +1,4 @@
-"""Reference GRPO loss on logits (SPEC §2), plain PyTorch with autograd.
+"""Reference GRPO loss on logits (docs/spec.md §2), plain PyTorch with autograd.
 
 Legend: B sequences, T positions, V vocabulary.  Computes in float32 for fp32/bf16/fp16 logits and
 in float64 for float64 logits (that is the test oracle).  It materialises log_softmax over [B, T, V]
@@ -40,7 +40,7 @@ def logprobs_ref(logits: torch.Tensor, targets: torch.Tensor, *, temperature: fl
 def grpo_loss_ref(logits, targets, advantages, mask=None, *, old_logp=None, ref_logp=None,
                   beta: float = 0.0, eps_low: float = 0.2, eps_high: float = 0.2,
                   temperature: float = 1.0, loss_agg: str = "token_mean", max_len: int | None = None):
-    """The GRPO loss of SPEC §2 -> (loss 0-d, GRPOStats); differentiable in `logits`."""
+    """The GRPO loss of docs/spec.md §2 -> (loss 0-d, GRPOStats); differentiable in `logits`."""
     B, T, _ = logits.shape
     logp = logprobs_ref(logits, targets, temperature=temperature)
     cdt = logp.dtype
