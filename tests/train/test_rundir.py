@@ -131,3 +131,21 @@ def test_health_line(tmp_path):
     ok, line = health_line(tmp_path)
     assert ok and "the install is healthy: 1 of 1 RL steps updated" in line
     assert health_line(tmp_path / "nothing")[0] is False
+
+
+def test_quick_replaces_its_own_default_folder_only(tmp_path, monkeypatch):
+    """`r1core train --quick` twice works (the smoke folder is replaced); with out= or resume=true the
+    folder rule holds as for any run."""
+    import r1core.train.pipeline as pipeline
+    seen = []
+    monkeypatch.setattr(pipeline, "run_pipeline", lambda cfg, **kw: seen.append(cfg))
+    monkeypatch.setattr("r1core.train.smoke.health_line", lambda out, judge: (True, "healthy"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--quick"]) == 0
+    assert (seen[-1].run.out, seen[-1].run.overwrite) == ("runs/default-quick", True)
+    assert main(["train", "--quick", "resume=true"]) == 0
+    assert (seen[-1].run.out, seen[-1].run.overwrite, seen[-1].run.resume) == ("runs/default-quick", False, True)
+    assert main(["train", "--quick", f"out={tmp_path / 'mine'}"]) == 0
+    assert seen[-1].run.overwrite is False
+    assert main(["train", "recipe=study", "--quick"]) == 0
+    assert seen[-1].run.out == "runs/study-quick"
