@@ -97,9 +97,11 @@ class _KernelLogpEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_logp, g_ent):
         logits, t_N, m_N, lse, ent = ctx.saved_tensors
-        # masked rows have lse 0 (never read): their gradient must stay exactly 0
-        g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * m_N
-        g_ent = None if g_ent is None or not ctx.want_entropy else g_ent.float() * m_N
+        # masked rows have lse 0 (never read): their gradient must stay exactly 0.  The 0/1 indicator,
+        # not m_N itself: a weighted mask's weight is already inside g_logp (the objective applied it)
+        live = (m_N != 0).to(torch.float32)
+        g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * live
+        g_ent = None if g_ent is None or not ctx.want_entropy else g_ent.float() * live
         dlogits = K.launch_bwd(ctx.name, logits, t_N, lse, g_logp.contiguous(), ctx.temperature, False,
                                None if g_ent is None else ent, None if g_ent is None else g_ent.contiguous())
         return dlogits, None, None, None, None, None
