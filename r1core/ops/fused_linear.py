@@ -202,7 +202,8 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
         args = grpo_args(hidden, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
                          eps_low=eps_low, eps_high=eps_high, temperature=temperature,
                          loss_agg=loss_agg if plain or loss_agg != "seq_mean_token_sum" else "token_mean",
-                         max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False)
+                         max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False,
+                         finite=(("weight", weight),) + ((("bias", bias),) if bias is not None else ()))
         need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
         p = plan(hidden, backend, strategy, need_grad=need_grad)
         if not plain:

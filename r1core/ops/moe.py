@@ -56,6 +56,32 @@ def _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correc
         _args.device(correction_bias, "correction_bias", router_logits.device, "router_logits'")
     if replay_ids is not None:
         _check_ids(replay_ids, T, top_k, E, router_logits.device, "replay_ids")
+    _check_route_values(router_logits, correction_bias, replay_ids)
+
+
+def _check_route_values(router_logits, correction_bias, replay_ids):
+    """NaN or +inf router logits (NaN weights and arbitrary ids otherwise; -inf, an expert switched
+    off, is allowed), a non-finite correction_bias, and a token whose replay_ids name one expert
+    twice: ValueError, with one host sync for all (skipped with R1CORE_SKIP_CHECKS=1)."""
+    if not _args.checks_on() or not router_logits.numel():
+        return
+    flags = [(torch.isnan(router_logits) | (router_logits == float("inf"))).any()]
+    flags.append(~torch.isfinite(correction_bias).all() if correction_bias is not None else flags[0].new_zeros(()))
+    if replay_ids is not None and replay_ids.shape[1] > 1:
+        s = replay_ids.sort(dim=1).values
+        dup_T = (s[:, 1:] == s[:, :-1]).any(dim=1)
+        flags.append(dup_T.any())
+    flags = torch.stack(flags)
+    if not bool(flags.any()):      # the one sync
+        return
+    which = int(flags.to(torch.uint8).argmax())
+    if which == 0:
+        t = int((torch.isnan(router_logits) | (router_logits == float("inf"))).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"router_logits must hold no NaN or +inf (-inf switches an expert off), found one in row {t}")
+    if which == 1:
+        raise ValueError("correction_bias must be finite, found NaN or inf")
+    t = int(dup_T.nonzero()[0, 0])
+    raise ValueError(f"replay_ids must name k distinct experts per token, token {t} has {replay_ids[t].tolist()}")
 
 
 def _check_ids(ids, T, k, E, device, name="ids"):
