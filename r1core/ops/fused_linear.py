@@ -207,10 +207,9 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
         need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
         p = plan(hidden, backend, strategy, need_grad=need_grad)
         if not plain:
-            from r1core.ops.logp_entropy import fused_linear_logp_entropy
-            logp, H = fused_linear_logp_entropy(hidden, weight, targets, args.mask_N.view(args.B, args.T), bias=bias,
-                                                temperature=args.opts.temperature, chunk_size=chunk_size,
-                                                backend=p.backend)
+            from r1core.ops.logp_entropy import chunked_logp_entropy
+            logp, H = chunked_logp_entropy(hidden, weight, bias, args.targets_N, args.mask_N, args.opts.temperature,
+                                           chunk_size, p.backend)
             want_h = entropy or _objective_args.needs_entropy(objective)
             return general_objective(logp, H if want_h else None, args, loss_agg, entropy, objective)
         with torch.autocast(hidden.device.type, enabled=False):  # the op picks its own precisions
@@ -235,8 +234,9 @@ def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size, entropy: bool = Fa
     # keep only the unmasked tokens (autograd scatters their gradient back into hidden)
     h_NH = hidden.flatten(0, 1)
     active = args.mask_N != 0
-    n = int(active.sum())  # one host sync: the chunk loop needs the count anyway
-    idx = None if n == B * T else active.nonzero()[:, 0]
+    idx = active.nonzero()[:, 0]  # the one host sync of the loss: a data-dependent count of rows
+    n = idx.numel()
+    idx = None if n == B * T else idx
 
     def pick(t):
         t = t if t is None or idx is None else t.index_select(0, idx)

@@ -224,17 +224,26 @@ def fused_linear_logp_entropy(hidden: torch.Tensor, weight: torch.Tensor, target
         m_N = _mask_N(mask, B, T, hidden.device, "hidden")
         check_target_range(t_N, m_N, V, T)
         name = FUSED_LINEAR_LOGP_ENTROPY.choose(hidden, backend, arg="hidden")
-        active = m_N != 0
-        n = int(active.sum())
-        idx = None if n == B * T else active.nonzero()[:, 0]
-        h_NH = hidden.flatten(0, 1)
-        h_nH = h_NH if idx is None else h_NH.index_select(0, idx)
-        t_n = t_N if idx is None else t_N.index_select(0, idx)
-        chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
-        with torch.autocast(hidden.device.type, enabled=False):
-            logp_n, ent_n = _ChunkedLogpEntropy.apply(h_nH, weight, bias, t_n, temperature, chunk, name)
-        if idx is None:
-            return logp_n.view(B, T), ent_n.view(B, T)
-        z = torch.zeros(B * T, dtype=logp_n.dtype, device=hidden.device)
-        return z.index_put((idx,), logp_n).view(B, T), z.index_put((idx,), ent_n).view(B, T)
+        return chunked_logp_entropy(hidden, weight, bias, t_N, m_N, temperature, chunk_size, name)
+
+
+def chunked_logp_entropy(hidden, weight, bias, t_N, m_N, temperature: float, chunk_size, name: str):
+    """fused_linear_logp_entropy on checked arguments (targets_N int64, m_N [N]; the general path of
+    fused_linear_grpo_loss calls it after its own checks, so they run once per call)."""
+    B, T, _ = hidden.shape
+    V = weight.shape[0]
+    active = m_N != 0
+    idx = active.nonzero()[:, 0]   # one host sync: a data-dependent count of rows
+    n = idx.numel()
+    idx = None if n == B * T else idx
+    h_NH = hidden.flatten(0, 1)
+    h_nH = h_NH if idx is None else h_NH.index_select(0, idx)
+    t_n = t_N if idx is None else t_N.index_select(0, idx)
+    chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
+    with torch.autocast(hidden.device.type, enabled=False):
+        logp_n, ent_n = _ChunkedLogpEntropy.apply(h_nH, weight, bias, t_n, temperature, chunk, name)
+    if idx is None:
+        return logp_n.view(B, T), ent_n.view(B, T)
+    z = torch.zeros(B * T, dtype=logp_n.dtype, device=hidden.device)
+    return z.index_put((idx,), logp_n).view(B, T), z.index_put((idx,), ent_n).view(B, T)
 
