@@ -12,7 +12,7 @@ r1core.grpo_advantages.  Everything else (generation, rewards, reference log-pro
 accumulation, distribution through accelerate) is TRL's own.
 
 Mapping (GRPOConfig -> r1core), chosen so the loss and its gradients equal TRL's own
-(docs/objectives.md has the table; r1core.ref.objectives the maths):
+(docs/objectives.md has the table; r1core.ops.grpo.objective the maths):
     loss_type "grpo"/"sapo" -> loss_agg "seq_mean_token_mean" (policy "clip"/"sapo"), times n_nonempty/B
                            (TRL averages over all B sequences, an empty one counting 0)
     loss_type "bnpo"    -> "token_mean"
@@ -54,10 +54,11 @@ except ImportError as e:  # pragma: no cover - exercised only without trl
 
 import r1core
 
-LOSS_AGG = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dr_grpo": "seq_mean_token_sum_norm",
-            "dapo": "token_mean", "cispo": "token_mean", "sapo": "seq_mean_token_mean", "vespo": "token_mean",
-            "luspo": "seq_mean_token_sum"}
-POLICY = {"cispo": "cispo", "sapo": "sapo", "vespo": "vespo"}   # every other loss type: "clip"
+from r1core.ops.grpo.options import DEFAULTS as _OBJECTIVE_DEFAULTS  # noqa: E402
+from r1core.ops.grpo.options import TRL_LOSS_TYPES  # noqa: E402  (the one home of the mapping)
+
+LOSS_AGG = {lt: agg for lt, (_, agg) in TRL_LOSS_TYPES.items()}
+POLICY = {lt: pol for lt, (pol, _) in TRL_LOSS_TYPES.items() if pol != "clip"}   # every other loss type: "clip"
 _TOKEN_GLOBAL = ("dapo", "cispo", "vespo")                     # divided by TRL's global token count
 TRL_ADV_EPS = 1e-4  # TRL divides by (std + 1e-4)
 _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
@@ -114,8 +115,7 @@ def loss_kwargs(trainer) -> dict:
     if trainer.use_vllm and a.vllm_importance_sampling_correction:
         opt["rollout_is"] = a.vllm_importance_sampling_mode
     # drop what is at r1core's default, so the plain clip objective keeps the single-pass loss
-    from r1core.ops._objective_args import DEFAULTS  # noqa: PLC0415
-    kw.update({k: v for k, v in opt.items() if v != DEFAULTS[k]})
+    kw.update({k: v for k, v in opt.items() if v != _OBJECTIVE_DEFAULTS[k]})
     return kw
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from r1core.ops import _args
-from r1core.ref.grpo_math import LOSS_AGGS
+from r1core.ops.grpo.options import LOSS_AGGS
 
 X_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 

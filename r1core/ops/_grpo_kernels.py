@@ -15,12 +15,12 @@ from typing import Optional
 import torch
 
 from r1core._backend import ext, kernels
-from r1core.ref.grpo_math import N_TERMS
+from r1core.ops.grpo.math import N_TERMS
 
 
 def launch_fwd(backend, logits, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature,
                entropy: bool = False) -> tuple:
-    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [N_TERMS, N] in the layout of r1core.ref.grpo_math.TERMS),
+    """-> (logp [N], lse [N], w·dl/dlogp [N], terms [N_TERMS, N] in the layout of r1core.ops.grpo.math.TERMS),
     plus entropy [N] (0 on masked rows; one more running sum in the same pass) when entropy=True."""
     if backend == "triton":
         return tuple(kernels("grpo_loss").grpo_fwd(logits, targets, adv, mask, w, old, ref, beta=beta, eps_low=eps_low,

@@ -38,11 +38,11 @@ from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops import _fused_linear_chunked as chunked
 from r1core.ops._grpo_args import GRPOOptions, check_target_range, check_targets, check_temperature, grpo_args
-from r1core.ops import _objective_args
+from r1core.ops.grpo import options
 from r1core.ops.grpo_loss import GRPOStats, general_objective
 from r1core.ref import fused_linear as ref
 from r1core.ref.entropy import token_entropy_ref
-from r1core.ref.grpo_math import stack_terms, term_means, token_weights
+from r1core.ops.grpo.math import stack_terms, term_means, token_weights
 
 _CPP_ROWS = ("grpo_loss_fwd_cpu", "grpo_loss_bwd_cpu", "logprobs_cpu")
 FUSED_LINEAR = Op("fused_linear_grpo_loss", gpu_order=("triton", "torch"), float64="torch", needs={"cpp": _CPP_ROWS})
@@ -186,7 +186,7 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
     kernels; no gradient).  The `**objective` options (as in r1core.grpo_loss, docs/objectives.md) run
     the general path: r1core.ops.logp_entropy.fused_linear_logp_entropy (the
     chunk loop twice, with the backend's row kernels; `strategy` is then ignored) and
-    r1core.ref.objectives.objective as plain autograd.
+    r1core.ops.grpo.objective.objective as plain autograd.
 
     hidden [B, T, H] (fp32/bf16/fp16, any strides), weight [V, H], bias [V] or None (same dtype and
     device), targets [B, T] int, advantages [B] or [B, T], mask [B, T] or None; the GRPO keywords as in
@@ -196,9 +196,9 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
     weight and bias."""
     with nvtx_range("fused_linear_grpo_loss"):
         V = _check_linear(hidden, weight, bias, chunk_size)
-        _objective_args.check_names("fused_linear_grpo_loss", objective)
+        options.check_names("fused_linear_grpo_loss", objective)
         _args.flag(entropy, "entropy")
-        plain = _objective_args.is_plain(objective, loss_agg, beta)
+        plain = options.is_plain(objective, loss_agg, beta)
         args = grpo_args(hidden, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
                          eps_low=eps_low, eps_high=eps_high, temperature=temperature,
                          loss_agg=loss_agg if plain or loss_agg != "seq_mean_token_sum" else "token_mean",
@@ -210,7 +210,7 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
             from r1core.ops.logp_entropy import chunked_logp_entropy
             logp, H = chunked_logp_entropy(hidden, weight, bias, args.targets_N, args.mask_N, args.opts.temperature,
                                            chunk_size, p.backend)
-            want_h = entropy or _objective_args.needs_entropy(objective)
+            want_h = entropy or options.needs_entropy(objective)
             return general_objective(logp, H if want_h else None, args, loss_agg, entropy, objective)
         with torch.autocast(hidden.device.type, enabled=False):  # the op picks its own precisions
             if p.strategy == "reference":
@@ -218,6 +218,7 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
                     hidden, weight, targets, advantages, mask, bias=bias, old_logp=old_logp, ref_logp=ref_logp,
                     beta=beta, eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
                     max_len=max_len)
+                st = GRPOStats(**st._asdict())
                 if entropy:  # the reference materialises the logits anyway
                     with torch.no_grad():
                         x = hidden @ weight.T + (0 if bias is None else bias)

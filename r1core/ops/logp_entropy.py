@@ -10,7 +10,7 @@ Forward: one pass over each row (the grpo_loss kernels' forward with the entropy
 on CPU, Triton on GPU; PyTorch for backend="torch" and float64).  Backward: the kernels' backward
 with dlogp = dL/dlogp and dent = dL/dH per row,
     dlogits_v = ((onehot_v - p_v)·dL/dlogp - p_v·(log p_v + H)·dL/dH) / temperature,
-so any objective written in PyTorch on the [B, T] outputs (r1core.ref.objectives.objective: GSPO,
+so any objective written in PyTorch on the [B, T] outputs (r1core.ops.grpo.objective.objective: GSPO,
 cispo, sapo, vespo, rollout IS, entropy bonus, ...) is exact and costs no new kernel.  Masked
 positions get logp = entropy = 0 and no gradient; they are not read.
 

@@ -60,7 +60,7 @@ import torch
 
 from r1core.ops.advantage import grpo_advantages
 from r1core.ops.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
-from r1core.ref.grpo_math import agg_denominator
+from r1core.ops.grpo.math import agg_denominator
 from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train.config import Config, objective_options, parse_profile_steps, save_config
 from r1core.train.evaluate import evaluate_policy
@@ -384,7 +384,7 @@ class GRPOTrainer:
 
     def _denominator(self, batch: Batch, mini: list[torch.Tensor]) -> float:
         """The loss aggregation's denominator over one optimizer batch on all ranks (tokens,
-        non-empty sequences or rows: r1core.ref.grpo_math.agg_denominator)."""
+        non-empty sequences or rows: r1core.ops.grpo.math.agg_denominator)."""
         rows = torch.cat(mini) if mini else batch.rows.new_empty(0)
         local = agg_denominator(batch.mask_NT[rows], _denominator_agg(self.cfg.grpo.loss_agg))
         return float(D.all_reduce([float(local)], info=self.info)[0])

@@ -384,13 +384,13 @@ def test_torch_compile_fullgraph(monkeypatch, gen):
 
 
 # ---------------------------------------------------------------------------------------------
-# the per-token terms layout is defined once (r1core/ref/grpo_math.py); the kernels point to it
+# the per-token terms layout is defined once (r1core/ops/grpo/math.py); the kernels point to it
 # ---------------------------------------------------------------------------------------------
 def test_terms_layout_is_defined_once():
     import re
     from pathlib import Path
 
-    from r1core.ref.grpo_math import N_TERMS, TERMS
+    from r1core.ops.grpo.math import N_TERMS, TERMS
     root = Path(__file__).resolve().parents[2]
     assert N_TERMS == len(TERMS) == 5 and TERMS[0] == "loss"
     for path, pattern in (("csrc/grpo_loss/grpo_loss_cpu.cpp", r"constexpr int kTerms = (\d+);\s*//(.*)"),
@@ -398,7 +398,7 @@ def test_terms_layout_is_defined_once():
         m = re.search(pattern, (root / path).read_text(), re.M)
         assert m, f"{path}: no terms constant"
         assert int(m.group(1)) == N_TERMS, path
-        assert "r1core/ref/grpo_math.py TERMS" in m.group(2), f"{path}: the constant must point to its definition"
+        assert "r1core/ops/grpo/math.py TERMS" in m.group(2), f"{path}: the constant must point to its definition"
     for f in (root / "r1core").rglob("*.py"):  # no second Python definition
-        if f.name != "grpo_math.py":
+        if f.relative_to(root).as_posix() != "r1core/ops/grpo/math.py":
             assert not re.search(r"^N_TERMS\s*=", f.read_text(), re.M), f

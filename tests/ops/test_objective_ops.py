@@ -3,7 +3,7 @@ outputs (logprobs, fused_linear_logprobs, GRPOStats.entropy) and the differentia
 every backend, against float64 references on fresh random inputs, with gradients.
 
 Legend: B sequences, T positions, V vocabulary, H hidden.  The oracle: the same (rounded) inputs in
-float64, logp / entropy by plain torch, r1core.ref.objectives.objective (itself held to independent
+float64, logp / entropy by plain torch, r1core.ops.grpo.objective.objective (itself held to independent
 formulas and to TRL's _compute_loss in test_objectives.py), autograd.  Tolerances SPEC §7 (fp32).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from r1core import _backend
 from r1core.ops.logp_entropy import fused_linear_logp_entropy, logp_entropy
 from r1core.ref.entropy import token_entropy_ref
 from r1core.ref.grpo_loss import logprobs_ref
-from r1core.ref.objectives import objective
+from r1core.ops.grpo.objective import objective
 
 BACKENDS = [
     "torch",
