@@ -187,3 +187,30 @@ def grpo_args(x, targets, advantages, mask=None, *, old_logp=None, ref_logp=None
                  finite=finite)
     return GRPOArgs(B=B, T=T, V=V, targets_N=targets_N, adv_N=adv_N, mask_N=mask_N, old_N=old_N, ref_N=ref_N,
                     opts=opts)
+
+
+def check_linear(hidden, weight, bias, chunk_size) -> int:
+    """The fused linear ops' hidden [B, T, H], lm_head weight [V, H], bias [V] and chunk_size -> V
+    (grpo_args checks the rest)."""
+    _args.tensor(hidden, "hidden", "of shape [B, T, H]")
+    _args.shape(hidden, "hidden", 3, what="[B, T, H]")
+    _args.tensor(weight, "weight", "(the [V, H] lm_head weight)")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(f"weight must have shape [V, H] with H = hidden.shape[-1] = {hidden.shape[-1]}, "
+                         f"got {list(weight.shape)}")
+    V, H = weight.shape
+    if V == 0 or H == 0:
+        raise ValueError(f"weight must be non-empty, got shape {list(weight.shape)}")
+    if weight.dtype != hidden.dtype:
+        raise TypeError(f"weight must have the hidden states' dtype {hidden.dtype}, got {weight.dtype} "
+                        f"(cast one of them, e.g. both to float32 for an fp32 lm_head)")
+    _args.device(weight, "weight", hidden.device, "hidden states'")
+    if bias is not None:
+        _args.tensor(bias, "bias", f"of shape [V] = [{V}] or None")
+        _args.shape(bias, "bias", (V,), what=f"[V] = [{V}]")
+        if bias.dtype != hidden.dtype:
+            raise TypeError(f"bias must have the hidden states' dtype {hidden.dtype}, got {bias.dtype}")
+        _args.device(bias, "bias", hidden.device, "hidden states'")
+    if chunk_size is not None:
+        _args.integer_value(chunk_size, "chunk_size", low=1)
+    return V

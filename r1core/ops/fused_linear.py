@@ -37,9 +37,11 @@ from r1core._backend import Op, kernels
 from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops import _fused_linear_chunked as chunked
-from r1core.ops._grpo_args import GRPOOptions, check_target_range, check_targets, check_temperature, grpo_args
+from r1core.ops._grpo_args import GRPOOptions, check_linear, check_target_range, check_targets, check_temperature, \
+    grpo_args
 from r1core.ops.grpo import options
 from r1core.ops.grpo_loss import GRPOStats, general_objective
+from r1core.ops.logp_entropy import chunked_logp_entropy, fused_linear_logp_entropy
 from r1core.ref import fused_linear as ref
 from r1core.ref.entropy import token_entropy_ref
 from r1core.ops.grpo.math import stack_terms, term_means, token_weights
@@ -76,32 +78,6 @@ def plan(hidden: torch.Tensor, backend: str | None = None, strategy: str | None 
     elif _args.choice(strategy, "strategy", ("reference", "chunked", "onchip")) not in STRATEGIES[name]:
         raise ValueError(f"strategy={strategy!r} does not run on backend {name!r} (it has {STRATEGIES[name]})")
     return Plan(name, strategy)
-
-
-def _check_linear(hidden, weight, bias, chunk_size) -> int:
-    """-> V.  The lm_head's checks (grpo_args checks the rest)."""
-    _args.tensor(hidden, "hidden", "of shape [B, T, H]")
-    _args.shape(hidden, "hidden", 3, what="[B, T, H]")
-    _args.tensor(weight, "weight", "(the [V, H] lm_head weight)")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight must have shape [V, H] with H = hidden.shape[-1] = {hidden.shape[-1]}, "
-                         f"got {list(weight.shape)}")
-    V, H = weight.shape
-    if V == 0 or H == 0:
-        raise ValueError(f"weight must be non-empty, got shape {list(weight.shape)}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"weight must have the hidden states' dtype {hidden.dtype}, got {weight.dtype} "
-                        f"(cast one of them, e.g. both to float32 for an fp32 lm_head)")
-    _args.device(weight, "weight", hidden.device, "hidden states'")
-    if bias is not None:
-        _args.tensor(bias, "bias", f"of shape [V] = [{V}] or None")
-        _args.shape(bias, "bias", (V,), what=f"[V] = [{V}]")
-        if bias.dtype != hidden.dtype:
-            raise TypeError(f"bias must have the hidden states' dtype {hidden.dtype}, got {bias.dtype}")
-        _args.device(bias, "bias", hidden.device, "hidden states'")
-    if chunk_size is not None:
-        _args.integer_value(chunk_size, "chunk_size", low=1)
-    return V
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,7 +171,7 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
     the default for the backend).  -> (loss 0-d float32, GRPOStats); gradients flow to hidden,
     weight and bias."""
     with nvtx_range("fused_linear_grpo_loss"):
-        V = _check_linear(hidden, weight, bias, chunk_size)
+        V = check_linear(hidden, weight, bias, chunk_size)
         options.check_names("fused_linear_grpo_loss", objective)
         _args.flag(entropy, "entropy")
         plain = options.is_plain(objective, loss_agg, beta)
@@ -207,7 +183,6 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
         need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
         p = plan(hidden, backend, strategy, need_grad=need_grad)
         if not plain:
-            from r1core.ops.logp_entropy import chunked_logp_entropy
             logp, H = chunked_logp_entropy(hidden, weight, bias, args.targets_N, args.mask_N, args.opts.temperature,
                                            chunk_size, p.backend)
             want_h = entropy or options.needs_entropy(objective)
@@ -275,7 +250,6 @@ def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: fl
     entropy sum; `strategy` is then ignored), entropy 0 where the target is negative."""
     _args.flag(entropy, "entropy")
     if entropy:
-        from r1core.ops.logp_entropy import fused_linear_logp_entropy
         _args.tensor(targets, "targets", "of shape [B, T]")
         p = plan(hidden, backend, strategy, need_grad=False, op=FUSED_LINEAR_LOGPROBS)
         with torch.no_grad():
@@ -284,7 +258,7 @@ def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: fl
                                                 temperature=temperature, chunk_size=chunk_size, backend=p.backend)
         return logp.float(), H.float()
     with nvtx_range("fused_linear_logprobs"):
-        V = _check_linear(hidden, weight, bias, chunk_size)
+        V = check_linear(hidden, weight, bias, chunk_size)
         B, T, H = hidden.shape
         t_N = check_targets(targets, B, T, hidden.device, "hidden")
         temperature = check_temperature(temperature)

@@ -27,7 +27,7 @@ from r1core._backend import Op
 from r1core._nvtx import nvtx_range
 from r1core.ops import _fused_linear_chunked as chunked
 from r1core.ops import _grpo_kernels as K
-from r1core.ops._grpo_args import check_target_range, check_targets, check_temperature, check_x
+from r1core.ops._grpo_args import check_linear, check_target_range, check_targets, check_temperature, check_x
 
 __all__ = ["logp_entropy", "fused_linear_logp_entropy", "LOGP_ENTROPY", "FUSED_LINEAR_LOGP_ENTROPY"]
 
@@ -215,9 +215,8 @@ def fused_linear_logp_entropy(hidden: torch.Tensor, weight: torch.Tensor, target
                               backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logp_entropy(hidden @ weight.T + bias, targets, mask) without the [B·T, V] logits -> (logp, entropy)
     [B, T] float32 (float64 for float64), differentiable in hidden, weight and bias; 0 at masked positions."""
-    from r1core.ops.fused_linear import _check_linear  # the lm_head's checks, shared
     with nvtx_range("fused_linear_logp_entropy"):
-        V = _check_linear(hidden, weight, bias, chunk_size)
+        V = check_linear(hidden, weight, bias, chunk_size)
         B, T, H = hidden.shape
         t_N = check_targets(targets, B, T, hidden.device, "hidden")
         temperature = check_temperature(temperature)
