@@ -116,18 +116,19 @@ TORCH_ROWS = RowKernels("torch", _torch_fwd, _torch_bwd_,
 
 
 def kernel_rows(backend: str) -> RowKernels:
-    """The row kernels of `backend`: TORCH_ROWS, or the grpo_loss kernels ("cpp": r1core._C, "triton":
-    kernels/grpo_loss.py)."""
+    """The row kernels of `backend`: TORCH_ROWS, or the grpo_loss kernels' Rows object ("cpp": r1core._C,
+    "triton": kernels/grpo_loss.py); an unknown backend is a ValueError."""
     if backend == "torch":
         return TORCH_ROWS
+    r = K.rows(backend)
     return RowKernels(
         backend,
-        lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,
-                                                          o.eps_high, o.temperature),
-        lambda x, t, lse, dlogp, temperature: K.launch_bwd(backend, x, t, lse, dlogp, temperature, True),
-        lambda x, t, temperature: K.launch_logprobs(backend, x, t, temperature),
-        lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,
-                                                          o.eps_high, o.temperature, entropy=True))
+        lambda x, t, adv, m, w, old, ref, o: r.fwd(x, t, adv, m, w, old, ref, o.beta, o.eps_low, o.eps_high,
+                                                   o.temperature),
+        lambda x, t, lse, dlogp, temperature: r.bwd(x, t, lse, dlogp, temperature, True),
+        lambda x, t, temperature: r.logprobs(x, t, temperature),
+        lambda x, t, adv, m, w, old, ref, o: r.fwd(x, t, adv, m, w, old, ref, o.beta, o.eps_low, o.eps_high,
+                                                   o.temperature, entropy=True))
 
 
 # ---------------------------------------------------------------------------------------------

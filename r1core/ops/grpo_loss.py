@@ -17,7 +17,7 @@ from r1core.ops import _args
 from r1core.ops._grpo_args import GRPOArgs, GRPOOptions, check_target_range, check_targets, check_temperature, \
     check_x, grpo_args
 from r1core.ops.grpo import options
-from r1core.ops._grpo_kernels import _grpo_loss_fwd, launch_logprobs
+from r1core.ops._grpo_kernels import _grpo_loss_fwd, rows
 from r1core.ops.logp_entropy import LOGP_ENTROPY
 from r1core.ref.entropy import token_entropy_ref
 from r1core.ops.grpo.math import GRPOStats, term_means, token_weights
@@ -158,4 +158,4 @@ def _torch_logprobs(logits, targets_N, temperature, _name, entropy=False):
 
 @LOGPROBS.impl("triton", "cpp")
 def _kernel_logprobs(logits, targets_N, temperature, name, entropy=False):
-    return launch_logprobs(name, logits, targets_N, temperature, entropy)
+    return rows(name).logprobs(logits, targets_N, temperature, entropy)

@@ -83,11 +83,8 @@ def _torch_logp_entropy(logits, t_N, m_N, temperature, _name, _want_entropy=True
 class _KernelLogpEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits, t_N, m_N, temperature: float, name: str, want_entropy: bool = True):
-        z = torch.zeros_like(m_N)
-        out = K.launch_fwd(name, logits, t_N, z, m_N, z, None, None, 0.0, 0.2, 0.2, temperature,
-                           entropy=want_entropy)
-        logp, lse = out[0], out[1]
-        ent = out[4] if want_entropy else torch.zeros_like(lse)   # not computed: no entropy term in backward
+        logp, lse, ent = K.rows(name).logp_lse(logits, t_N, m_N, temperature, entropy=want_entropy)
+        ent = ent if want_entropy else torch.zeros_like(lse)   # not computed: no entropy term in backward
         ctx.want_entropy = want_entropy
         ctx.mark_non_differentiable(*(() if want_entropy else (ent,)))
         ctx.save_for_backward(logits, t_N, m_N, lse, ent)
@@ -102,8 +99,8 @@ class _KernelLogpEntropy(torch.autograd.Function):
         live = (m_N != 0).to(torch.float32)
         g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * live
         g_ent = None if g_ent is None or not ctx.want_entropy else g_ent.float() * live
-        dlogits = K.launch_bwd(ctx.name, logits, t_N, lse, g_logp.contiguous(), ctx.temperature, False,
-                               None if g_ent is None else ent, None if g_ent is None else g_ent.contiguous())
+        dlogits = K.rows(ctx.name).bwd(logits, t_N, lse, g_logp.contiguous(), ctx.temperature, False,
+                                       None if g_ent is None else ent, None if g_ent is None else g_ent.contiguous())
         return dlogits, None, None, None, None, None
 
 
@@ -145,15 +142,15 @@ def _rows(name: str):
     if name == "torch":
         return _torch_rows_fwd, _torch_rows_bwd_
 
+    r = K.rows(name)
+
     def fwd(x, t, temperature):
-        one, z = torch.ones(t.shape[0], device=x.device), torch.zeros(t.shape[0], device=x.device)
-        logp, lse, _, _, ent = K.launch_fwd(name, x[None], t, z, one, z, None, None, 0.0, 0.2, 0.2, temperature,
-                                            entropy=True)
-        return logp, lse, ent
+        one = torch.ones(t.shape[0], device=x.device)
+        return r.logp_lse(x[None], t, one, temperature, entropy=True)
 
     def bwd_(x, t, lse, g_logp, ent, g_ent, temperature):
-        K.launch_bwd(name, x[None], t, lse, g_logp.float().contiguous(), temperature, True,
-                     None if g_ent is None else ent, None if g_ent is None else g_ent.float().contiguous())
+        r.bwd(x[None], t, lse, g_logp.float().contiguous(), temperature, True,
+              None if g_ent is None else ent, None if g_ent is None else g_ent.float().contiguous())
     return fwd, bwd_
 
 

@@ -402,3 +402,16 @@ def test_terms_layout_is_defined_once():
     for f in (root / "r1core").rglob("*.py"):  # no second Python definition
         if f.relative_to(root).as_posix() != "r1core/ops/grpo/math.py":
             assert not re.search(r"^N_TERMS\s*=", f.read_text(), re.M), f
+
+
+def test_row_kernels_are_chosen_once_and_unknown_backends_refused():
+    """One Rows object per kernel backend (issue 31): a name outside the table is a ValueError, never a
+    silent fall into the C++ kernels."""
+    from r1core.ops import _fused_linear_chunked as chunked
+    from r1core.ops._grpo_kernels import ROWS, CppRows, TritonRows, rows
+    assert isinstance(rows("cpp"), CppRows) and isinstance(rows("triton"), TritonRows) and set(ROWS) == {"cpp", "triton"}
+    for bad in ("cuda", "tritonx", "torch"):
+        with pytest.raises(ValueError, match="no GRPO row kernels for backend"):
+            rows(bad)
+    with pytest.raises(ValueError, match="no GRPO row kernels"):
+        chunked.kernel_rows("cuda")
