@@ -13,10 +13,24 @@ decides which tokens count as unmasked).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-__all__ = ["oracle_logp_entropy", "oracle_objective", "oracle_loss"]
+__all__ = ["OracleOut", "oracle_logp_entropy", "oracle_objective", "oracle_loss"]
+
+
+class OracleOut(NamedTuple):
+    loss: torch.Tensor          # 0-d float64, differentiable
+    policy_loss: torch.Tensor   # 0-d float64: the loss before the entropy bonus
+    ratio: torch.Tensor         # [B, T] importance weight as the stats report it (after the delta cap)
+    kl: torch.Tensor            # [B, T] k3 KL (times ρ with the bias correction); 0 without ref_logp
+    mask: torch.Tensor          # [B, T] the mask used (after mask_truncated_completions)
+
+    def token_mean(self, x: torch.Tensor) -> torch.Tensor:
+        """Σ x·m / Σ m over the mask (docs/spec.md §2's statistics), 0 without tokens."""
+        n = self.mask.sum()
+        return (x.detach().double() * self.mask).sum() / n if float(n) != 0 else n * 0.0
 
 
 def oracle_logp_entropy(logits, targets, temperature: float = 1.0):
@@ -56,7 +70,7 @@ def oracle_objective(logp, adv, mask=None, *, old_logp=None, ref_logp=None, roll
                      rollout_is=None, rollout_is_weight=None, rollout_is_min=None, rollout_is_max=3.0,
                      off_policy_mask_threshold=None, entropy_coef=0.0, top_entropy_quantile=1.0,
                      mask_truncated_completions=False):
-    """docs/spec.md §2b on float64 [B, T] log-probs (differentiable) -> (loss, policy_loss), 0-d float64."""
+    """docs/spec.md §2b on float64 [B, T] log-probs (differentiable) -> OracleOut."""
     f64 = lambda t: None if t is None else t.detach().double()  # noqa: E731
     B, T = logp.shape
     lp = logp.double()
@@ -78,6 +92,7 @@ def oracle_objective(logp, adv, mask=None, *, old_logp=None, ref_logp=None, roll
         thr = None if unmasked.numel() == 0 else _quantile_linear(unmasked, 1.0 - top_entropy_quantile)
 
     rows, bonus_num, bonus_den = [], lp.new_zeros(()), 0.0
+    shown_rows, kl_rows = [], []
     for b in range(B):
         mb, Ab, lpb, oldb = m[b], A[b], lp[b], old[b]
         # 2. importance weight
@@ -100,10 +115,13 @@ def oracle_objective(logp, adv, mask=None, *, old_logp=None, ref_logp=None, roll
         else:
             isw = torch.ones(T, dtype=torch.float64)
         # 4. KL (k3), times ρ with the bias correction
+        kl = torch.zeros(T, dtype=torch.float64)
         if ref is not None:
             kl = torch.exp(ref[b] - lpb) - (ref[b] - lpb) - 1
             if use_bias_correction_kl:
                 kl = kl * rho
+        kl_rows.append(kl.detach())
+        shown_rows.append((rho if policy != "clip" or delta is None else torch.clamp(rho, max=delta)).detach())
         # 5. policy term
         if policy == "clip":
             capped = rho if delta is None else torch.clamp(rho, max=delta)
@@ -173,7 +191,7 @@ def oracle_objective(logp, adv, mask=None, *, old_logp=None, ref_logp=None, roll
     loss = pol
     if entropy_coef != 0.0:
         loss = pol - entropy_coef * bonus_num / max(bonus_den, 1.0)
-    return loss, pol
+    return OracleOut(loss, pol, torch.stack(shown_rows), torch.stack(kl_rows), m)
 
 
 def oracle_loss(logits, targets, advantages, mask=None, *, temperature: float = 1.0, **kw):
@@ -185,6 +203,6 @@ def oracle_loss(logits, targets, advantages, mask=None, *, temperature: float = 
     live = m != 0   # masked positions: logp and entropy 0, not read
     lp = torch.where(live, lp, torch.zeros_like(lp))
     H = torch.where(live, H, torch.zeros_like(H))
-    loss, _ = oracle_objective(lp, advantages, mask, entropy=H, **kw)
-    (g,) = torch.autograd.grad(loss, x, allow_unused=True)
-    return loss.detach(), torch.zeros_like(x) if g is None else g
+    out = oracle_objective(lp, advantages, mask, entropy=H, **kw)
+    (g,) = torch.autograd.grad(out.loss, x, allow_unused=True)
+    return out.loss.detach(), torch.zeros_like(x) if g is None else g
