@@ -26,6 +26,9 @@ class OracleOut(NamedTuple):
     ratio: torch.Tensor         # [B, T] importance weight as the stats report it (after the delta cap)
     kl: torch.Tensor            # [B, T] k3 KL (times ρ with the bias correction); 0 without ref_logp
     mask: torch.Tensor          # [B, T] the mask used (after mask_truncated_completions)
+    clip_low: torch.Tensor      # [B, T] bool: the clip policy's lower clip is active (ρ < 1 - eps_low, A < 0)
+    clip_high: torch.Tensor     # [B, T] bool: ρ > 1 + eps_high and A > 0 (clip); ρ > eps_high and A > 0 (cispo)
+    logp: torch.Tensor          # [B, T] the log-probs the objective saw
 
     def token_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Σ x·m / Σ m over the mask (docs/spec.md §2's statistics), 0 without tokens."""
@@ -92,7 +95,7 @@ def oracle_objective(logp, adv, mask=None, *, old_logp=None, ref_logp=None, roll
         thr = None if unmasked.numel() == 0 else _quantile_linear(unmasked, 1.0 - top_entropy_quantile)
 
     rows, bonus_num, bonus_den = [], lp.new_zeros(()), 0.0
-    shown_rows, kl_rows = [], []
+    shown_rows, kl_rows, low_rows, high_rows = [], [], [], []
     for b in range(B):
         mb, Ab, lpb, oldb = m[b], A[b], lp[b], old[b]
         # 2. importance weight
@@ -122,6 +125,12 @@ def oracle_objective(logp, adv, mask=None, *, old_logp=None, ref_logp=None, roll
                 kl = kl * rho
         kl_rows.append(kl.detach())
         shown_rows.append((rho if policy != "clip" or delta is None else torch.clamp(rho, max=delta)).detach())
+        r_shown = shown_rows[-1]
+        low = (r_shown < 1 - eps_low) & (Ab < 0) if policy == "clip" else torch.zeros(T, dtype=torch.bool)
+        high = {"clip": (r_shown > 1 + eps_high) & (Ab > 0), "cispo": (rho.detach() > eps_high) & (Ab > 0)}.get(
+            policy, torch.zeros(T, dtype=torch.bool))
+        low_rows.append(low)
+        high_rows.append(high)
         # 5. policy term
         if policy == "clip":
             capped = rho if delta is None else torch.clamp(rho, max=delta)
@@ -191,7 +200,8 @@ def oracle_objective(logp, adv, mask=None, *, old_logp=None, ref_logp=None, roll
     loss = pol
     if entropy_coef != 0.0:
         loss = pol - entropy_coef * bonus_num / max(bonus_den, 1.0)
-    return OracleOut(loss, pol, torch.stack(shown_rows), torch.stack(kl_rows), m)
+    return OracleOut(loss, pol, torch.stack(shown_rows), torch.stack(kl_rows), m, torch.stack(low_rows),
+                     torch.stack(high_rows), lp.detach())
 
 
 def oracle_loss(logits, targets, advantages, mask=None, *, temperature: float = 1.0, **kw):
@@ -206,3 +216,27 @@ def oracle_loss(logits, targets, advantages, mask=None, *, temperature: float = 
     out = oracle_objective(lp, advantages, mask, entropy=H, **kw)
     (g,) = torch.autograd.grad(out.loss, x, allow_unused=True)
     return out.loss.detach(), torch.zeros_like(x) if g is None else g
+
+
+class OracleStats(NamedTuple):
+    """GRPOStats' fields, in float64."""
+    logp: torch.Tensor
+    kl_mean: torch.Tensor
+    ratio_mean: torch.Tensor
+    clip_low_frac: torch.Tensor
+    clip_high_frac: torch.Tensor
+
+
+def oracle_grpo_loss(logits, targets, advantages, mask=None, *, temperature: float = 1.0, **kw):
+    """grpo_loss's loss, statistics and dlogits in float64 (docs/spec.md §2, §2b) -> (loss, OracleStats,
+    dlogits): logp and every statistic 0 at masked positions / without tokens."""
+    x = logits.detach().double().requires_grad_(True)
+    lp, _ = oracle_logp_entropy(x, targets, temperature)
+    m = torch.ones(lp.shape, dtype=torch.float64) if mask is None else mask.double()
+    lp = torch.where(m != 0, lp, torch.zeros_like(lp))
+    kw = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in kw.items()}
+    out = oracle_objective(lp, advantages, m, **kw)
+    (g,) = torch.autograd.grad(out.loss, x, allow_unused=True)
+    stats = OracleStats(logp=lp.detach(), kl_mean=out.token_mean(out.kl), ratio_mean=out.token_mean(out.ratio),
+                        clip_low_frac=out.token_mean(out.clip_low), clip_high_frac=out.token_mean(out.clip_high))
+    return out.loss.detach(), stats, torch.zeros_like(x) if g is None else g

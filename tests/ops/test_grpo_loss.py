@@ -1,7 +1,7 @@
 """r1core.grpo_loss on every backend against the float64 reference (SPEC §2, tolerances of §7).
 
-Legend: B sequences, T positions, V vocabulary.  The oracle is grpo_loss_ref on the SAME (rounded)
-logits cast to float64.  Triton runs under the interpreter on CPU tensors (`interpret`, small V) and
+Legend: B sequences, T positions, V vocabulary.  The oracle is r1core.ref.grpo_oracle (independent of
+every backend, the torch reference included) on the SAME (rounded) logits cast to float64.  Triton runs under the interpreter on CPU tensors (`interpret`, small V) and
 on CUDA (`gpu`).  Inputs are fresh random numbers: normal logits, old/ref log-probs near the true
 ones so that ratios spread over both clip bounds.
 """
@@ -14,7 +14,8 @@ import torch
 
 from r1core import _backend
 from r1core.ops.grpo_loss import grpo_loss
-from r1core.ref.grpo_loss import grpo_loss_ref, logprobs_ref
+from r1core.ref.grpo_loss import logprobs_ref
+from r1core.ref.grpo_oracle import oracle_grpo_loss
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -81,12 +82,9 @@ def make(cfg: Config, dtype: torch.dtype, gen: torch.Generator, device="cpu"):
 
 
 def oracle(logits, targets, adv, mask, kw):
-    """float64 loss, stats and dlogits of the reference on the same rounded logits."""
-    x = logits.detach().double().requires_grad_()
-    loss, stats = grpo_loss_ref(x, targets, adv.double(), mask, **{
-        k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
-    loss.backward()
-    return loss.detach(), stats, x.grad
+    """float64 loss, stats and dlogits on the same rounded logits, from r1core.ref.grpo_oracle: it shares
+    no code with any backend (the torch backend runs r1core.ref.grpo_loss, the kernels their own code)."""
+    return oracle_grpo_loss(logits, targets, adv, mask, **kw)
 
 
 def run(backend, logits, targets, adv, mask, kw, **extra):
