@@ -9,6 +9,7 @@ the fused linear ops, the hidden states [B, T, H] (then V comes from the lm_head
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -78,6 +79,27 @@ def check_target_range(targets_N: torch.Tensor, counts_N: torch.Tensor, V: int, 
                          f"by the log-prob ops); targets[{i // T}, {i % T}] = {int(targets_N[i])}")
 
 
+@torch.library.custom_op("r1core::check_target_range", mutates_args=())
+def _checked_targets(targets_N: torch.Tensor, counts_N: torch.Tensor, V: int, T: int) -> torch.Tensor:
+    """check_target_range as an opaque op for torch.compile -> a 0-d float32 1.0 for the caller's result."""
+    check_target_range(targets_N, counts_N, V, T)
+    return torch.ones((), dtype=torch.float32, device=targets_N.device)
+
+
+@_checked_targets.register_fake
+def _(targets_N, counts_N, V, T):
+    return torch.empty((), dtype=torch.float32, device=targets_N.device)
+
+
+def target_range_token(targets_N: torch.Tensor, counts_N: torch.Tensor, V: int, T: int) -> torch.Tensor | None:
+    """check_target_range, eagerly (-> None), or under torch.compile as a custom op whose 1.0 token the
+    caller multiplies into a result (so the check stays in the graph); None when checks are off."""
+    if not torch.compiler.is_compiling():
+        check_target_range(targets_N, counts_N, V, T)
+        return None
+    return _checked_targets(targets_N, counts_N, V, T) if _args.checks_on() else None
+
+
 def check_values(x, x_name: str, targets_N, counts_N, V: int, T: int, adv_N=None, mask_N=None,
                  max_len: int | None = None, finite: tuple = ()) -> None:
     """The value checks of one GRPO call, after the shape/type checks and with ONE host sync on a
@@ -127,6 +149,36 @@ def check_values(x, x_name: str, targets_N, counts_N, V: int, T: int, adv_N=None
                          f"normaliser), got max_len={max_len} but sequence {b} has {int(n_B[b])}")
     name = finite[which - 5][0]
     raise ValueError(f"{name} must be finite, found NaN or inf")
+
+
+@torch.library.custom_op("r1core::check_grpo_values", mutates_args=())
+def _checked_values(x: torch.Tensor, targets_N: torch.Tensor, counts_N: torch.Tensor, adv_N: Optional[torch.Tensor],
+                    mask_N: Optional[torch.Tensor], finite: list[torch.Tensor], V: int, T: int, max_len: Optional[int],
+                    x_name: str, finite_names: str) -> torch.Tensor:
+    """check_values as an opaque op for torch.compile (its data-dependent branch cannot be traced) ->
+    a 0-d float32 1.0 that the caller multiplies into its result, so the check stays in the graph."""
+    names = finite_names.split(",") if finite_names else []
+    check_values(x, x_name, targets_N, counts_N, V, T, adv_N, mask_N, max_len, tuple(zip(names, finite)))
+    return torch.ones((), dtype=torch.float32, device=x.device)
+
+
+@_checked_values.register_fake
+def _(x, targets_N, counts_N, adv_N, mask_N, finite, V, T, max_len, x_name, finite_names):
+    return torch.empty((), dtype=torch.float32, device=x.device)
+
+
+def checked_token(x, x_name: str, targets_N, counts_N, V: int, T: int, adv_N=None, mask_N=None,
+                  max_len: int | None = None, finite: tuple = ()) -> torch.Tensor | None:
+    """check_values, eagerly (-> None), or under torch.compile as the custom op above (-> the 1.0 token the
+    caller multiplies into a result); None too when R1CORE_SKIP_CHECKS=1."""
+    if not torch.compiler.is_compiling():
+        check_values(x, x_name, targets_N, counts_N, V, T, adv_N, mask_N, max_len, finite)
+        return None
+    if not _args.checks_on():
+        return None
+    # detached: the check is no function of the inputs autograd should differentiate
+    return _checked_values(x.detach(), targets_N, counts_N, adv_N, mask_N, [t.detach() for _, t in finite], V, T,
+                           max_len, x_name, ",".join(n for n, _ in finite))
 
 
 def _per_token(t, name: str, B: int, T: int, dev: torch.device, x_name: str) -> torch.Tensor | None:
@@ -182,9 +234,11 @@ def grpo_args(x, targets, advantages, mask=None, *, old_logp=None, ref_logp=None
                        eps_high=_args.real(eps_high, "eps_high", low=0.0), temperature=check_temperature(temperature),
                        loss_agg=_args.choice(loss_agg, "loss_agg", LOSS_AGGS),
                        max_len=T if max_len is None else _args.integer_value(max_len, "max_len", low=1))
-    check_values(x, x_name, targets_N, mask_N, V, T, adv_N, mask_N,
-                 max_len=max_len if opts.loss_agg == "seq_mean_token_sum_norm" and max_len is not None else None,
-                 finite=finite)
+    ok = checked_token(x, x_name, targets_N, mask_N, V, T, adv_N, mask_N,
+                       max_len=max_len if opts.loss_agg == "seq_mean_token_sum_norm" and max_len is not None else None,
+                       finite=finite)
+    if ok is not None:       # torch.compile: the checks' token joins the graph through the mask
+        mask_N = mask_N * ok
     return GRPOArgs(B=B, T=T, V=V, targets_N=targets_N, adv_N=adv_N, mask_N=mask_N, old_N=old_N, ref_N=ref_N,
                     opts=opts)
 

@@ -14,7 +14,7 @@ import torch
 from r1core._backend import Op
 from r1core._nvtx import nvtx_range
 from r1core.ops import _args
-from r1core.ops._grpo_args import GRPOArgs, GRPOOptions, check_target_range, check_targets, check_temperature, \
+from r1core.ops._grpo_args import GRPOArgs, GRPOOptions, check_targets, check_temperature, target_range_token, \
     check_x, grpo_args
 from r1core.ops.grpo import options
 from r1core.ops._grpo_kernels import _grpo_loss_fwd, rows
@@ -102,11 +102,14 @@ def logprobs(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float 
         B, T, V = check_x(logits, "logits")
         targets_N = check_targets(targets, B, T, logits.device, "logits")
         temperature = check_temperature(temperature)
-        check_target_range(targets_N, targets_N >= 0, V, T)   # negative targets are ignored, not checked
+        ok = target_range_token(targets_N, targets_N >= 0, V, T)   # negative targets are ignored, not checked
         _args.flag(entropy, "entropy")
         name = LOGPROBS.choose(logits, backend, arg="logits")
         out = LOGPROBS(name, logits, targets_N, temperature, name, entropy)
-        return (out[0].view(B, T), out[1].view(B, T)) if entropy else out.view(B, T)
+        logp = out[0] if entropy else out
+        if ok is not None:   # torch.compile: the check's token joins the graph
+            logp = logp * ok
+        return (logp.view(B, T), out[1].view(B, T)) if entropy else logp.view(B, T)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +159,23 @@ def _torch_logprobs(logits, targets_N, temperature, _name, entropy=False):
     return logp, token_entropy_ref(logits, temperature=temperature).float().masked_fill(t_BT < 0, 0.0)
 
 
+@torch.library.custom_op("r1core::logprobs", mutates_args=())
+def _logprobs_op(logits: torch.Tensor, targets_N: torch.Tensor, temperature: float, name: str,
+                 entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row kernels' log-prob pass as a custom op (torch.compile sees one node) -> (logp, entropy or
+    an empty tensor) [N] float32."""
+    out = rows(name).logprobs(logits, targets_N, temperature, entropy)
+    return out if entropy else (out, torch.empty(0, dtype=torch.float32, device=logits.device))
+
+
+@_logprobs_op.register_fake
+def _(logits, targets_N, temperature, name, entropy):
+    N = targets_N.shape[0]
+    return (torch.empty(N, dtype=torch.float32, device=logits.device),
+            torch.empty(N if entropy else 0, dtype=torch.float32, device=logits.device))
+
+
 @LOGPROBS.impl("triton", "cpp")
 def _kernel_logprobs(logits, targets_N, temperature, name, entropy=False):
-    return rows(name).logprobs(logits, targets_N, temperature, entropy)
+    logp, ent = _logprobs_op(logits, targets_N, temperature, name, entropy)
+    return (logp, ent) if entropy else logp

@@ -21,13 +21,16 @@ quantities included) has run.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from r1core._backend import Op
 from r1core._nvtx import nvtx_range
 from r1core.ops import _fused_linear_chunked as chunked
 from r1core.ops import _grpo_kernels as K
-from r1core.ops._grpo_args import check_linear, check_target_range, check_targets, check_temperature, check_x
+from r1core.ops._grpo_args import check_linear, check_target_range, check_targets, check_temperature, check_x, \
+    target_range_token
 
 __all__ = ["logp_entropy", "fused_linear_logp_entropy", "LOGP_ENTROPY", "FUSED_LINEAR_LOGP_ENTROPY"]
 
@@ -62,9 +65,11 @@ def logp_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
         t_N = check_targets(targets, B, T, logits.device, "logits")
         temperature = check_temperature(temperature)
         m_N = _mask_N(mask, B, T, logits.device, "logits")
-        check_target_range(t_N, m_N, V, T)
+        ok = target_range_token(t_N, m_N, V, T)
         name = LOGP_ENTROPY.choose(logits, backend, arg="logits")
         logp, ent = LOGP_ENTROPY(name, logits, t_N, m_N, temperature, name)
+        if ok is not None:   # torch.compile: the check's token joins the graph
+            logp = logp * ok
         return logp.view(B, T), ent.view(B, T)
 
 
@@ -80,33 +85,56 @@ def _torch_logp_entropy(logits, t_N, m_N, temperature, _name, _want_entropy=True
     return torch.where(keep, logp, 0.0).reshape(-1), torch.where(keep, ent, 0.0).reshape(-1)
 
 
-class _KernelLogpEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, t_N, m_N, temperature: float, name: str, want_entropy: bool = True):
-        logp, lse, ent = K.rows(name).logp_lse(logits, t_N, m_N, temperature, entropy=want_entropy)
-        ent = ent if want_entropy else torch.zeros_like(lse)   # not computed: no entropy term in backward
-        ctx.want_entropy = want_entropy
-        ctx.mark_non_differentiable(*(() if want_entropy else (ent,)))
-        ctx.save_for_backward(logits, t_N, m_N, lse, ent)
-        ctx.temperature, ctx.name = temperature, name
-        return logp, ent
+@torch.library.custom_op("r1core::logp_entropy_fwd", mutates_args=())
+def _logp_entropy_fwd(logits: torch.Tensor, t_N: torch.Tensor, m_N: torch.Tensor, temperature: float, name: str,
+                      want_entropy: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (logp, entropy, lse) [N] float32 from the backend's row kernels (entropy zeros when not wanted:
+    then no entropy term enters the backward).  A custom op, so torch.compile sees one opaque node."""
+    logp, lse, ent = K.rows(name).logp_lse(logits, t_N, m_N, temperature, entropy=want_entropy)
+    return logp, (ent if want_entropy else torch.zeros_like(lse)), lse
 
-    @staticmethod
-    def backward(ctx, g_logp, g_ent):
-        logits, t_N, m_N, lse, ent = ctx.saved_tensors
-        # masked rows have lse 0 (never read): their gradient must stay exactly 0.  The 0/1 indicator,
-        # not m_N itself: a weighted mask's weight is already inside g_logp (the objective applied it)
-        live = (m_N != 0).to(torch.float32)
-        g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * live
-        g_ent = None if g_ent is None or not ctx.want_entropy else g_ent.float() * live
-        dlogits = K.rows(ctx.name).bwd(logits, t_N, lse, g_logp.contiguous(), ctx.temperature, False,
-                                       None if g_ent is None else ent, None if g_ent is None else g_ent.contiguous())
-        return dlogits, None, None, None, None, None
+
+@_logp_entropy_fwd.register_fake
+def _(logits, t_N, m_N, temperature, name, want_entropy):
+    return tuple(torch.empty(t_N.shape[0], dtype=torch.float32, device=logits.device) for _ in range(3))
+
+
+@torch.library.custom_op("r1core::logp_entropy_bwd", mutates_args=())
+def _logp_entropy_bwd(logits: torch.Tensor, t_N: torch.Tensor, lse: torch.Tensor, ent: torch.Tensor,
+                      g_logp: torch.Tensor, g_ent: Optional[torch.Tensor], temperature: float, name: str) -> torch.Tensor:
+    """dlogits = ((onehot - p)·g_logp - p·(log p + H)·g_ent) / temperature per row (a new tensor)."""
+    return K.rows(name).bwd(logits, t_N, lse, g_logp, temperature, False, None if g_ent is None else ent, g_ent)
+
+
+@_logp_entropy_bwd.register_fake
+def _(logits, t_N, lse, ent, g_logp, g_ent, temperature, name):
+    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+
+
+def _logp_entropy_setup(ctx, inputs, output):
+    logits, t_N, m_N, ctx.temperature, ctx.name, ctx.want_entropy = inputs
+    _, ent, lse = output
+    ctx.save_for_backward(logits, t_N, m_N, lse, ent)
+
+
+def _logp_entropy_backward(ctx, g_logp, g_ent, _g_lse):
+    logits, t_N, m_N, lse, ent = ctx.saved_tensors
+    # masked rows have lse 0 (never read): their gradient must stay exactly 0.  The 0/1 indicator,
+    # not m_N itself: a weighted mask's weight is already inside g_logp (the objective applied it)
+    live = (m_N != 0).to(torch.float32)
+    g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * live
+    g_ent = None if g_ent is None or not ctx.want_entropy else (g_ent.float() * live).contiguous()
+    dlogits = _logp_entropy_bwd(logits, t_N, lse, ent, g_logp.contiguous(), g_ent, ctx.temperature, ctx.name)
+    return dlogits, None, None, None, None, None
+
+
+_logp_entropy_fwd.register_autograd(_logp_entropy_backward, setup_context=_logp_entropy_setup)
 
 
 @LOGP_ENTROPY.impl("triton", "cpp")
 def _kernel_logp_entropy(logits, t_N, m_N, temperature, name, want_entropy=True):
-    return _KernelLogpEntropy.apply(logits, t_N, m_N, temperature, name, want_entropy)
+    logp, ent, _ = _logp_entropy_fwd(logits, t_N, m_N, temperature, name, want_entropy)
+    return logp, ent
 
 
 # ---------------------------------------------------------------------------------------------
