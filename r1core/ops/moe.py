@@ -15,6 +15,8 @@ Backends (SPEC §6):
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from r1core._backend import Op
@@ -55,8 +57,32 @@ def _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correc
         _args.shape(correction_bias, "correction_bias", (E,), what=f"[E={E}]")
         _args.device(correction_bias, "correction_bias", router_logits.device, "router_logits'")
     if replay_ids is not None:
-        _check_ids(replay_ids, T, top_k, E, router_logits.device, "replay_ids")
+        _check_ids_static(replay_ids, T, top_k, router_logits.device, "replay_ids")
+    if not torch.compiler.is_compiling():
+        _check_route_data(router_logits, correction_bias, replay_ids, E)
+        return None
+    # torch.compile: the data-dependent checks as a custom op whose 1.0 token the caller multiplies in
+    return _checked_route(router_logits.detach(), None if correction_bias is None else correction_bias.detach(),
+                          replay_ids, E)
+
+
+def _check_route_data(router_logits, correction_bias, replay_ids, E: int) -> None:
+    if replay_ids is not None:
+        _check_ids_range(replay_ids, E, "replay_ids")
     _check_route_values(router_logits, correction_bias, replay_ids)
+
+
+@torch.library.custom_op("r1core::check_moe_route", mutates_args=())
+def _checked_route(router_logits: torch.Tensor, correction_bias: Optional[torch.Tensor],
+                   replay_ids: Optional[torch.Tensor], E: int) -> torch.Tensor:
+    """moe_route's data-dependent checks as an opaque op for torch.compile -> a 0-d float32 1.0."""
+    _check_route_data(router_logits, correction_bias, replay_ids, E)
+    return torch.ones((), dtype=torch.float32, device=router_logits.device)
+
+
+@_checked_route.register_fake
+def _(router_logits, correction_bias, replay_ids, E):
+    return torch.empty((), dtype=torch.float32, device=router_logits.device)
 
 
 def _check_route_values(router_logits, correction_bias, replay_ids):
@@ -85,11 +111,19 @@ def _check_route_values(router_logits, correction_bias, replay_ids):
 
 
 def _check_ids(ids, T, k, E, device, name="ids"):
+    _check_ids_static(ids, T, k, device, name)
+    _check_ids_range(ids, E, name)
+
+
+def _check_ids_static(ids, T, k, device, name):
     _args.integer(_args.tensor(ids, name, "of shape [T, k]"), name)
     if tuple(ids.shape) != (T, k):
         raise ValueError(f"{name} must have shape [T, k] = [{T}, {k}], got {tuple(ids.shape)}")
     if ids.device != device:
         raise ValueError(f"{name} is on {ids.device}, expected {device}")
+
+
+def _check_ids_range(ids, E, name):
     if ids.numel():
         lo, hi = torch.aminmax(ids)  # one host sync: bad ids would read out of bounds in a kernel
         lo, hi = int(lo), int(hi)
@@ -131,12 +165,13 @@ def moe_route(router_logits: torch.Tensor, top_k: int, *, scoring: str = "softma
     experts and recompute their weights from the router scores with the same normalisation.
     Differentiable in router_logits through the kept weights; ids never carry gradient.
     """
-    _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correction_bias, replay_ids)
+    ok = _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correction_bias, replay_ids)
     name = MOE_ROUTE.choose(router_logits, backend, arg="router_logits")
     with nvtx_range(f"moe_route[{name}]"):
-        return MOE_ROUTE(name, router_logits, top_k, scoring=scoring, n_group=n_group, topk_group=topk_group,
-                         correction_bias=correction_bias, norm_topk=norm_topk, routed_scale=float(routed_scale),
-                         replay_ids=replay_ids)
+        w, ids = MOE_ROUTE(name, router_logits, top_k, scoring=scoring, n_group=n_group, topk_group=topk_group,
+                           correction_bias=correction_bias, norm_topk=norm_topk, routed_scale=float(routed_scale),
+                           replay_ids=replay_ids)
+    return (w, ids) if ok is None else (w * ok, ids)
 
 
 # ---------------------------------------------------------------------------------------------

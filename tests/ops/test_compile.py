@@ -2,9 +2,9 @@
 end (issue 31): no graph break, the eager numbers (loss, statistics, gradients), and the value checks still
 raise inside the compiled graph (they run as custom ops there; R1CORE_SKIP_CHECKS=1 drops them).
 
-Not yet compilable with fullgraph=True (tracked in issue 31): fused_linear_grpo_loss / fused_linear_logprobs
-(the unmasked-row gather has a data-dependent size), grpo_advantages and moe_route (the backend choice under
-tracing), moe_experts (its id range check)."""
+Not yet compilable with fullgraph=True (issue 31, open): fused_linear_grpo_loss / fused_linear_logprobs
+(the unmasked-row gather has a data-dependent size) and moe_experts (its id range check and its
+autograd.Functions around the extension)."""
 import pytest
 import torch
 
@@ -84,3 +84,34 @@ def test_checks_still_raise_inside_the_compiled_graph(gen):
     g = torch.compile(lambda x, t: r1core.logprobs(x, t), fullgraph=True)
     with pytest.raises(ValueError, match=r"targets must lie in \[0, V\)"):
         g(x, t_bad)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_advantages_and_moe_route_compile_fullgraph(backend, gen, monkeypatch):
+    monkeypatch.setenv("R1CORE_BACKEND", backend)
+    torch._dynamo.reset()
+    r = torch.randn(12, generator=gen)
+    adv = lambda r: r1core.grpo_advantages(r, 4, scale="batch")  # noqa: E731
+    torch.testing.assert_close(torch.compile(adv, fullgraph=True)(r), adv(r), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="rewards must be finite"):
+        torch.compile(adv, fullgraph=True)(torch.tensor([1.0, float("nan")] * 6))
+
+    monkeypatch.setenv("R1CORE_BACKEND", "torch")   # moe_route has torch and triton backends
+    logits = torch.randn(7, 8, generator=gen)
+
+    def route(lg):
+        w, ids = r1core.moe_route(lg, 2, scoring="sigmoid", n_group=2, topk_group=1)
+        return w, ids
+
+    want_lg, got_lg = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    w0, i0 = route(want_lg)
+    w1, i1 = torch.compile(route, fullgraph=True)(got_lg)
+    assert torch.equal(i0, i1)
+    torch.testing.assert_close(w1, w0)
+    w0.sum().backward()
+    w1.sum().backward()
+    torch.testing.assert_close(got_lg.grad, want_lg.grad)
+    bad = logits.clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="router_logits must hold no NaN"):
+        torch.compile(route, fullgraph=True)(bad)
