@@ -1,6 +1,6 @@
 """r1core: a low-level, custom-kernel GRPO engine (the RL machinery behind DeepSeek-R1).
 
-The public API is the names in __all__ (SPEC: ../shared/SPEC.md).  They are imported lazily so that
+The public API is the names in __all__ (the contract: docs/spec.md).  They are imported lazily so that
 `import r1core` is fast and never imports Triton, the models or the extension until one is used.
 Without the compiled extension r1core._C, everything still works on the "torch" (and "triton")
 backends, and a warning says which backends are missing.

@@ -1,6 +1,6 @@
 """Which backends exist on this machine, and which one an op call runs on: decided here, once.
 
-Backends (SPEC §6):
+Backends (docs/spec.md §6):
   "torch"  the plain PyTorch reference (r1core.ref), always available, the benches' baseline
   "cpp"    C++ CPU kernels in the extension r1core._C
   "cuda"   CUDA kernels in r1core._C (only in a CUDA build of the extension)
@@ -18,6 +18,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -58,7 +59,26 @@ def _triton_missing() -> str | None:
     # find_spec, not import: importing triton here (before kernels() may set TRITON_INTERPRET=1)
     # would build triton.language's own @jit helpers (tl.max, ...) for the GPU, not the interpreter.
     if importlib.util.find_spec("triton") is None:
-        return "triton is not installed; `pip install triton`"
+        return "triton is not installed: pip install 'r1core[triton]' (or pip install 'triton>=3.0')"
+    from r1core._deps import version  # noqa: PLC0415
+    found = version("triton") or version("pytorch-triton") or ""
+    numbers = tuple(int(x) for x in re.findall(r"\d+", found)[:2])
+    if numbers and numbers < (3, 0):
+        return f"triton {found} is too old for r1core's kernels (they need triton >= 3.0): pip install 'triton>=3.0'"
+    return None
+
+
+@functools.cache
+def _interpreter_broken() -> str | None:
+    """Why this triton's CPU interpreter cannot run here, or None: triton < 3.7's interpreter calls int()
+    on one-element numpy arrays, which numpy >= 2.4 refuses (seen with 3.6.0; fine with 3.9)."""
+    from r1core._deps import version  # noqa: PLC0415
+    tv, nv = version("triton") or "", version("numpy") or ""
+    t = tuple(int(x) for x in re.findall(r"\d+", tv)[:2])
+    n = tuple(int(x) for x in re.findall(r"\d+", nv)[:2])
+    if t and n and t < (3, 7) and n >= (2, 4):
+        return (f"triton {tv}'s CPU interpreter fails with numpy {nv}: pip install 'numpy<2.4' "
+                "(or a triton >= 3.7)")
     return None
 
 
@@ -87,6 +107,8 @@ def missing(backend: str, device_type: str = "cuda" if torch.cuda.is_available()
         if device_type == "cpu" and not _interpreter_possible():
             return ("triton on CPU tensors needs the interpreter: set TRITON_INTERPRET=1 before triton or "
                     "r1core's Triton kernels are first imported (importing r1core first does it)")
+        if device_type == "cpu" and _interpreter_broken():
+            return _interpreter_broken()
         if device_type not in ("cpu", "cuda"):
             return f"triton has no {device_type} support here"
         return None
@@ -124,6 +146,8 @@ def kernels(name: str) -> ModuleType:
     why = _triton_missing()
     if why:
         raise BackendUnavailable(why)
+    if not torch.cuda.is_available() and _interpreter_broken():
+        raise BackendUnavailable(_interpreter_broken())
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         if not _interpreter_possible():
             raise BackendUnavailable(missing("triton", "cpu"))

@@ -1,4 +1,4 @@
-"""The `r1core` command: train, eval, sample, bench, info (SPEC §5).
+"""The `r1core` command: train, eval, sample, bench, info (docs/spec.md §5).
 
     r1core train [--config FILE.yaml] [key=value …]     # no arguments: the embedded default recipe
     r1core eval  [--config FILE.yaml] [key=value …]     # pass@1 over k samples, cons@k, format
@@ -324,7 +324,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     fn, _ = COMMANDS[argv[0]]
-    return fn(argv[1:])
+    from r1core._deps import MissingDependency  # noqa: PLC0415
+    try:
+        return fn(argv[1:])
+    except MissingDependency as e:   # a broken or partial environment: one line, never a deep traceback
+        print(f"r1core: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-// Fused GRPO loss on logits, C++ CPU kernels (SPEC §2): the same forward/backward pair as
+// Fused GRPO loss on logits, C++ CPU kernels (docs/spec.md §2): the same forward/backward pair as
 // kernels/grpo_loss.py, parallel over rows (tokens) with at::parallel_for.
 //
 // Legend: N = B·T rows, V vocabulary; row n = (b, t) = (n / T, n % T) starts at
@@ -217,7 +217,7 @@ struct TokenTerms {
   bool clip_low, clip_high;
 };
 
-// The per-token GRPO math of SPEC §2 (same as grpo_token_math in kernels/grpo_loss.py).
+// The per-token GRPO math of docs/spec.md §2 (same as grpo_token_math in kernels/grpo_loss.py).
 inline TokenTerms token_math(float logp, const float* old, const float* ref, float adv, float beta, float eps_low,
                              float eps_high) {
   TokenTerms o{};

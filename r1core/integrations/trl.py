@@ -47,10 +47,10 @@ import types
 
 import torch
 
-try:
-    from trl import GRPOTrainer
-except ImportError as e:  # pragma: no cover - exercised only without trl
-    raise ImportError("r1core.integrations.trl needs TRL: pip install trl (with your torch pinned)") from e
+from r1core._deps import require
+
+# one clear line (r1core._deps.MissingDependency) when TRL, transformers or what they import is missing or broken
+GRPOTrainer = require("trl", "r1core.integrations.trl", attr="GRPOTrainer")
 
 import r1core
 

@@ -16,13 +16,13 @@ The two functions have exactly the signatures verl calls (verl.trainer.ppo.core_
           advantage score/(1+eps); r1core refuses: a group of one has no baseline).
     grpo_policy_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
                      config=None, rollout_is_weights=None) -> (pg_loss, metrics)
-        per token, the pg term of SPEC §2: -min(ratio·A, clamp(ratio, 1-eps_low, 1+eps_high)·A),
+        per token, the pg term of docs/spec.md §2: -min(ratio·A, clamp(ratio, 1-eps_low, 1+eps_high)·A),
         eps_low/eps_high = config.clip_ratio_low/high (default clip_ratio), times rollout_is_weights
         when given; aggregated as verl's agg_loss documents (token-mean, seq-mean-token-mean,
         seq-mean-token-sum-norm, honouring config.global_batch_info: dp_size, batch_num_tokens,
         global_batch_size, loss_scale_factor).  Differences from verl's compute_policy_loss_vanilla:
-        no dual-clip (clip_ratio_c) and no clamp of log_prob - old_log_prob to [-20, 20] (SPEC §2 has
-        neither).  The KL penalty stays verl's (use_kl_loss / kl_loss_type): its PolicyLossFn gets no
+        no dual-clip (clip_ratio_c) and no clamp of log_prob - old_log_prob to [-20, 20]
+        (docs/spec.md §2 has neither).  The KL penalty stays verl's (use_kl_loss / kl_loss_type): its PolicyLossFn gets no
         reference log-probs.  metrics: actor/pg_clipfrac, actor/ppo_kl, actor/pg_clipfrac_lower (0: no
         dual clip), r1core/clip_low_frac, r1core/clip_high_frac.
 

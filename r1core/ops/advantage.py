@@ -1,4 +1,4 @@
-"""r1core.grpo_advantages (SPEC §1): argument checks at the boundary, then one of four backends.
+"""r1core.grpo_advantages (docs/spec.md §1): argument checks at the boundary, then one of four backends.
 
 Legend: N rewards, G = group_size, N/G groups; rewards_gG is the [N/G, G] view of the input (a view:
 strided inputs are read in place by every backend, never copied).

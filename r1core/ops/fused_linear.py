@@ -1,4 +1,4 @@
-"""Fused linear GRPO loss (SPEC §3): the lm_head matmul, log-sum-exp, GRPO loss and all gradients
+"""Fused linear GRPO loss (docs/spec.md §3): the lm_head matmul, log-sum-exp, GRPO loss and all gradients
 without ever holding the [B·T, V] logits.
 
 Legend: B sequences, T positions, N = B·T tokens, n = unmasked tokens, H hidden, V vocabulary.
@@ -11,7 +11,7 @@ Only unmasked tokens are computed: their rows of `hidden` are gathered first (n�
 autograd scatters their gradient back; masked positions get exactly zero gradient and logp = 0 in
 GRPOStats.logp.
 
-Backends (SPEC §6) and strategies: the backend supplies the per-row math (log-sum-exp, GRPO terms,
+Backends (docs/spec.md §6) and strategies: the backend supplies the per-row math (log-sum-exp, GRPO terms,
 dlogits), the strategy says what happens to the lm_head; both are chosen in `plan` (the backend by
 the FUSED_LINEAR table through r1core._backend, like every op), and `strategy=` names one explicitly.
   "torch"   "reference" (backend="torch" or R1CORE_BACKEND=torch): the unfused r1core.ref.fused_linear,
@@ -24,7 +24,7 @@ the FUSED_LINEAR table through r1core._backend, like every op), and `strategy=` 
             "onchip" (the default without gradients): kernels/fused_linear.py, Cut Cross-Entropy style,
               logits tiles only in registers (8·n·H·V FLOPs, float32 atomics for dh/dW, no [C, V] buffer).
 With backend=None: CUDA tensors -> "triton", CPU tensors -> "cpp", else (and for float64) the torch
-chunk loop.  Deviation from SPEC §6: the default never falls back to the memory-hungry reference.
+chunk loop.  As docs/spec.md §6 states, the default never falls back to the memory-hungry reference.
 """
 from __future__ import annotations
 
@@ -166,7 +166,7 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
 
     hidden [B, T, H] (fp32/bf16/fp16, any strides), weight [V, H], bias [V] or None (same dtype and
     device), targets [B, T] int, advantages [B] or [B, T], mask [B, T] or None; the GRPO keywords as in
-    r1core.grpo_loss (SPEC §2).  chunk_size: tokens per chunk (default from the shapes, see
+    r1core.grpo_loss (docs/spec.md §2).  chunk_size: tokens per chunk (default from the shapes, see
     r1core.ops._fused_linear_chunked.default_chunk_size).  strategy: see the module docstring (None:
     the default for the backend).  -> (loss 0-d float32, GRPOStats); gradients flow to hidden,
     weight and bias."""

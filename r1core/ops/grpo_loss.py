@@ -1,4 +1,4 @@
-"""The fused GRPO loss on logits (SPEC §2) and the log-prob op: the public ops and their dispatch.
+"""The fused GRPO loss on logits (docs/spec.md §2) and the log-prob op: the public ops and their dispatch.
 
 Legend: B sequences, T positions, V vocabulary, N = B·T tokens (rows of logits).
 
@@ -38,7 +38,7 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Ten
               eps_high: float = 0.2, temperature: float = 1.0, loss_agg: str = "token_mean",
               max_len: int | None = None, inplace_backward: bool = False, entropy: bool = False,
               backend: str | None = None, **objective) -> tuple[torch.Tensor, GRPOStats]:
-    """The GRPO loss of SPEC §2 on logits [B, T, V] -> (loss 0-d float32, GRPOStats).
+    """The GRPO loss of docs/spec.md §2 on logits [B, T, V] -> (loss 0-d float32, GRPOStats).
 
     `entropy=True` also reports the per-token entropy in GRPOStats.entropy (one more running sum in
     the same pass).  `**objective`: the GRPO-family options of docs/objectives.md (policy=

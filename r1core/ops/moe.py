@@ -1,11 +1,11 @@
-"""MoE routing and experts (SPEC §4): validation, backend dispatch, autograd.
+"""MoE routing and experts (docs/spec.md §4): validation, backend dispatch, autograd.
 
 Legend: T tokens, H hidden, I expert intermediate size, E experts, k experts per token.
 
     moe_route(router_logits [T, E], top_k, ...) -> (weights [T, k] float32, ids [T, k] int64)
     moe_experts(x [T, H], w13 [E, 2I, H], w2 [E, H, I], weights [T, k], ids [T, k]) -> y [T, H]
 
-Backends (SPEC §6):
+Backends (docs/spec.md §6):
   moe_route    "torch" (r1core.ref.moe), "triton" (kernels/moe_route.py; backward in PyTorch)
   moe_experts  "torch" (the transformers-style expert loop), "cpp" (CPU: tokens sorted by expert
                with the C++ counting sort, one fused gate/up matmul and one down matmul per
@@ -158,7 +158,7 @@ def _check_experts_args(x, w13, w2, weights, ids):
 def moe_route(router_logits: torch.Tensor, top_k: int, *, scoring: str = "softmax", n_group: int = 1,
               topk_group: int = 1, correction_bias: torch.Tensor | None = None, norm_topk: bool = True,
               routed_scale: float = 1.0, replay_ids: torch.Tensor | None = None, backend: str | None = None):
-    """Choose and weigh top_k experts per token (SPEC §4) -> (weights [T, k] float32, ids [T, k] int64).
+    """Choose and weigh top_k experts per token (docs/spec.md §4) -> (weights [T, k] float32, ids [T, k] int64).
 
     scoring "softmax" (Qwen3-MoE, Mixtral) or "sigmoid" (DeepSeek-V3, with correction_bias and the
     group-limited choice n_group/topk_group).  replay_ids [T, k] (routing replay): keep exactly these

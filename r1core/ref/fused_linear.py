@@ -1,4 +1,4 @@
-"""Reference fused linear GRPO loss (SPEC §3): the unfused computation, plain PyTorch with autograd.
+"""Reference fused linear GRPO loss (docs/spec.md §3): the unfused computation, plain PyTorch with autograd.
 
 Legend: B sequences, T positions, H hidden, V vocabulary.
 

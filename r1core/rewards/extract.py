@@ -1,4 +1,4 @@
-"""Find the final answer in a completion (SPEC §5): the last complete \\boxed{…} (nested braces,
+"""Find the final answer in a completion (docs/spec.md §5): the last complete \\boxed{…} (nested braces,
 \\fbox too; consecutive boxes joined by "," / "and" / "or" / ";" / spaces count together, as one
 list), else the content of the last <answer>…</answer>, else what follows a final "answer is" /
 "answer:" (its math span, or its sentence), else -- by `unmarked` -- nothing ("none"), the whole

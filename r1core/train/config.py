@@ -1,7 +1,7 @@
 """Run configuration: small keyword-only dataclasses, YAML in and out, `key=value` overrides.
 
 A run is one `Config` with a section per concern (model, task, rollout, optim, grpo, sft, sample,
-run, pipeline).  Options are addressed by dotted keys (`optim.lr=3e-6`); SPEC §5's top-level keys
+run, pipeline).  Options are addressed by dotted keys (`optim.lr=3e-6`); docs/spec.md §5's top-level keys
 (`model`, `task`, `steps`, `seed`, `out`, `save_every`, `resume`, …) are shortcuts for the dotted
 ones (see SHORTCUTS).  Values are parsed as YAML scalars (`true`, `1e-5`, `[0.9, 0.99]`) and
 type-checked against the field, so a typo or a wrong type fails before any work starts.
@@ -96,7 +96,7 @@ class GRPOConfig:
     beta: float = opt(0.0, "k3 KL weight to the frozen reference (0: no reference model at all)")
     eps_low: float = opt(0.2, "clip ratio below at 1 - eps_low")
     eps_high: float = opt(0.2, "clip ratio above at 1 + eps_high (DAPO: 0.28)")
-    loss_agg: str = opt("token_mean", "loss aggregation (SPEC §2; seq_mean_token_sum: LUSPO's, docs/objectives.md)",
+    loss_agg: str = opt("token_mean", "loss aggregation (docs/spec.md §2; seq_mean_token_sum: LUSPO's, docs/objectives.md)",
                         OBJECTIVE_AGGS)
     # the GRPO-family objective options (docs/objectives.md; any non-default runs the loss's general path)
     policy: str = opt("clip", "policy term: clip (PPO/GRPO), cispo (MiniMax-M1; eps_high is then the raw upper "
@@ -111,15 +111,15 @@ class GRPOConfig:
     log_entropy: bool = opt(True, "log entropy_mean (the loss pass's per-token entropy: one more running sum)")
     sapo_temperature_pos: float = opt(1.0, "SAPO gate temperature for A > 0")
     sapo_temperature_neg: float = opt(1.05, "SAPO gate temperature for A <= 0")
-    scale: str = opt("group", "advantage scale (SPEC §1)", ("group", "batch", "none"))
-    baseline: str = opt("mean", "advantage baseline (SPEC §1)", ("mean", "rloo"))
+    scale: str = opt("group", "advantage scale (docs/spec.md §1)", ("group", "batch", "none"))
+    baseline: str = opt("mean", "advantage baseline (docs/spec.md §1)", ("mean", "rloo"))
     mu: int = opt(1, "optimisation passes over each step's batch")
     drop_zero_variance: bool = opt(False, "drop groups whose rewards are all equal before the update")
     chunk_size: int = opt(0, "fused linear loss chunk in tokens (0: the op's default)")
     routing_replay: bool = opt(True, "MoE policies: train through the experts the rollout used (Rollout.expert_ids)")
     share_prefix: bool = opt(True, "compute each prompt once per group in the log-prob and update forwards "
                                    "(shared-prefix packing, r1core.train.packing)")
-    backend: str = opt("", "backend of the advantage / log-prob / loss ops (empty: SPEC §6 default; torch: the eager "
+    backend: str = opt("", "backend of the advantage / log-prob / loss ops (empty: docs/spec.md §6 default; torch: the eager "
                            "references, the bench baseline)", ("", "torch", "cpp", "triton", "cuda"))
 
 
@@ -215,7 +215,7 @@ def embedded_default() -> Config:
     return cfg
 
 
-# SPEC §5 top-level keys (and a few everyday ones) -> dotted keys
+# docs/spec.md §5 top-level keys (and a few everyday ones) -> dotted keys
 SHORTCUTS = {
     "model": "model.source", "task": "task.name", "steps": "run.steps", "seed": "run.seed",
     "out": "run.out", "save_every": "run.save_every", "keep_last": "run.keep_last",

@@ -11,7 +11,7 @@ One step:
                 pass) and reference log-probs (only when beta > 0) with the fused linear log-prob op
   5. update     mu passes; each pass deals the prompt groups into optim.mini_batches mini-batches (one
                 optimizer step each), each processed in micro-batches of optim.micro_batch rows whose
-                gradients accumulate; fused linear GRPO loss (SPEC §3), backward, gradient clipping,
+                gradients accumulate; fused linear GRPO loss (docs/spec.md §3), backward, gradient clipping,
                 AdamW; one LR-scheduler step per training step.
 
 Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:

@@ -1,7 +1,7 @@
 """What a run reports: a progress bar, `metrics.jsonl`, TensorBoard, an end summary and a PNG.
 
 `metrics.jsonl` holds one JSON object per step with at least step, reward_mean, reward_std, kl_mean,
-loss and tokens_per_s (SPEC §5), plus reward/<name>, clip fractions, grad_norm, lr, lengths and the
+loss and tokens_per_s (docs/spec.md §5), plus reward/<name>, clip fractions, grad_norm, lr, lengths and the
 phase times time/<phase>.  Evaluations go to the same file as {"eval": {...}, "step": N} lines and to
 `eval.json`.  Only rank 0 writes.  On resume, lines after the resumed step are dropped so the file
 reads as one uninterrupted run.

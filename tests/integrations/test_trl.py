@@ -164,7 +164,7 @@ def test_one_training_step(tiny):
     assert "kl" in tr._metrics["train"] or any("kl" in str(h) for h in tr.state.log_history)
 
 
-# TRL 1.16 settings beyond the four SPEC aggregations (docs/objectives.md): (GRPOConfig overrides, extra inputs)
+# TRL 1.16 settings beyond the four aggregations of docs/spec.md §2b (docs/objectives.md): (GRPOConfig overrides, extra inputs)
 NEW_SETTINGS = {
     "trl_defaults": (dict(beta=0.04), {}),    # use_bias_correction_kl=True, loss_type="dapo"
     "cispo": (dict(loss_type="cispo", epsilon_high=1.1), {}),

@@ -128,11 +128,27 @@ def _requires(wheel: Path) -> list[str]:
         return sorted(email.message_from_bytes(z.read(meta)).get_all("Requires-Dist") or [])
 
 
+def _pins() -> Path | None:
+    """The constraints the suite runs under (scripts/bootstrap.sh: R1CORE_PINS, default constraints.txt);
+    None under R1CORE_PINS=none (scripts/test-latest.sh: the newest releases, as a new user would get)."""
+    pins = os.environ.get("R1CORE_PINS", "constraints.txt")
+    if pins == "none":
+        return None
+    path = Path(pins) if os.path.isabs(pins) else ROOT / pins
+    return path if path.is_file() else None
+
+
 @pytest.fixture(scope="session")
 def venv(wheel) -> Path:
     """A venv made by the README's install lines, with r1core from `wheel`; its bin/ folder."""
     pips = readme_install_lines()
-    key = _digest(sys.version.encode(), json.dumps(pips).encode(), json.dumps(_requires(wheel)).encode())
+    pins = _pins()
+    key = _digest(sys.version.encode(), json.dumps(pips).encode(), json.dumps(_requires(wheel)).encode(),
+                  pins.read_bytes() if pins else b"newest")
+    pip_env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    if pins:   # the README's lines under the suite's pins: CI tests what bootstrap pinned, not the day's releases
+        pip_env["PIP_CONSTRAINT"] = " ".join([str(pins), *[c for c in ("/etc/xdg/pip/constraints.txt",)
+                                                          if os.path.exists(c)]])
     env_dir = CACHE / "venvs" / key
     with _locked("venv"):
         if os.environ.get("R1CORE_NEWCOMER_FRESH") == "1" or not (env_dir / "ok").exists():
@@ -142,7 +158,8 @@ def venv(wheel) -> Path:
             for line in pips:
                 args = [str(wheel) + a[1:].strip('"') if a.strip('"').startswith(".[") else a
                         for a in shlex.split(line)[2:]]
-                _run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", *args], cwd=CACHE, timeout=1800)
+                _run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", *args], cwd=CACHE, timeout=1800,
+                     env=pip_env)
             (env_dir / "ok").write_text("\n".join(pips))
         else:   # same inputs as the cached venv: only r1core itself is new
             _run([str(env_dir / "bin" / "python"), "-m", "pip", "install", "-q", "--force-reinstall", "--no-deps",
@@ -175,6 +192,16 @@ def test_wheel_installs_only_the_r1core_package(wheel, venv):
     assert tops == {"r1core"}, f"the wheel installs top-level names besides r1core: {sorted(tops - {'r1core'})}"
     site = next((venv.parent / "lib").glob("python3*/site-packages"))
     assert not (site / "benches").exists()
+
+
+def test_installed_kernels_package_is_huggingfaces(outside):
+    """In the installed venv, `import kernels` (transformers >= 5 needs it) is never r1core's Triton folder."""
+    run, _ = outside
+    code = ("import importlib.util as u, pathlib, r1core; s = u.find_spec('kernels'); "
+            "assert (pathlib.Path(r1core.__file__).parent / '_kernels' / 'advantage.py').is_file(); "
+            "print('none' if s is None else (s.origin or 'namespace'))")   # no triton here: find, not import
+    out = run("python", "-c", code).stdout.strip()
+    assert out == "none" or ("site-packages/kernels/" in out and "r1core" not in out), out
 
 
 def test_info(outside):

@@ -1,4 +1,4 @@
-"""r1core.fused_linear_grpo_loss / fused_linear_logprobs (SPEC §3) against float64 with explicit logits.
+"""r1core.fused_linear_grpo_loss / fused_linear_logprobs (docs/spec.md §3) against float64 with explicit logits.
 
 Every execution path is checked: the reference backend, the PyTorch chunk loop, the C++ row kernels
 (when the extension has them), and under the Triton interpreter both Triton strategies (the chunk
@@ -8,7 +8,7 @@ The oracle materialises the logits and runs r1core.ref.grpo_oracle in float64; t
 respect to hidden/weight/bias follow from its dlogits by the chain rule in float64.  For bf16/fp16,
 inputs are drawn on a grid (h in quarters, W in sixteenths, small H) so every float32 dot product
 is exact: then the logits rounded to bf16/fp16 are the same whatever the GEMM's summation order, and
-SPEC §7's "float64 on the same (rounded) logits" is well defined.  The on-chip kernels never round
+docs/spec.md §7's "float64 on the same (rounded) logits" is well defined.  The on-chip kernels never round
 the logits, so their oracle takes the logits unrounded.
 """
 import os
@@ -113,7 +113,7 @@ def rel(a, r):
 
 
 def check(plan, dtype, got_loss, got_stats, grads, want, mask, adv_scale):
-    """SPEC §7 tolerances.  The loss is a weighted sum of terms of either sign (~|A| each, weights
+    """docs/spec.md §7 tolerances.  The loss is a weighted sum of terms of either sign (~|A| each, weights
     summing to <= 1) that can cancel to near 0, so its relative error is taken against
     |loss| + mean|A|, the size of what was summed."""
     loss, stats, (dh, dw, db) = want

@@ -1,4 +1,4 @@
-"""r1core.grpo_loss on every backend against the float64 reference (SPEC §2, tolerances of §7).
+"""r1core.grpo_loss on every backend against the float64 reference (docs/spec.md §2, tolerances of §7).
 
 Legend: B sequences, T positions, V vocabulary.  The oracle is r1core.ref.grpo_oracle (independent of
 every backend, the torch reference included) on the SAME (rounded) logits cast to float64.  Triton runs under the interpreter on CPU tensors (`interpret`, small V) and
@@ -34,7 +34,7 @@ KERNEL_BACKENDS = CPU_BACKENDS[1:]
 
 @dataclass(frozen=True)
 class Config:
-    """One combination of the options of SPEC §2."""
+    """One combination of the options of docs/spec.md §2."""
     name: str
     B: int
     T: int

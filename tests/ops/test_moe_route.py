@@ -1,4 +1,4 @@
-"""moe_route (SPEC §4): every backend against a per-token float64 loop written from the SPEC text,
+"""moe_route (docs/spec.md §4): every backend against a per-token float64 loop written from the text of docs/spec.md §4,
 gradients through the kept weights, routing replay, and bad arguments."""
 import pytest
 import torch
@@ -9,7 +9,7 @@ from r1core.ref.moe import moe_route_ref
 
 
 def spec_route_loop(logits, k, *, scoring="softmax", n_group=1, topk_group=1, bias=None, norm=True, scale=1.0):
-    """One token at a time, Python sorting, float64: the SPEC §4 paragraph, nothing shared with ref/."""
+    """One token at a time, Python sorting, float64: the docs/spec.md §4 paragraph, nothing shared with ref/."""
     T, E = logits.shape
     W = torch.zeros(T, k, dtype=torch.float64)
     ids = torch.zeros(T, k, dtype=torch.long)

@@ -5,7 +5,7 @@ every backend, against float64 references on fresh random inputs, with gradients
 Legend: B sequences, T positions, V vocabulary, H hidden.  The oracle: the same (rounded) inputs in
 float64 through r1core.ref.grpo_oracle, which shares no code with the ops (the production objective is
 held to independent formulas and to TRL's _compute_loss in test_objectives.py), autograd.  Tolerances
-SPEC §7 (fp32).
+docs/spec.md §7 (fp32).
 """
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_logp_entropy_op_gradients(backend, gen):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fused_linear_logp_entropy_bf16(backend, gen):
-    """bf16 lm_head: logp/entropy against float64 on the same rounded inputs (SPEC §7 bf16 tolerances)."""
+    """bf16 lm_head: logp/entropy against float64 on the same rounded inputs (docs/spec.md §7 bf16 tolerances)."""
     hidden = torch.randn(2, 6, 16, generator=gen).bfloat16()
     weight = (torch.randn(50, 16, generator=gen) * 0.3).bfloat16()
     targets = torch.randint(0, 50, (2, 6), generator=gen)

@@ -1,4 +1,4 @@
-"""The GRPO math of SPEC §2, defined once: per-token terms, each token's aggregation weight, and the
+"""The GRPO math of docs/spec.md §2, defined once: per-token terms, each token's aggregation weight, and the
 layout of the per-token terms every loss implementation writes.
 
 Legend: B sequences, T positions, n tokens (any flat selection of them).  Everything here works on
@@ -51,7 +51,7 @@ class TokenTerms(NamedTuple):
 
 def token_terms(logp: torch.Tensor, adv: torch.Tensor, old: torch.Tensor | None, ref: torch.Tensor | None, *,
                 beta: float, eps_low: float, eps_high: float) -> TokenTerms:
-    """The per-token GRPO math (SPEC §2; the kernels' grpo_token_math).  old None: on-policy, ratio 1
+    """The per-token GRPO math (docs/spec.md §2; the kernels' grpo_token_math).  old None: on-policy, ratio 1
     (pass old = logp.detach() instead to keep d ratio / d logp = 1 for autograd)."""
     ratio = torch.exp(logp - old) if old is not None else torch.ones_like(logp)
     clip_low = (ratio < 1 - eps_low) & (adv < 0)
@@ -91,7 +91,7 @@ def agg_denominator(mask_BT: torch.Tensor, loss_agg: str) -> torch.Tensor:
 
 
 def token_weights(mask_BT: torch.Tensor, loss_agg: str, max_len: int | None = None) -> torch.Tensor:
-    """Each token's weight w in loss = sum(l · w): the aggregation of SPEC §2 as a [B, T] tensor in
+    """Each token's weight w in loss = sum(l · w): the aggregation of docs/spec.md §2 as a [B, T] tensor in
     the mask's float dtype (float32 for a bool/integer mask).  No unmasked token: w = 0 everywhere."""
     m = _float(mask_BT)
     B, T = m.shape
