@@ -36,6 +36,7 @@ PACKAGES = [
     "r1core",
     "r1core.ref",
     "r1core.ops",
+    "r1core.ops.grpo",
     "r1core.models",
     "r1core.rollout",
     "r1core.rewards",

@@ -105,8 +105,8 @@ def missing(backend: str, device_type: str = "cuda" if torch.cuda.is_available()
         if why:
             return why
         if device_type == "cpu" and not _interpreter_possible():
-            return ("triton on CPU tensors needs the interpreter: set TRITON_INTERPRET=1 before "
-                    "r1core's Triton kernels are first imported")
+            return ("triton on CPU tensors needs the interpreter: set TRITON_INTERPRET=1 before triton or "
+                    "r1core's Triton kernels are first imported (importing r1core first does it)")
         if device_type == "cpu" and _interpreter_broken():
             return _interpreter_broken()
         if device_type not in ("cpu", "cuda"):
@@ -116,12 +116,28 @@ def missing(backend: str, device_type: str = "cuda" if torch.cuda.is_available()
 
 
 def _interpreter_possible() -> bool:
-    # Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when kernels/ is imported.
+    # Triton reads TRITON_INTERPRET when a function is decorated with @triton.jit: our kernels when
+    # kernels/ is imported, and triton.language's own helpers (tl.max, tl.sum, ...) when triton is
+    # first imported.  Both must have seen the variable.
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
-    # Without a GPU we may switch the interpreter on ourselves, as long as no kernel of ours was
-    # compiled for the GPU yet.
-    return not torch.cuda.is_available() and not any(m.startswith("r1core._kernels.") for m in sys.modules)
+    # Without a GPU we may switch the interpreter on ourselves, as long as neither triton's helpers
+    # nor a kernel of ours were decorated for the GPU yet.
+    return (not torch.cuda.is_available() and "triton.language" not in sys.modules
+            and not any(m.startswith("r1core._kernels.") for m in sys.modules))
+
+
+def _interpreter_early() -> None:
+    """Without a GPU, switch the Triton interpreter on when r1core is imported, before anything
+    imports triton: torch imports it lazily (torch._dynamo, reached by any torch.library custom op's
+    autograd), and a triton imported without the variable has GPU-only helpers that the interpreter
+    cannot call ("Cannot call @triton.jit'd outside of the scope of a kernel")."""
+    if (os.environ.get("TRITON_INTERPRET") is None and "triton" not in sys.modules
+            and not torch.cuda.is_available() and importlib.util.find_spec("triton") is not None):
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_interpreter_early()
 
 
 def kernels(name: str) -> ModuleType:

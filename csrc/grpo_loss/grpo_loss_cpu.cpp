@@ -32,7 +32,7 @@ namespace r1core {
 namespace {
 
 constexpr int64_t kChunk = 1024;  // float32 values per L1-resident chunk of a row
-constexpr int kTerms = 5;         // layout: r1core/ref/grpo_math.py TERMS (l·w, ratio·m, kl·m, clip_low·m, clip_high·m)
+constexpr int kTerms = 5;         // layout: r1core/ops/grpo/math.py TERMS (l·w, ratio·m, kl·m, clip_low·m, clip_high·m)
 
 // exp(x) in float32 without calls or branches, so `omp simd` loops vectorise: Cody-Waite range
 // reduction x = n·ln2 + r, |r| <= ln2/2, and Cephes' degree-7 polynomial for e^r (about 1 ulp).

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import r1core
-from r1core.ref.grpo_math import agg_denominator, token_terms
+from r1core.ops.grpo.math import agg_denominator, token_terms
 
 NAME = "r1core_grpo"
 GSPO_NAME = "r1core_gspo"   # policy_loss.loss_mode=r1core_gspo: verl's "gspo" (sequence-level ratio)
@@ -164,10 +164,10 @@ def gspo_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advanta
                      response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-mean", config=None,
                      rollout_is_weights: torch.Tensor | None = None):
     """verl's loss_mode "gspo" by r1core's objective (importance_sampling_level="sequence", the clip
-    policy, r1core.ref.objectives): one length-normalised ratio per sequence, clipped at
+    policy, r1core.ops.grpo.objective): one length-normalised ratio per sequence, clipped at
     clip_ratio_low/high (GSPO's are ~3e-4/4e-4).  Equal in value and gradient to verl's GSPO-token
     whenever the advantage is constant over a sequence (GRPO's); aggregated like grpo_policy_loss."""
-    from r1core.ref.objectives import objective  # noqa: PLC0415
+    from r1core.ops.grpo.objective import objective  # noqa: PLC0415
     clip = float(_cfg(config, "clip_ratio", 0.2))
     m = response_mask.to(log_prob.dtype)
     out = objective(log_prob, advantages.to(log_prob.dtype), m, old_logp=old_log_prob.to(log_prob.dtype),

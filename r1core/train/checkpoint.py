@@ -50,13 +50,6 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
-def step_of(path: str | Path) -> int:
-    m = _STEP_DIR.match(Path(path).name)
-    if not m:
-        raise ValueError(f"{str(path)!r} is not a checkpoint folder (step-<N>)")
-    return int(m.group(1))
-
-
 # ---------------------------------------------------------------------------------------------
 # RNG state, as tensors and lists (weights_only-loadable)
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,10 @@ from typing import Any
 
 import yaml
 
+# the objective options' choice lists have one home, shared with the loss ops and the TRL mapping
+from r1core.ops.grpo.options import DEFAULTS as OBJECTIVE_DEFAULTS
+from r1core.ops.grpo.options import IS_LEVELS, OBJECTIVE_AGGS, POLICIES
+
 
 def opt(default: Any, help: str, choices: tuple[str, ...] | None = None):
     """A field with a default, its help text and (for string options) the allowed values."""
@@ -93,12 +97,12 @@ class GRPOConfig:
     eps_low: float = opt(0.2, "clip ratio below at 1 - eps_low")
     eps_high: float = opt(0.2, "clip ratio above at 1 + eps_high (DAPO: 0.28)")
     loss_agg: str = opt("token_mean", "loss aggregation (docs/spec.md §2; seq_mean_token_sum: LUSPO's, docs/objectives.md)",
-                        ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "seq_mean_token_sum"))
+                        OBJECTIVE_AGGS)
     # the GRPO-family objective options (docs/objectives.md; any non-default runs the loss's general path)
     policy: str = opt("clip", "policy term: clip (PPO/GRPO), cispo (MiniMax-M1; eps_high is then the raw upper "
-                              "bound on the ratio, e.g. 5), sapo (soft gate), vespo", ("clip", "cispo", "sapo", "vespo"))
+                              "bound on the ratio, e.g. 5), sapo (soft gate), vespo", POLICIES)
     importance_sampling_level: str = opt("token", "importance ratio per token, or one per sequence (GSPO)",
-                                         ("token", "sequence"))
+                                         IS_LEVELS)
     delta: float = opt(0.0, "INTELLECT-2's cap on the unclipped ratio of the clip policy (0: off; else > 1)")
     use_bias_correction_kl: bool = opt(False, "KL term times the importance ratio (DeepSeek-V3.2)")
     off_policy_mask_threshold: float = opt(0.0, "DeepSeek-V3.2's off-policy sequence mask threshold (0: off)")
@@ -445,9 +449,9 @@ def objective_options(g: "GRPOConfig") -> dict:
     """grpo.* -> the objective keywords of the loss ops (only the non-default ones, so the plain clip
     objective keeps the single-pass loss)."""
     kw = {}
-    if g.policy != "clip":
+    if g.policy != OBJECTIVE_DEFAULTS["policy"]:
         kw["policy"] = g.policy
-    if g.importance_sampling_level != "token":
+    if g.importance_sampling_level != OBJECTIVE_DEFAULTS["importance_sampling_level"]:
         kw["importance_sampling_level"] = g.importance_sampling_level
     if g.delta:
         kw["delta"] = g.delta

@@ -4,7 +4,7 @@ Every execution path is checked: the reference backend, the PyTorch chunk loop, 
 (when the extension has them), and under the Triton interpreter both Triton strategies (the chunk
 loop with the Triton row kernels, and the on-chip Cut-Cross-Entropy kernels).
 
-The oracle materialises the logits and runs r1core.ref.grpo_loss_ref in float64; the gradients with
+The oracle materialises the logits and runs r1core.ref.grpo_oracle in float64; the gradients with
 respect to hidden/weight/bias follow from its dlogits by the chain rule in float64.  For bf16/fp16,
 inputs are drawn on a grid (h in quarters, W in sixteenths, small H) so every float32 dot product
 is exact: then the logits rounded to bf16/fp16 are the same whatever the GEMM's summation order, and
@@ -23,7 +23,8 @@ import torch
 import r1core
 from r1core import BackendUnavailable
 from r1core.ops import fused_linear as fl
-from r1core.ref.grpo_loss import grpo_loss_ref, logprobs_ref
+from r1core.ref.grpo_loss import logprobs_ref
+from r1core.ref.grpo_oracle import oracle_grpo_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 LOWP = (torch.bfloat16, torch.float16)
@@ -91,11 +92,7 @@ def oracle(h, w, b, targets, advantages, mask, *, rounded, **kw):
         logits = torch.nn.functional.linear(h, w, b).double()
     else:
         logits = torch.nn.functional.linear(h.double(), w.double(), None if b is None else b.double())
-    L = logits.detach().requires_grad_()
-    kw = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-    loss, stats = grpo_loss_ref(L, targets, advantages.double(), mask, **kw)
-    loss.backward()
-    dL = L.grad
+    loss, stats, dL = oracle_grpo_loss(logits, targets, advantages.double(), mask, **kw)
     dh = dL @ w.double()
     dw = dL.flatten(0, 1).T @ h.double().flatten(0, 1)
     db = dL.sum((0, 1)) if b is not None else None

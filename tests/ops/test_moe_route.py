@@ -98,7 +98,7 @@ def test_triton_bf16_logits_and_replay(gen):
     w_ref, ids_ref = moe_route_ref(logits.double(), k)  # float64 on the same rounded logits
     assert torch.equal(ids, ids_ref)
     torch.testing.assert_close(w.double(), w_ref, rtol=1e-5, atol=1e-7)
-    replay = torch.randint(0, E, (T, k), generator=gen)
+    replay = torch.stack([torch.randperm(E, generator=gen)[:k] for _ in range(T)])  # k distinct experts a token
     w2, ids2 = moe_route(logits, k, replay_ids=replay, backend="triton")
     w2_ref, _ = moe_route_ref(logits.double(), k, replay_ids=replay)
     assert torch.equal(ids2, replay)

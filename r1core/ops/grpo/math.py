@@ -4,16 +4,18 @@ layout of the per-token terms every loss implementation writes.
 Legend: B sequences, T positions, n tokens (any flat selection of them).  Everything here works on
 tensors of any float dtype without a host sync, and is what the reference loss (autograd
 differentiates it), the fused linear op's PyTorch row math and on-chip path, the kernels' weights and
-statistics, the trainer's normaliser and verl's policy loss all use (docs/ops.md).  The Triton and
+statistics, the trainer's normaliser and verl's policy loss all use (docs/ops.md).  No test oracle
+uses it: r1core/ref holds independent ones.  The Triton and
 C++ kernels implement the same per-token formulas independently; the tests hold them to it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+from .options import LOSS_AGGS
 
 # Rows of the per-token terms [N_TERMS, n] every loss implementation writes: row 0 is l·w (its sum
 # is the loss), the others x·m (their sums over the mask's total are GRPOStats' means).  The C++
@@ -21,6 +23,20 @@ LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 # tests/ops/test_grpo_loss.py checks that they agree.
 TERMS = ("loss", "ratio", "kl", "clip_low", "clip_high")
 N_TERMS = len(TERMS)
+
+
+@dataclass(frozen=True)
+class GRPOStats:
+    """Detached statistics of one GRPO loss call (token means over unmasked tokens)."""
+    logp: torch.Tensor            # [B, T] float32 log-prob of each target (reusable as old_logp), 0 where masked
+    kl_mean: torch.Tensor         # 0-d; k3 KL to the reference, 0 when ref_logp is None
+    ratio_mean: torch.Tensor      # 0-d; exp(logp - old_logp)
+    clip_low_frac: torch.Tensor   # 0-d; share with ratio < 1 - eps_low and A < 0 (gradient cut)
+    clip_high_frac: torch.Tensor  # 0-d; share with ratio > 1 + eps_high and A > 0 (gradient cut)
+    # [B, T] float32 entropy of softmax(logits / temperature), 0 at masked positions; None unless the op
+    # was asked for it (entropy=True).  Per token, not its mean: top-entropy masks and the trainers'
+    # logging need the tokens (its mean is entropy.sum() / mask.sum()).
+    entropy: torch.Tensor | None = None
 
 
 class TokenTerms(NamedTuple):
