@@ -99,7 +99,19 @@ else
   say "building r1core._C against torch $TORCH_VERSION (incremental; a first build takes 2-5 min on 2 cores)"
   start=$SECONDS
   # one build folder per environment: switching between .venv and .venv-latest does not rebuild everything
-  if ! $PY setup.py -q build_ext --inplace --build-temp "build/temp-$(basename "${R1CORE_ENV_DIR:-system}")" > build.log 2>&1; then
+  $PY setup.py -q build_ext --inplace --build-temp "build/temp-$(basename "${R1CORE_ENV_DIR:-system}")" > build.log 2>&1 &
+  pid=$!
+  # progress while the user waits: ninja's [done/total] step when it moves, else the time every minute
+  last="" said=$SECONDS
+  while kill -0 $pid 2> /dev/null; do
+    sleep 1
+    step=$(grep -oE "^\[[0-9]+/[0-9]+\]" build.log | tail -1 || true)
+    if [[ -n $step && ( $step != "$last" || $((SECONDS - said)) -ge 60 ) ]]; then
+      say "  compiling: ${step//[\[\]]/} steps started, $((SECONDS - start)) s so far"
+      last=$step said=$SECONDS
+    fi
+  done
+  if ! wait $pid; then
     grep -E "error|Error" build.log | head -20 >&2 || tail -20 build.log >&2
     die "building r1core._C failed (full log: build.log); R1CORE_NO_EXT=1 runs without it"
   fi
