@@ -12,7 +12,7 @@ rm -f "$R1CORE_ENV_DIR/.r1core-bootstrap"          # always look for newer relea
 bash scripts/bootstrap.sh
 out=runs/test-latest
 mkdir -p "$out"
-"$R1CORE_PY" -m pip freeze --disable-pip-version-check 2> /dev/null | grep -v "^-e " > "$out/freeze.txt" || true
+"$R1CORE_PY" -m pip freeze --all --disable-pip-version-check 2> /dev/null | grep -v "^-e " > "$out/freeze.txt" || true
 set +e
 PYTHONPATH=$PWD "$R1CORE_PY" -m pytest -n "${R1CORE_TEST_WORKERS:-2}" --dist loadgroup -p no:cacheprovider -q \
   -rfE "$@" 2>&1 | tee "$out/pytest.log"

@@ -201,7 +201,7 @@ def test_installed_kernels_package_is_huggingfaces(outside):
             "assert (pathlib.Path(r1core.__file__).parent / '_kernels' / 'advantage.py').is_file(); "
             "print('none' if s is None else (s.origin or 'namespace'))")   # no triton here: find, not import
     out = run("python", "-c", code).stdout.strip()
-    assert out == "none" or ("site-packages/kernels/" in out and "r1core" not in out), out
+    assert out == "none" or ("site-packages/kernels/" in out and "/r1core/" not in out), out
 
 
 def test_info(outside):
