@@ -122,7 +122,8 @@ def reasoning_gym(completion: str, *, rg_name: str, rg_entry: dict, rg_options: 
         value = score_inline(rg_name, rg_options or {}, answer, rg_entry)
     else:
         from .pool import get_pool
-        value = get_pool().call(("rg_score", rg_name, rg_options or {}, answer, rg_entry), timeout=timeout)
+        value = get_pool().call(("rg_score", rg_name, rg_options or {}, answer, rg_entry), timeout=timeout,
+                                cpu=True)
         if value is None:  # raised, or passed its limit (the worker was killed)
             return 0.0
     value = float(value)

@@ -1,6 +1,6 @@
 """Two reasoning-gym datasets that misbehave on purpose (imported by reward workers through
 R1CORE_REWARD_PRELOAD in test_tasks_reasoning_gym.py): their generator hangs for seeds = 0 mod 4
-and raises for seeds = 1 mod 4; their verifier hangs on the answer "hang" and raises on "raise"."""
+and raises for seeds = 1 mod 4; their verifier spins forever on the answer "hang" and raises on "raise"."""
 import time
 from dataclasses import dataclass
 from typing import Optional
@@ -31,8 +31,9 @@ class BrokenDataset(ProceduralDataset):
         return {"question": f"What is {s} + 1?", "answer": str(s + 1), "metadata": {}}
 
     def score_answer(self, answer, entry):
-        if answer == "hang":
-            time.sleep(3600)
+        if answer == "hang":  # busy, as a runaway verifier is: the reward limit counts CPU time
+            while True:
+                pass
         if answer == "raise":
             raise RuntimeError("broken verifier")
         return float(answer == entry["answer"])
