@@ -32,7 +32,7 @@ import time
 from fractions import Fraction
 
 from .expr import parse, too_costly
-from .extract import UNMARKED, all_boxed, boxed_answers, extract_answer, reference_answer
+from .extract import UNMARKED, all_boxed, extract_answer, reference_answer
 from .normalize import normalize
 from .pool import cpu_spent
 from .registry import RewardOptionError, register
@@ -179,6 +179,8 @@ def _same_values(p: str, r: str, pv: set, rv: set) -> bool:
     """Two constants: exactly equal, or one a long decimal expansion of the other (a repeating fraction)."""
     if pv & rv:
         return True
+    if len(p) <= MIN_EXPANSION_DIGITS and len(r) <= MIN_EXPANSION_DIGITS:  # the common case: no long decimal
+        return False
     return any(_expansion_of(p, v) for v in rv) or any(_expansion_of(r, v) for v in pv)
 
 
@@ -470,11 +472,12 @@ def _judge(completion: str, answer: str, timeout: float, backend: str, unmarked:
     found = extract_answer(completion, unmarked)
     if found is None or not reference:
         return 0.0
-    budget = _Budget(timeout)
+    several = completion.count("\\boxed") + completion.count("\\fbox") >= 2
+    budget = _Budget(timeout) if several else None   # (one box, the common case: no second reading to budget)
     if verdict(found, reference, timeout=timeout, backend=backend):
         return 1.0
-    boxes = _several_boxes(completion, reference)
-    left = budget.left()
+    boxes = _several_boxes(completion, reference) if several else None
+    left = budget.left() if budget is not None else 0.0
     return 1.0 if boxes is not None and left > 0 and verdict(boxes, reference, timeout=left, backend=backend) else 0.0
 
 
@@ -482,16 +485,17 @@ accuracy_cache = functools.lru_cache(maxsize=CACHE_SIZE)(_judge)
 
 
 def _several_boxes(completion: str, reference: str) -> str | None:
-    """All boxes of the completion read together as one list ("\\boxed{1} … \\boxed{-2}" -> "1, -2"),
-    when the gold has several elements (a set, list or tuple) and the completion has more boxes than
-    the final run extract_answer took; else None.  A one-element gold keeps the last box (a later box
-    corrects an earlier one)."""
+    """All boxes of the completion read together as one answer ("\\boxed{1} … \\boxed{-2}" -> "1, -2",
+    in text order; "(1, -2)" when the gold is a tuple, whose order then counts), when the gold has
+    several elements (a set, list or tuple) and the completion at least two boxes; else None.  A
+    one-element gold keeps the last box (a later box corrects an earlier one)."""
     if "\\boxed" not in completion and "\\fbox" not in completion:
         return None
     gold = _structure(normalize(reference))
     if gold is None or len(gold[1]) < 2:
         return None
     boxes = [b.strip() for b in all_boxed(completion) if b.strip()]
-    if len(boxes) < 2 or len(boxes) == len(boxed_answers(completion)):
+    if len(boxes) < 2:
         return None
-    return ", ".join(boxes)
+    joined = ", ".join(boxes)
+    return f"({joined})" if (gold[0], gold[2]) == ("(", ")") else joined
