@@ -32,7 +32,7 @@ import time
 from fractions import Fraction
 
 from .expr import parse, too_costly
-from .extract import UNMARKED, all_boxed, extract_answer, reference_answer
+from .extract import UNMARKED, all_boxed, answer_tag, extract_answer, reference_answer
 from .normalize import normalize
 from .pool import cpu_spent
 from .registry import RewardOptionError, register
@@ -472,6 +472,8 @@ def _judge(completion: str, answer: str, timeout: float, backend: str, unmarked:
     found = extract_answer(completion, unmarked)
     if found is None or not reference:
         return 0.0
+    if "</answer>" in completion and _tag_is_gold(completion, found, reference):
+        return 1.0
     several = completion.count("\\boxed") + completion.count("\\fbox") >= 2
     budget = _Budget(timeout) if several else None   # (one box, the common case: no second reading to budget)
     if verdict(found, reference, timeout=timeout, backend=backend):
@@ -482,6 +484,15 @@ def _judge(completion: str, answer: str, timeout: float, backend: str, unmarked:
 
 
 accuracy_cache = functools.lru_cache(maxsize=CACHE_SIZE)(_judge)
+
+
+def _tag_is_gold(completion: str, found: str, reference: str) -> bool:
+    """The final <answer> block is the gold answer written out, though read as prose ("results, order,
+    THIS, 1889": words, so extraction kept its only number): the whole block, normalised, is the gold."""
+    tag = answer_tag(completion)
+    if tag is None or tag.strip() == found or "\\boxed" in completion or "\\fbox" in completion:
+        return False
+    return normalize(tag) == normalize(reference) != ""
 
 
 def _several_boxes(completion: str, reference: str) -> str | None:

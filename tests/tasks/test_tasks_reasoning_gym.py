@@ -42,7 +42,8 @@ def test_gold_scores_one_wrong_scores_zero(name):
 
 def test_accuracy_reward_agrees_with_score_answer():
     """r1core's own accuracy reward against reasoning-gym's verifier on gold and wrong answers of every
-    generator above; measured 99.9% (the one miss: word_sorting, a list of words read as prose)."""
+    generator above: 320/320 (before the <answer>-block-is-the-gold rule, 319: a word_sorting list of
+    words read as prose)."""
     accuracy = get("accuracy")
     agree = total = 0
     for name in GENERATORS:
@@ -55,7 +56,7 @@ def test_accuracy_reward_agrees_with_score_answer():
                 agree += ours == theirs
                 total += 1
     print(f"accuracy vs score_answer: {agree}/{total} = {agree / total:.3f}")
-    assert agree / total >= 0.97
+    assert agree / total >= 0.99
 
 
 def test_split_is_disjoint_seeded_and_prefix_stable():
