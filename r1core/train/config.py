@@ -384,6 +384,9 @@ def validate(cfg: Config) -> None:
     if cfg.task.mixture:     # names and weights refused here, before a model is loaded
         from r1core.tasks.mixture import parse_mixture
         parse_mixture(cfg.task.mixture)
+    elif cfg.task.name.startswith("reasoning_gym:"):   # the generator's name and options, likewise
+        from r1core.tasks.rgym import check_options
+        check_options(cfg.task.name.partition(":")[2], dict(cfg.task.args))
     if g.delta != 0 and not g.delta > 1:
         raise ValueError(f"config key 'grpo.delta' must be 0 (off) or > 1, got {g.delta}")
     if g.delta != 0 and g.policy != "clip":

@@ -150,3 +150,12 @@ def test_hanging_or_raising_generator_and_verifier_cost_one_item(broken_workers,
     assert pool.get_pool().restarts >= 1                 # the hanging verifier's worker was killed
     rb = task.reward([_completion(e.answer)] * 2, [e], group_size=2)   # and the pool still serves
     assert rb.per_reward[:, 0].tolist() == [1.0, 1.0]
+
+
+def test_reasoning_gym_task_config_is_checked_before_any_work():
+    from r1core.train.config import load_config
+    with pytest.raises(ValueError, match="unknown reasoning-gym task 'leg_countin'"):
+        load_config(None, ["task=reasoning_gym:leg_countin"])
+    with pytest.raises(ValueError, match="unknown option 'max_legs'"):
+        load_config(None, ["task=reasoning_gym:leg_counting", "task.args.max_legs=3"])
+    assert load_config(None, ["task=reasoning_gym:leg_counting", "task.args.max_animals=4"]).task.args == {"max_animals": 4}
