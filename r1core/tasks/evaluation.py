@@ -100,7 +100,7 @@ def evaluate(task: Any, examples: Sequence[Any], completions_QK: Sequence[Sequen
         if k != 1:
             out[f"pass@{k}"] = mean_pass_at_k(correct, k)
     out[f"cons@{samples}"] = cons_at_k(keys, correct)
-    subtasks = [getattr(ex, "extra", {}).get("subtask") for ex in examples]
+    subtasks = [(getattr(ex, "extra", None) or {}).get("subtask") for ex in examples]   # (stand-ins may lack extra)
     for name in sorted({s for s in subtasks if s is not None}):
         out[f"pass@1/{name}"] = pass_at_1([c for c, s in zip(correct, subtasks) if s == name])
     return out
