@@ -36,6 +36,7 @@ PACKAGES = [
     "r1core",
     "r1core.ref",
     "r1core.ops",
+    "r1core.ops.grpo",
     "r1core.models",
     "r1core.rollout",
     "r1core.rewards",
@@ -184,7 +185,7 @@ if __name__ == "__main__":  # `python setup.py …` and pip's build backend; tes
         packages=PACKAGES,
         # the shipped word problems (tests, default run); the bench case files, read through the symlink
         # r1core/bench/cases -> ../../benches, so `r1core bench` works from a wheel without a top-level `benches`
-        package_data={"r1core.tasks": ["data/*.jsonl"], "r1core.bench": ["cases/bench_*.py"]},
+        package_data={"r1core.tasks": ["data/*.jsonl"], "r1core.bench": ["cases/bench_*.py", "cases/kinds_table.py"]},
         ext_modules=ext_modules,
         cmdclass=cmdclass,
     )

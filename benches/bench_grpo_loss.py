@@ -136,10 +136,10 @@ OBJECTIVES = {
 
 def _objective_cases(N, V, dtype_name, device) -> list[Case]:
     """Single pass (plain clip, baseline) vs the general path: the same objective through logp_entropy +
-    r1core.ref.objectives.objective (the gap), then every other objective; and the objective stage alone
+    r1core.ops.grpo.objective.objective (the gap), then every other objective; and the objective stage alone
     ([B, T] work: its share of the fused op is its time over the single pass's)."""
     from r1core.ops.logp_entropy import logp_entropy
-    from r1core.ref.objectives import objective, objective_grads
+    from r1core.ops.grpo.objective import objective, objective_grads
 
     kernel = "triton" if device.type == "cuda" else "cpp"
     if not _available(kernel):

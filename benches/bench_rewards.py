@@ -77,11 +77,15 @@ def boxed_batch(n: int, seed: int = 1) -> tuple[list[str], list[str]]:
 
 
 def _kinds_table() -> list[tuple[str, str, str, bool]]:
-    """tests/rewards/kinds_table.py (loaded by path: tests are not a package)."""
+    """tests/rewards/kinds_table.py (loaded by path: tests are not a package; a wheel ships a copy)."""
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "tests" / "rewards" / "kinds_table.py"
+    # beside this file in an installed wheel (r1core/bench/cases/kinds_table.py: benches/kinds_table.py
+    # is a link to the test table), else the source tree's tests/
+    here = Path(__file__).parent
+    path = next((p for p in (here / "kinds_table.py", here.resolve().parents[1] / "tests" / "rewards" /
+                             "kinds_table.py") if p.is_file()), here / "kinds_table.py")
     spec = importlib.util.spec_from_file_location("_kinds_table", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

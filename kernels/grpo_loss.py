@@ -34,7 +34,7 @@ import triton.language as tl
 
 LOG2E = tl.constexpr(1.4426950408889634)
 LN2 = tl.constexpr(0.6931471805599453)
-N_TERMS = 5  # rows of the per-token terms buffer; layout: r1core/ref/grpo_math.py TERMS (l·w, ratio·m, …)
+N_TERMS = 5  # rows of the per-token terms buffer; layout: r1core/ops/grpo/math.py TERMS (l·w, ratio·m, …)
 
 
 @triton.jit

@@ -1,6 +1,6 @@
 """r1core: a low-level, custom-kernel GRPO engine (the RL machinery behind DeepSeek-R1).
 
-The public API is the names in __all__ (SPEC: ../shared/SPEC.md).  They are imported lazily so that
+The public API is the names in __all__ (the contract: docs/spec.md).  They are imported lazily so that
 `import r1core` is fast and never imports Triton, the models or the extension until one is used.
 Without the compiled extension r1core._C, everything still works on the "torch" (and "triton")
 backends, and a warning says which backends are missing.
@@ -56,7 +56,24 @@ class MissingBackendWarning(UserWarning):
     """The compiled extension is absent: the cpp/cuda backends are unavailable."""
 
 
+def _chose_no_extension() -> bool:
+    """An install made with R1CORE_NO_EXT=1 (a pure-Python wheel: its WHEEL says Root-Is-Purelib) chose
+    to go without the extension: no warning on every import then (`r1core info` still lists it)."""
+    import importlib.metadata as md
+    import os
+    if os.environ.get("R1CORE_NO_EXT") == "1":
+        return True
+    try:
+        dist = md.distribution("r1core")
+        ours = os.path.realpath(str(dist.locate_file("r1core/__init__.py"))) == os.path.realpath(__file__)
+        return ours and "Root-Is-Purelib: true" in (dist.read_text("WHEEL") or "")
+    except (md.PackageNotFoundError, OSError):
+        return False
+
+
 def _say_missing_backends() -> None:
+    if _chose_no_extension():
+        return
     status = backends()
     gone = {k: v for k, v in status.items() if k in ("cpp",) and v.startswith("missing")}
     if gone:

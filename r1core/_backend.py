@@ -1,6 +1,6 @@
 """Which backends exist on this machine, and which one an op call runs on: decided here, once.
 
-Backends (SPEC §6):
+Backends (docs/spec.md §6):
   "torch"  the plain PyTorch reference (r1core.ref), always available, the benches' baseline
   "cpp"    C++ CPU kernels in the extension r1core._C
   "cuda"   CUDA kernels in r1core._C (only in a CUDA build of the extension)
@@ -18,6 +18,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -58,7 +59,26 @@ def _triton_missing() -> str | None:
     # find_spec, not import: importing triton here (before kernels() may set TRITON_INTERPRET=1)
     # would build triton.language's own @jit helpers (tl.max, ...) for the GPU, not the interpreter.
     if importlib.util.find_spec("triton") is None:
-        return "triton is not installed; `pip install triton`"
+        return "triton is not installed: pip install 'r1core[triton]' (or pip install 'triton>=3.0')"
+    from r1core._deps import version  # noqa: PLC0415
+    found = version("triton") or version("pytorch-triton") or ""
+    numbers = tuple(int(x) for x in re.findall(r"\d+", found)[:2])
+    if numbers and numbers < (3, 0):
+        return f"triton {found} is too old for r1core's kernels (they need triton >= 3.0): pip install 'triton>=3.0'"
+    return None
+
+
+@functools.cache
+def _interpreter_broken() -> str | None:
+    """Why this triton's CPU interpreter cannot run here, or None: triton < 3.7's interpreter calls int()
+    on one-element numpy arrays, which numpy >= 2.4 refuses (seen with 3.6.0; fine with 3.9)."""
+    from r1core._deps import version  # noqa: PLC0415
+    tv, nv = version("triton") or "", version("numpy") or ""
+    t = tuple(int(x) for x in re.findall(r"\d+", tv)[:2])
+    n = tuple(int(x) for x in re.findall(r"\d+", nv)[:2])
+    if t and n and t < (3, 7) and n >= (2, 4):
+        return (f"triton {tv}'s CPU interpreter fails with numpy {nv}: pip install 'numpy<2.4' "
+                "(or a triton >= 3.7)")
     return None
 
 
@@ -85,8 +105,10 @@ def missing(backend: str, device_type: str = "cuda" if torch.cuda.is_available()
         if why:
             return why
         if device_type == "cpu" and not _interpreter_possible():
-            return ("triton on CPU tensors needs the interpreter: set TRITON_INTERPRET=1 before "
-                    "r1core's Triton kernels are first imported")
+            return ("triton on CPU tensors needs the interpreter: set TRITON_INTERPRET=1 before triton or "
+                    "r1core's Triton kernels are first imported (importing r1core first does it)")
+        if device_type == "cpu" and _interpreter_broken():
+            return _interpreter_broken()
         if device_type not in ("cpu", "cuda"):
             return f"triton has no {device_type} support here"
         return None
@@ -94,12 +116,28 @@ def missing(backend: str, device_type: str = "cuda" if torch.cuda.is_available()
 
 
 def _interpreter_possible() -> bool:
-    # Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when kernels/ is imported.
+    # Triton reads TRITON_INTERPRET when a function is decorated with @triton.jit: our kernels when
+    # kernels/ is imported, and triton.language's own helpers (tl.max, tl.sum, ...) when triton is
+    # first imported.  Both must have seen the variable.
     if os.environ.get("TRITON_INTERPRET") == "1":
         return True
-    # Without a GPU we may switch the interpreter on ourselves, as long as no kernel of ours was
-    # compiled for the GPU yet.
-    return not torch.cuda.is_available() and not any(m.startswith("r1core._kernels.") for m in sys.modules)
+    # Without a GPU we may switch the interpreter on ourselves, as long as neither triton's helpers
+    # nor a kernel of ours were decorated for the GPU yet.
+    return (not torch.cuda.is_available() and "triton.language" not in sys.modules
+            and not any(m.startswith("r1core._kernels.") for m in sys.modules))
+
+
+def _interpreter_early() -> None:
+    """Without a GPU, switch the Triton interpreter on when r1core is imported, before anything
+    imports triton: torch imports it lazily (torch._dynamo, reached by any torch.library custom op's
+    autograd), and a triton imported without the variable has GPU-only helpers that the interpreter
+    cannot call ("Cannot call @triton.jit'd outside of the scope of a kernel")."""
+    if (os.environ.get("TRITON_INTERPRET") is None and "triton" not in sys.modules
+            and not torch.cuda.is_available() and importlib.util.find_spec("triton") is not None):
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_interpreter_early()
 
 
 def kernels(name: str) -> ModuleType:
@@ -108,6 +146,8 @@ def kernels(name: str) -> ModuleType:
     why = _triton_missing()
     if why:
         raise BackendUnavailable(why)
+    if not torch.cuda.is_available() and _interpreter_broken():
+        raise BackendUnavailable(_interpreter_broken())
     if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
         if not _interpreter_possible():
             raise BackendUnavailable(missing("triton", "cpu"))

@@ -1,4 +1,4 @@
-"""The `r1core` command: train, eval, sample, bench, info (SPEC §5).
+"""The `r1core` command: train, eval, sample, bench, info (docs/spec.md §5).
 
     r1core train [--config FILE.yaml] [key=value …]     # no arguments: the embedded default recipe
     r1core eval  [--config FILE.yaml] [key=value …]     # pass@1 over k samples, cons@k, format
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 
 def _info(_argv: list[str]) -> int:
@@ -131,7 +132,28 @@ def _usage(command: str, lead: str, extra_help: str = "") -> str:
 
 # `r1core train --quick`: a smoke run of the same recipe (a couple of minutes on a CPU)
 QUICK = ["run.steps=2", "run.eval_n=8", "run.eval_k=1", "rollout.prompts=2", "rollout.group_size=4",
-         "rollout.max_new_tokens=24", "sft.examples=32", "run.save_every=0", "sample.prompts=32"]
+         "rollout.max_new_tokens=40", "sft.examples=64", "sft.batch=8", "run.save_every=0", "sample.prompts=32",
+         "checkpoint.dtype=bfloat16"]
+
+
+def _out_given(config: str | None, overrides: list[str]) -> bool:
+    """Whether the user chose run.out (on the command line or in the config file)."""
+    if "run.out" in _user_keys(overrides):
+        return True
+    if config:
+        from r1core.train.config import read_yaml
+        data = read_yaml(config)
+        return "out" in data or (isinstance(data.get("run"), dict) and "out" in data["run"])
+    return False
+
+
+def default_out(cfg, *, embedded: bool, quick: bool) -> str:
+    """runs/<recipe> (runs/default for the embedded recipe), with -quick for a smoke run: a smoke run
+    and a real one, or two recipes, never share a folder."""
+    from r1core.train.config import EMBEDDED_DEFAULT
+    name = "default" if embedded and cfg.pipeline.recipe == EMBEDDED_DEFAULT["pipeline"]["recipe"] \
+        else cfg.pipeline.recipe
+    return f"runs/{name}{'-quick' if quick else ''}"
 
 
 def _embedded_diff() -> str:
@@ -180,7 +202,10 @@ TRAIN_HELP = (
     "6 of 24) and prints what it chose, unless you give model.train_layers=N (0: every parameter).\n"
     "Plots (run.plot) need matplotlib and TensorBoard logs (run.tensorboard) need tensorboard:\n"
     "pip install 'r1core[train]'; without them the run says so and goes on.\n"
-    "--quick: that recipe shrunk to a smoke run ({quick}), before your overrides.")
+    "--quick: that recipe shrunk to a smoke run ({quick}), before your overrides; it ends with a line\n"
+    "saying whether the install is healthy (a real update happened) and exits 1 if not.\n"
+    "Without out=, a run goes to runs/<recipe> (runs/default for the embedded recipe; --quick: runs/<recipe>-quick).\n"
+    "A non-empty out is refused unless resume=true (continue it) or overwrite=true (replace it).")
 
 
 def _train(argv: list[str]) -> int:
@@ -194,6 +219,12 @@ def _train(argv: list[str]) -> int:
         quick = extras.get("quick", "false").lower() in ("1", "true", "yes")
         base = None if config else embedded_default()       # no --config: the embedded default recipe
         cfg = load_config(config, (QUICK if quick else []) + overrides, base=base)
+        if not _out_given(config, overrides):
+            cfg.run.out = default_out(cfg, embedded=base is not None, quick=quick)
+            # a smoke run in its own default folder replaces the previous smoke run
+            cfg.run.overwrite = cfg.run.overwrite or (quick and not cfg.run.resume)
+        from r1core.train.preflight import check_sources
+        check_sources(cfg)
         notes = [missing_for_train(cfg)]
         if base is not None:
             notes.append(adapt_train_layers(cfg, _user_keys(overrides)))
@@ -208,7 +239,30 @@ def _train(argv: list[str]) -> int:
     except ValueError as e:       # a bad model/task/data source, caught before or while building a stage
         print(f"r1core train: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(interrupted_line(cfg, argv), file=sys.stderr, flush=True)
+        return 130
+    if quick:
+        # the verdict is about the install only on the embedded recipe's model (a random or other model
+        # may rightly never earn a reward in two steps): then a failed check exits 1
+        from r1core.train.config import EMBEDDED_DEFAULT
+        from r1core.train.smoke import health_line
+        judge = base is not None and cfg.model.source == EMBEDDED_DEFAULT["model"]["source"]
+        ok, line = health_line(cfg.run.out, judge=judge)
+        print(line, flush=True)
+        return 0 if ok or not judge else 1
     return 0
+
+
+def interrupted_line(cfg, argv: list[str]) -> str:
+    """Ctrl-C: one line with what was saved and the command that resumes it."""
+    import shlex
+    from r1core.train.rundir import saved_note
+    again = [a for a in argv if not a.startswith(("resume=", "run.resume=", "overwrite=", "run.overwrite="))]
+    if not any(a.startswith(("out=", "run.out=", "--out")) for a in again):
+        again.append(f"out={cfg.run.out}")
+    return (f"r1core train: interrupted; {saved_note(cfg.run.out)}; to continue: "
+            f"r1core train {' '.join(shlex.quote(a) for a in again)} resume=true")
 
 
 def _eval(argv: list[str]) -> int:
@@ -223,6 +277,10 @@ def _eval(argv: list[str]) -> int:
                          "the options start from the embedded default run's (its task, template, sampling)."))
             return 0
         cfg = load_config(config, overrides, base=None if config else embedded_default())
+        if cfg.run.eval_n == 0:
+            raise ValueError("run.eval_n=0 evaluates no question: give run.eval_n=N (held-out questions; "
+                             "the default run evaluates 64)")
+        _model_of_run(cfg, "eval")
     except ValueError as e:
         print(f"r1core eval: {e}", file=sys.stderr)
         return 2
@@ -231,6 +289,21 @@ def _eval(argv: list[str]) -> int:
     except ValueError as e:
         print(f"r1core eval: {e}", file=sys.stderr)
         return 2
+
+
+def _model_of_run(cfg, command: str) -> None:
+    """model=<run folder> means the model that run produced (its newest checkpoint); then the sources
+    and the task are checked before a model is loaded."""
+    from r1core.train.preflight import check_config
+    from r1core.train.rundir import model_of_run
+    found = model_of_run(cfg.model.source)
+    if found is not None:
+        print(f"r1core {command}: {cfg.model.source} is a run folder: using its newest checkpoint {found}",
+              file=sys.stderr, flush=True)
+        cfg.model.source = str(found)
+    elif (Path(cfg.model.source) / "run.yaml").exists():
+        raise ValueError(f"model={cfg.model.source} is a run folder without a checkpoint yet")
+    check_config(cfg)
 
 
 def _run_eval(cfg, extras: dict) -> int:
@@ -245,7 +318,8 @@ def _run_eval(cfg, extras: dict) -> int:
     model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
     result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
                              top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, unmarked="last")
+                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, progress=cfg.run.progress,
+                             unmarked="last")
     if info.main:
         if extras.get("json", "false").lower() in ("1", "true", "yes"):
             print(json.dumps(result))
@@ -274,6 +348,7 @@ def _sample(argv: list[str]) -> int:
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         cfg = load_config(config, overrides, base=None if config else embedded_default())
+        _model_of_run(cfg, "sample")
     except ValueError as e:
         print(f"r1core sample: {e}", file=sys.stderr)
         return 2
@@ -325,7 +400,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return 0
     fn, _ = COMMANDS[argv[0]]
-    return fn(argv[1:])
+    from r1core._deps import MissingDependency  # noqa: PLC0415
+    try:
+        return fn(argv[1:])
+    except MissingDependency as e:   # a broken or partial environment: one line, never a deep traceback
+        print(f"r1core: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -32,6 +32,15 @@ command -v "$R1CORE_BASE_PY" > /dev/null || die "no '$R1CORE_BASE_PY' on PATH: i
 "$R1CORE_BASE_PY" -c 'import sys; raise SystemExit(sys.version_info < (3, 10))' \
   || die "r1core needs Python 3.10+; $R1CORE_BASE_PY is $("$R1CORE_BASE_PY" -V 2>&1) (set PYTHON=/path/to/python3.11)"
 
+# the compiler first: a missing one is said in a second, not after minutes of pip
+if [[ ${R1CORE_NO_EXT:-0} != 1 ]]; then
+  if [[ -n ${CXX:-} ]]; then
+    command -v "$CXX" > /dev/null || die "CXX=$CXX is not a compiler on PATH (r1core._C is built with it): unset CXX, or point it to g++"
+  elif ! command -v c++ > /dev/null && ! command -v g++ > /dev/null; then
+    die "no C++ compiler found to build r1core._C: apt-get install g++ (or R1CORE_NO_EXT=1 to run without the extension)"
+  fi
+fi
+
 # 1. the environment
 if [[ -n $R1CORE_ENV_DIR && ! -x $R1CORE_PY ]]; then
   "$R1CORE_BASE_PY" -c "import venv, ensurepip" 2> /dev/null \
@@ -53,7 +62,7 @@ if ! $PY -c "import torch" 2> /dev/null; then
   say "installing torch==2.13.0 (the CPU wheel)"
   quiet $PIP install "torch==2.13.0" || die "could not install torch==2.13.0: install a torch first (pip install torch==2.13.0, or your CUDA build), then rerun"
 fi
-TORCH_VERSION=$($PY -c "import torch; print(torch.__version__.split('+')[0])")
+TORCH_VERSION=$($PY -W ignore -c "import torch; print(torch.__version__.split('+')[0])" 2> /dev/null)
 
 # 3. the pinned test and run dependencies
 constraints=()
@@ -87,11 +96,22 @@ fi
 if [[ ${R1CORE_NO_EXT:-0} == 1 ]]; then
   say "R1CORE_NO_EXT=1: not building r1core._C (the torch and triton backends only)"
 else
-  cxx=${CXX:-$(command -v c++ || command -v g++ || true)}
-  [[ -n $cxx ]] || die "no C++ compiler found to build r1core._C: apt-get install g++ (or R1CORE_NO_EXT=1 bash scripts/test.sh to run without the extension)"
   say "building r1core._C against torch $TORCH_VERSION (incremental; a first build takes 2-5 min on 2 cores)"
   start=$SECONDS
-  if ! $PY setup.py -q build_ext --inplace > build.log 2>&1; then
+  # one build folder per environment: switching between .venv and .venv-latest does not rebuild everything
+  $PY setup.py -q build_ext --inplace --build-temp "build/temp-$(basename "${R1CORE_ENV_DIR:-system}")" > build.log 2>&1 &
+  pid=$!
+  # progress while the user waits: ninja's [done/total] step when it moves, else the time every minute
+  last="" said=$SECONDS
+  while kill -0 $pid 2> /dev/null; do
+    sleep 1
+    step=$(grep -oE "^\[[0-9]+/[0-9]+\]" build.log | tail -1 || true)
+    if [[ -n $step && ( $step != "$last" || $((SECONDS - said)) -ge 60 ) ]]; then
+      say "  compiling: ${step//[\[\]]/} steps started, $((SECONDS - start)) s so far"
+      last=$step said=$SECONDS
+    fi
+  done
+  if ! wait $pid; then
     grep -E "error|Error" build.log | head -20 >&2 || tail -20 build.log >&2
     die "building r1core._C failed (full log: build.log); R1CORE_NO_EXT=1 runs without it"
   fi

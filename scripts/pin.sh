@@ -9,9 +9,9 @@ source scripts/_env.sh
 {
   echo "# The exact versions the suite was last green with: scripts/bootstrap.sh installs requirements-dev.txt"
   echo "# under these (plus a pin of the installed torch, which is never replaced).  Written by scripts/pin.sh"
-  echo "# from $(basename "${R1CORE_ENV_DIR:-system}") on $(date -u +%Y-%m-%d) (Python $("$R1CORE_PY" -c 'import sys; print(*sys.version_info[:2], sep=".")'),"
-  echo "# torch $("$R1CORE_PY" -c 'import torch; print(torch.__version__)')); scripts/test-latest.sh reports what the newest releases move."
+  echo "# from $(basename "${R1CORE_ENV_DIR:-system}") on $(date -u +%Y-%m-%d), Python $("$R1CORE_PY" -c 'import sys; print(*sys.version_info[:2], sep=".")'), torch $("$R1CORE_PY" -c 'import torch; print(torch.__version__)')."
+  echo "# scripts/test-latest.sh reports what the newest releases move against these."
   "$R1CORE_PY" -m pip freeze --all --disable-pip-version-check 2> /dev/null \
-    | grep -vE "^(-e |pip==|torch==|r1core[= @]|nvidia-|triton==.*\+)" | grep "==" | LC_ALL=C sort -f
+    | grep -vE "^(#|-e |pip==|torch==|r1core[= @]|nvidia-|triton==.*\+)" | grep "==" | LC_ALL=C sort -f
 } > constraints.txt
 echo "pin: constraints.txt holds $(grep -c "==" constraints.txt) versions"

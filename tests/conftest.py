@@ -20,20 +20,12 @@ def _has_triton() -> bool:
 
 
 def _interpreter_broken() -> str | None:
-    """Why this triton's interpreter cannot run here, or None.  Triton 3.6's interpreter calls int()
-    on one-element numpy arrays, which numpy >= 2.4 refuses (TypeError); seen with 3.6.0, fine with
-    3.9 (3.7/3.8 not checked).  scripts/check-gpu-stack.sh pins numpy<2.4 so the tier runs there."""
-    try:
-        import numpy
-        import triton
-    except ImportError:
+    """Why this triton's CPU interpreter cannot run here (triton < 3.7 with numpy >= 2.4), or None:
+    r1core's own check, which also turns the triton backend away on CPU with that line."""
+    if not _has_triton():
         return None
-    tv = tuple(int(x) for x in triton.__version__.split(".")[:2])
-    nv = tuple(int(x) for x in numpy.__version__.split(".")[:2])
-    if tv < (3, 7) and nv >= (2, 4):
-        return (f"triton {triton.__version__}'s interpreter fails with numpy {numpy.__version__} (int() of a "
-                "one-element array): use numpy<2.4 or a newer triton")
-    return None
+    from r1core._backend import _interpreter_broken as broken
+    return broken()
 
 
 def pytest_collection_modifyitems(config, items):

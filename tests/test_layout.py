@@ -71,7 +71,8 @@ def test_package_never_imports_benches():
     assert "r1core.bench" in packages
     assert not any(p.split(".")[0] == "benches" for p in packages), packages
     assert sorted(p.name for p in (ROOT / "benches").glob("*.py") if not p.name.startswith("bench_")) \
-        == ["__init__.py", "__main__.py", "test_pytest_benchmark.py"]
+        == ["__init__.py", "__main__.py", "kinds_table.py", "test_pytest_benchmark.py"]
+    assert (ROOT / "benches" / "kinds_table.py").resolve() == ROOT / "tests" / "rewards" / "kinds_table.py"
 
 
 def test_op_modules_import_without_triton_or_dynamo():

@@ -1,4 +1,4 @@
-// Group-normalised GRPO advantage (SPEC §1) on CUDA; the maths and launch plan are in advantage.h.
+// Group-normalised GRPO advantage (docs/spec.md §1) on CUDA; the maths and launch plan are in advantage.h.
 //
 // Bytes: N float32 rewards in, N float32 out, read once (the group's registers hold it between the
 // two passes), so 8N bytes for scale group/none.  Team layout: lane l of a team holds elements

@@ -1,4 +1,4 @@
-// Group-normalised GRPO advantage (SPEC §1) on CUDA: plain launchers (raw pointers, sizes, a stream;
+// Group-normalised GRPO advantage (docs/spec.md §1) on CUDA: plain launchers (raw pointers, sizes, a stream;
 // no torch headers).  The torch glue is advantage_cuda.cpp.
 //
 // Legend: rewards viewed as [n_groups, G] with element strides (stride_g, stride_j); out is

@@ -1,4 +1,4 @@
-// Group-normalised GRPO advantage (SPEC §1) on CPU, and the registration of the advantage entry points.
+// Group-normalised GRPO advantage (docs/spec.md §1) on CPU, and the registration of the advantage entry points.
 //
 // Legend: rewards viewed as [n_groups, G] with any strides (sg between groups, sj within a group).
 // Per group, in double: d_j = r_j - r_0 (shift by the first reward: exact 0 for a group of equal

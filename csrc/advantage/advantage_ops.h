@@ -1,4 +1,4 @@
-// The torch-facing entry points of the advantage op (SPEC §1) and their option parsing, shared by
+// The torch-facing entry points of the advantage op (docs/spec.md §1) and their option parsing, shared by
 // the CPU kernel (advantage_cpu.cpp, which also registers both) and the CUDA glue (advantage_cuda.cpp).
 #pragma once
 #include <ATen/ATen.h>

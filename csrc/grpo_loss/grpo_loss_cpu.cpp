@@ -1,4 +1,4 @@
-// Fused GRPO loss on logits, C++ CPU kernels (SPEC §2): the same forward/backward pair as
+// Fused GRPO loss on logits, C++ CPU kernels (docs/spec.md §2): the same forward/backward pair as
 // kernels/grpo_loss.py, parallel over rows (tokens) with at::parallel_for.
 //
 // Legend: N = B·T rows, V vocabulary; row n = (b, t) = (n / T, n % T) starts at
@@ -32,7 +32,7 @@ namespace r1core {
 namespace {
 
 constexpr int64_t kChunk = 1024;  // float32 values per L1-resident chunk of a row
-constexpr int kTerms = 5;         // layout: r1core/ref/grpo_math.py TERMS (l·w, ratio·m, kl·m, clip_low·m, clip_high·m)
+constexpr int kTerms = 5;         // layout: r1core/ops/grpo/math.py TERMS (l·w, ratio·m, kl·m, clip_low·m, clip_high·m)
 
 // exp(x) in float32 without calls or branches, so `omp simd` loops vectorise: Cody-Waite range
 // reduction x = n·ln2 + r, |r| <= ln2/2, and Cephes' degree-7 polynomial for e^r (about 1 ulp).
@@ -217,7 +217,7 @@ struct TokenTerms {
   bool clip_low, clip_high;
 };
 
-// The per-token GRPO math of SPEC §2 (same as grpo_token_math in kernels/grpo_loss.py).
+// The per-token GRPO math of docs/spec.md §2 (same as grpo_token_math in kernels/grpo_loss.py).
 inline TokenTerms token_math(float logp, const float* old, const float* ref, float adv, float beta, float eps_low,
                              float eps_high) {
   TokenTerms o{};

@@ -2,15 +2,18 @@
 
 Loads every case file bench_<op>.py of the case folder (default: benches/ of the source tree; the
 folder is not an installed package and r1core never imports it), builds its cases for the device,
-times each (median of repeated calls), measures peak extra memory, prints one table and writes
-CSV + JSON under <case folder>/results/<machine>/ with the machine, versions, git commit and the
-exact command.
+times each (median of repeated calls), measures peak extra memory, prints one table per case file
+(with a line before each saying how many cases and about how long) and writes CSV + JSON under
+benches/results/<machine>/ in a source tree, or ./bench-results/<machine>/ when run from an installed
+wheel, with the machine, versions, git commit and the exact command.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import datetime as _dt
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -19,6 +22,7 @@ import platform
 import re
 import subprocess
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -143,6 +147,39 @@ def fmt(v, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def results_dir(folder: Path, device: torch.device) -> Path:
+    """Where results go without --out: <case folder>/results/<machine>/ in a source tree (benches/results/),
+    ./bench-results/<machine>/ when the cases are the copy inside an installed r1core (never into
+    site-packages, where results would vanish with the next install)."""
+    real = folder.resolve()
+    if real == (Path(__file__).parent / "cases").resolve() and real.name != "benches":   # a wheel's real copy
+        return Path.cwd() / "bench-results" / machine_slug(device)
+    return folder / "results" / machine_slug(device)
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """The table is the output: progress bars of transformers / huggingface_hub / r1core's own runs
+    (all tqdm) would be interleaved with its rows.  tqdm reads TQDM_DISABLE when it is imported, so an
+    already-imported tqdm is switched off here too (and restored after)."""
+    saved = {k: os.environ.get(k) for k in ("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY")}
+    os.environ.update(TQDM_DISABLE="1", HF_HUB_DISABLE_PROGRESS_BARS="1", TRANSFORMERS_VERBOSITY="error")
+    try:
+        from tqdm import std
+    except ImportError:
+        std = None
+    init = std.tqdm.__init__ if std else None
+    if std:
+        std.tqdm.__init__ = functools.partialmethod(init, disable=True)
+    try:
+        yield
+    finally:
+        if std:
+            std.tqdm.__init__ = init
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+
+
 def print_table(rows: list[dict]) -> None:
     cols = [("op", 26, "s"), ("shape", 28, "s"), ("dtype", 5, "s"), ("backend", 14, "s"), ("median_ms", 10, ".3f"),
             ("gb_s", 8, ".1f"), ("tflop_s", 8, ".2f"), ("speedup", 8, ".2f"), ("peak_mib", 9, ".0f")]
@@ -156,6 +193,38 @@ def print_table(rows: list[dict]) -> None:
         if r.get("error"):
             line += f"  ERROR {r['error']}"
         print(line, flush=True)
+    for note in dict.fromkeys(r.get("note") for r in rows if r.get("note")):
+        print(f"#   note: {note}", flush=True)
+
+
+def run_all(names: list[str], folder: Path, device: torch.device, args) -> list[dict]:
+    """Build and time every case of each case file, printing a line before each file (how many cases,
+    at least how long) and its table after."""
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    for i, name in enumerate(names):
+        try:
+            cases = load_cases_module(name, folder).cases(device, args.quick)
+        except Exception as e:
+            print(f"# {name}: could not build cases: {type(e).__name__}: {e}", flush=True)
+            continue
+        if not cases:
+            print(f"# [{i + 1}/{len(names)}] {name}: no case at {'the quick' if args.quick else 'these'} shapes "
+                  f"on {device.type}", flush=True)
+            continue
+        # each case: about --budget s of timing, plus a warm-up and one peak-memory call
+        print(f"# [{i + 1}/{len(names)}] {name}: {len(cases)} cases, at least {len(cases) * (args.budget + 0.5):.0f} s "
+              f"({time.perf_counter() - t0:.0f} s so far)", flush=True)
+        group: list[dict] = []
+        for case in cases:
+            group.append(run_case(case, device, args.budget))
+            del case
+        add_speedups(group)
+        print_table(group)
+        rows.extend(group)
+        del cases
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     p.add_argument("--quick", action="store_true", help="small shapes only (a smoke run)")
     p.add_argument("--budget", type=float, default=2.0, help="seconds of timing per case (default 2)")
-    p.add_argument("--out", default=None, help="results folder (default <cases>/results/<machine>/)")
+    p.add_argument("--out", default=None, help="results folder (default: benches/results/<machine>/ in a source tree, "
+                   "./bench-results/<machine>/ from an installed wheel)")
     p.add_argument("--cases", default=None, help=f"folder of bench_<op>.py case files (default: benches/; ${CASES_ENV})")
     p.add_argument("--no-save", action="store_true", help="print only")
     args = p.parse_args(argv)
@@ -184,24 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     info["command"] = "r1core bench " + " ".join(argv if argv is not None else sys.argv[1:])
     print(f"# r1core bench on {info.get('gpu') or info['cpu']} | torch {info['torch']} | triton {info['triton']}"
           f" | commit {info['commit']}", flush=True)
-    rows: list[dict] = []
-    for name in names:
-        try:
-            cases = load_cases_module(name, folder).cases(device, args.quick)
-        except Exception as e:
-            print(f"# {name}: could not build cases: {type(e).__name__}: {e}", flush=True)
-            continue
-        group: list[dict] = []
-        for case in cases:
-            group.append(run_case(case, device, args.budget))
-            del case
-        add_speedups(group)
-        print_table(group)
-        rows.extend(group)
-        del cases
-        torch.cuda.empty_cache() if device.type == "cuda" else None
+    with quiet_progress_bars():
+        rows = run_all(names, folder, device, args)
     if not args.no_save and rows:
-        out = Path(args.out) if args.out else folder / "results" / machine_slug(device)
+        out = Path(args.out) if args.out else results_dir(folder, device)
         out.mkdir(parents=True, exist_ok=True)
         stem = "bench-" + ("-".join(sorted(wanted)) if wanted else "all") + ("-quick" if args.quick else "")
         keys = sorted({k for r in rows for k in r})

@@ -12,7 +12,7 @@ r1core.grpo_advantages.  Everything else (generation, rewards, reference log-pro
 accumulation, distribution through accelerate) is TRL's own.
 
 Mapping (GRPOConfig -> r1core), chosen so the loss and its gradients equal TRL's own
-(docs/objectives.md has the table; r1core.ref.objectives the maths):
+(docs/objectives.md has the table; r1core.ops.grpo.objective the maths):
     loss_type "grpo"/"sapo" -> loss_agg "seq_mean_token_mean" (policy "clip"/"sapo"), times n_nonempty/B
                            (TRL averages over all B sequences, an empty one counting 0)
     loss_type "bnpo"    -> "token_mean"
@@ -30,7 +30,8 @@ Mapping (GRPOConfig -> r1core), chosen so the loss and its gradients equal TRL's
     entropy_coef (static or TRL's adaptive controller, run here on r1core's entropies) -> the entropy
     bonus, divided only by the accumulation steps; mask_truncated_completions is applied by TRL upstream
     (completion_mask); scale_rewards "group"/"batch"/"none" -> grpo_advantages(scale=..., eps=1e-4).
-    Logged like TRL: entropy, kl, clip_ratio/{low,high,region}_mean (clip losses), cispo_clip_ratio.
+    Logged like TRL: entropy, kl, clip_ratio/{low,high,region}_mean (clip losses), cispo_clip_ratio, and
+    policy_loss whenever the entropy bonus is enabled.
 Not mapped (ValueError at construction, so nothing silently changes meaning): top_entropy_quantile < 1
 on more than one process (TRL takes the quantile over all ranks' tokens, r1core over the local ones);
 vespo with a sequence-level vLLM importance-sampling mode; the MoE router aux loss; final-logit
@@ -46,17 +47,18 @@ import types
 
 import torch
 
-try:
-    from trl import GRPOTrainer
-except ImportError as e:  # pragma: no cover - exercised only without trl
-    raise ImportError("r1core.integrations.trl needs TRL: pip install trl (with your torch pinned)") from e
+from r1core._deps import require
+
+# one clear line (r1core._deps.MissingDependency) when TRL, transformers or what they import is missing or broken
+GRPOTrainer = require("trl", "r1core.integrations.trl", attr="GRPOTrainer")
 
 import r1core
 
-LOSS_AGG = {"grpo": "seq_mean_token_mean", "bnpo": "token_mean", "dr_grpo": "seq_mean_token_sum_norm",
-            "dapo": "token_mean", "cispo": "token_mean", "sapo": "seq_mean_token_mean", "vespo": "token_mean",
-            "luspo": "seq_mean_token_sum"}
-POLICY = {"cispo": "cispo", "sapo": "sapo", "vespo": "vespo"}   # every other loss type: "clip"
+from r1core.ops.grpo.options import DEFAULTS as _OBJECTIVE_DEFAULTS  # noqa: E402
+from r1core.ops.grpo.options import TRL_LOSS_TYPES  # noqa: E402  (the one home of the mapping)
+
+LOSS_AGG = {lt: agg for lt, (_, agg) in TRL_LOSS_TYPES.items()}
+POLICY = {lt: pol for lt, (pol, _) in TRL_LOSS_TYPES.items() if pol != "clip"}   # every other loss type: "clip"
 _TOKEN_GLOBAL = ("dapo", "cispo", "vespo")                     # divided by TRL's global token count
 TRL_ADV_EPS = 1e-4  # TRL divides by (std + 1e-4)
 _MULTIMODAL_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "spatial_shapes", "image_sizes",
@@ -113,8 +115,7 @@ def loss_kwargs(trainer) -> dict:
     if trainer.use_vllm and a.vllm_importance_sampling_correction:
         opt["rollout_is"] = a.vllm_importance_sampling_mode
     # drop what is at r1core's default, so the plain clip objective keeps the single-pass loss
-    from r1core.ops._objective_args import DEFAULTS  # noqa: PLC0415
-    kw.update({k: v for k, v in opt.items() if v != DEFAULTS[k]})
+    kw.update({k: v for k, v in opt.items() if v != _OBJECTIVE_DEFAULTS[k]})
     return kw
 
 
@@ -264,6 +265,8 @@ class R1GRPOTrainer(GRPOTrainer):
                 backend=self.r1core_backend, entropy=self.r1core_log_entropy or coef != 0.0 or self.use_adaptive_entropy,
                 **kw, **extra)
         loss = loss * scale
+        if getattr(self, "_entropy_bonus_enabled", False):
+            self._log_policy_loss(loss, stats, mask, coef, mode)
         self._log_r1core_stats(stats, mask, mode)
         self._r1core_entropy_controller(stats, mask, mode)
         return loss
@@ -296,6 +299,22 @@ class R1GRPOTrainer(GRPOTrainer):
                 self._entropy_window_stats = None
         if mode == "train" and self.accelerator.sync_gradients:
             self._metrics[mode]["entropy_coef"].append(self.entropy_coef)
+
+    def _log_policy_loss(self, loss, stats, mask, coef: float, mode: str):
+        """TRL's `policy_loss` metric (logged whenever the entropy bonus is enabled): the loss before the
+        bonus and, except for its token-global loss types, before the accumulation divide.  r1core's loss
+        already holds `- coef·bonus/accum`, so the bonus (over the same effective mask) is added back."""
+        accum = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        with torch.no_grad():
+            policy = loss.detach()
+            if coef != 0.0:
+                eff = mask.to(stats.entropy.dtype)
+                if self.top_entropy_quantile < 1.0:
+                    eff = eff * self.get_high_entropy_mask(stats.entropy, mask, 1 - self.top_entropy_quantile)
+                policy = policy + coef * (stats.entropy * eff).sum() / eff.sum().clamp(min=1.0) / accum
+            if self.loss_type not in _TOKEN_GLOBAL:
+                policy = policy * accum
+        self._metrics[mode]["policy_loss"].append(self.accelerator.gather(policy).nanmean().item())
 
     def _log_r1core_stats(self, stats, mask, mode):
         count = mask.sum().float()

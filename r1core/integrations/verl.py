@@ -16,13 +16,13 @@ The two functions have exactly the signatures verl calls (verl.trainer.ppo.core_
           advantage score/(1+eps); r1core refuses: a group of one has no baseline).
     grpo_policy_loss(old_log_prob, log_prob, advantages, response_mask, loss_agg_mode="token-mean",
                      config=None, rollout_is_weights=None) -> (pg_loss, metrics)
-        per token, the pg term of SPEC §2: -min(ratio·A, clamp(ratio, 1-eps_low, 1+eps_high)·A),
+        per token, the pg term of docs/spec.md §2: -min(ratio·A, clamp(ratio, 1-eps_low, 1+eps_high)·A),
         eps_low/eps_high = config.clip_ratio_low/high (default clip_ratio), times rollout_is_weights
         when given; aggregated as verl's agg_loss documents (token-mean, seq-mean-token-mean,
         seq-mean-token-sum-norm, honouring config.global_batch_info: dp_size, batch_num_tokens,
         global_batch_size, loss_scale_factor).  Differences from verl's compute_policy_loss_vanilla:
-        no dual-clip (clip_ratio_c) and no clamp of log_prob - old_log_prob to [-20, 20] (SPEC §2 has
-        neither).  The KL penalty stays verl's (use_kl_loss / kl_loss_type): its PolicyLossFn gets no
+        no dual-clip (clip_ratio_c) and no clamp of log_prob - old_log_prob to [-20, 20]
+        (docs/spec.md §2 has neither).  The KL penalty stays verl's (use_kl_loss / kl_loss_type): its PolicyLossFn gets no
         reference log-probs.  metrics: actor/pg_clipfrac, actor/ppo_kl, actor/pg_clipfrac_lower (0: no
         dual clip), r1core/clip_low_frac, r1core/clip_high_frac.
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import r1core
-from r1core.ref.grpo_math import agg_denominator, token_terms
+from r1core.ops.grpo.math import agg_denominator, token_terms
 
 NAME = "r1core_grpo"
 GSPO_NAME = "r1core_gspo"   # policy_loss.loss_mode=r1core_gspo: verl's "gspo" (sequence-level ratio)
@@ -164,10 +164,10 @@ def gspo_policy_loss(old_log_prob: torch.Tensor, log_prob: torch.Tensor, advanta
                      response_mask: torch.Tensor, loss_agg_mode: str = "seq-mean-token-mean", config=None,
                      rollout_is_weights: torch.Tensor | None = None):
     """verl's loss_mode "gspo" by r1core's objective (importance_sampling_level="sequence", the clip
-    policy, r1core.ref.objectives): one length-normalised ratio per sequence, clipped at
+    policy, r1core.ops.grpo.objective): one length-normalised ratio per sequence, clipped at
     clip_ratio_low/high (GSPO's are ~3e-4/4e-4).  Equal in value and gradient to verl's GSPO-token
     whenever the advantage is constant over a sequence (GRPO's); aggregated like grpo_policy_loss."""
-    from r1core.ref.objectives import objective  # noqa: PLC0415
+    from r1core.ops.grpo.objective import objective  # noqa: PLC0415
     clip = float(_cfg(config, "clip_ratio", 0.2))
     m = response_mask.to(log_prob.dtype)
     out = objective(log_prob, advantages.to(log_prob.dtype), m, old_logp=old_log_prob.to(log_prob.dtype),

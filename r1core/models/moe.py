@@ -3,7 +3,7 @@
 Legend: T tokens, H hidden, I expert intermediate size, E routed experts, k experts per token.
 
     y = Σ_j w[t, j] · expert_{ids[t, j]}(x[t])  +  shared(x[t])
-    (weights, ids) = moe_route(gate(x), k, ...)           (SPEC §4; r1core.moe_route)
+    (weights, ids) = moe_route(gate(x), k, ...)           (docs/spec.md §4; r1core.moe_route)
     routed part    = moe_experts(x, w13, w2, weights, ids) (r1core.moe_experts)
 
 Routing replay (GRPO): the rollout engine records `layer.last_ids` for every token; the training

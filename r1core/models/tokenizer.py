@@ -144,21 +144,19 @@ class Tokenizer:
         folder = Path(folder)
         file = folder / "tokenizer.json"
         if not file.exists():
-            raise ValueError(f"{folder}: no tokenizer.json")
+            raise ValueError(f"{folder}: no tokenizer.json (a run folder? give one of its checkpoints/step-<N>; "
+                             f"a checkpoint saved without its tokenizer? set model.tokenizer=<the model it came from>)")
         try:
             tok = _HFTokenizer.from_file(str(file))
         except Exception as e:  # noqa: BLE001  (tokenizers raises its own Exception type)
             raise ValueError(f"{file}: cannot be read ({e})") from None
-        cfg: dict[str, Any] = {}
-        if (folder / "tokenizer_config.json").exists():
-            cfg = json.loads((folder / "tokenizer_config.json").read_text())
+        cfg: dict[str, Any] = _read_json(folder / "tokenizer_config.json")
         template = cfg.get("chat_template")
         if isinstance(template, list):  # named templates: take "default"
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
         if (folder / "chat_template.jinja").exists():
             template = (folder / "chat_template.jinja").read_text()
-        gen = json.loads((folder / "generation_config.json").read_text()) \
-            if (folder / "generation_config.json").exists() else {}
+        gen = _read_json(folder / "generation_config.json")
 
         def tok_str(key: str) -> str | None:
             v = cfg.get(key)
@@ -208,6 +206,19 @@ class Tokenizer:
                 single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, vocab[bos])])
         return cls(tok, chat_template=meta.get("tokenizer.chat_template"), bos_token=bos,
                    eos_token=token("eos_token_id"), pad_token=token("padding_token_id"))
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """An optional JSON side file of a tokenizer folder ({} when absent); a corrupted one names itself."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _compile_template(source: str):

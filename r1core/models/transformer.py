@@ -35,6 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from r1core.models.attention import Attention
 from r1core.models.config import ModelConfig
+from r1core.models.hf_save import save_pretrained
 from r1core.models.kv_cache import KVCache
 from r1core.models.layers import MLP, RMSNorm
 from r1core.models.mla import MLAttention
@@ -214,7 +215,6 @@ class CausalLM(nn.Module):
 
     def save_pretrained(self, folder: str | Path, *, max_shard_bytes: int = 5 << 30) -> None:
         """Write config.json + safetensors that transformers' from_pretrained loads unchanged."""
-        from r1core.models.checkpoint import save_pretrained  # noqa: PLC0415
         save_pretrained(self, folder, max_shard_bytes=max_shard_bytes)
 
 

@@ -51,8 +51,9 @@ def integer(x: torch.Tensor, name: str) -> torch.Tensor:
     return x
 
 
-def real(value, name: str, *, low: float | None = None, open_low: bool = False) -> float:
-    """A finite real number (or a 1-element tensor without grad), >= low (> low when open_low)."""
+def real(value, name: str, *, low: float | None = None, open_low: bool = False,
+         high: float | None = None) -> float:
+    """A finite real number (or a 1-element tensor without grad), >= low (> low when open_low), <= high."""
     if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad:
         value = value.item()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -61,6 +62,8 @@ def real(value, name: str, *, low: float | None = None, open_low: bool = False) 
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value < low or (open_low and value == low)):
         raise ValueError(f"{name} must be {'>' if open_low else '>='} {low:g}, got {value}")
+    if high is not None and value > high:
+        raise ValueError(f"{name} must be <= {high:g}, got {value}")
     return float(value)
 
 

@@ -20,7 +20,7 @@ hidden gradient: O(C·V), independent of n.
 
 The row kernels are the GRPO loss's own (r1core.ops.grpo_loss: C++ on CPU, Triton on GPU) applied to
 the chunk viewed as [1, C, V]; the PyTorch version (the "torch" backend's chunk loop) computes the
-per-token GRPO math with r1core.ref.grpo_math, the one definition of it.
+per-token GRPO math with r1core.ops.grpo.math, the one definition of it.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ import torch
 
 from r1core.ops import _grpo_kernels as K
 from r1core.ops._grpo_args import GRPOOptions
-from r1core.ref import grpo_math
-from r1core.ref.grpo_math import N_TERMS, stack_terms
+from r1core.ops.grpo import math as grpo_math
+from r1core.ops.grpo.math import N_TERMS, stack_terms
 
 # Bytes of one chunk's logits buffer that the default chunk size aims at (see default_chunk_size).
 CPU_CHUNK_BYTES = 64 << 20
@@ -69,7 +69,7 @@ class RowKernels:
 
 
 def token_terms(logp, tok: "Tokens", opts: GRPOOptions, cdt: torch.dtype | None = None) -> grpo_math.TokenTerms:
-    """r1core.ref.grpo_math.token_terms on the tokens' per-token inputs (cast to `cdt` if given)."""
+    """r1core.ops.grpo.math.token_terms on the tokens' per-token inputs (cast to `cdt` if given)."""
     cast = (lambda t: t) if cdt is None else (lambda t: None if t is None else t.to(cdt))  # noqa: E731
     return grpo_math.token_terms(logp, cast(tok.adv), cast(tok.old), cast(tok.ref), beta=opts.beta,
                                  eps_low=opts.eps_low, eps_high=opts.eps_high)
@@ -116,18 +116,19 @@ TORCH_ROWS = RowKernels("torch", _torch_fwd, _torch_bwd_,
 
 
 def kernel_rows(backend: str) -> RowKernels:
-    """The row kernels of `backend`: TORCH_ROWS, or the grpo_loss kernels ("cpp": r1core._C, "triton":
-    kernels/grpo_loss.py)."""
+    """The row kernels of `backend`: TORCH_ROWS, or the grpo_loss kernels' Rows object ("cpp": r1core._C,
+    "triton": kernels/grpo_loss.py); an unknown backend is a ValueError."""
     if backend == "torch":
         return TORCH_ROWS
+    r = K.rows(backend)
     return RowKernels(
         backend,
-        lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,
-                                                          o.eps_high, o.temperature),
-        lambda x, t, lse, dlogp, temperature: K.launch_bwd(backend, x, t, lse, dlogp, temperature, True),
-        lambda x, t, temperature: K.launch_logprobs(backend, x, t, temperature),
-        lambda x, t, adv, m, w, old, ref, o: K.launch_fwd(backend, x, t, adv, m, w, old, ref, o.beta, o.eps_low,
-                                                          o.eps_high, o.temperature, entropy=True))
+        lambda x, t, adv, m, w, old, ref, o: r.fwd(x, t, adv, m, w, old, ref, o.beta, o.eps_low, o.eps_high,
+                                                   o.temperature),
+        lambda x, t, lse, dlogp, temperature: r.bwd(x, t, lse, dlogp, temperature, True),
+        lambda x, t, temperature: r.logprobs(x, t, temperature),
+        lambda x, t, adv, m, w, old, ref, o: r.fwd(x, t, adv, m, w, old, ref, o.beta, o.eps_low, o.eps_high,
+                                                   o.temperature, entropy=True))
 
 
 # ---------------------------------------------------------------------------------------------

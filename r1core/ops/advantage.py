@@ -1,4 +1,4 @@
-"""r1core.grpo_advantages (SPEC §1): argument checks at the boundary, then one of four backends.
+"""r1core.grpo_advantages (docs/spec.md §1): argument checks at the boundary, then one of four backends.
 
 Legend: N rewards, G = group_size, N/G groups; rewards_gG is the [N/G, G] view of the input (a view:
 strided inputs are read in place by every backend, never copied).
@@ -51,8 +51,21 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, *, scale: str = "gro
         if rewards_gG.numel() == 0:
             out_gG = torch.empty(rewards_gG.shape, dtype=torch.float32, device=rewards_gG.device)
         else:
-            out_gG = ADVANTAGE(name, rewards_gG, scale, baseline, float(eps), _args.checks_on())
+            out_gG = _advantages_op(rewards_gG, scale, baseline, float(eps), _args.checks_on(), name)
     return out_gG.view(rewards.shape)
+
+
+@torch.library.custom_op("r1core::grpo_advantages", mutates_args=())
+def _advantages_op(rewards_gG: torch.Tensor, scale: str, baseline: str, eps: float, check_finite: bool,
+                   name: str) -> torch.Tensor:
+    """The chosen backend as one custom op: torch.compile sees one opaque node (no graph break on the
+    extension call or the finiteness check's sync).  No autograd: advantages are constants."""
+    return ADVANTAGE(name, rewards_gG, scale, baseline, eps, check_finite)
+
+
+@_advantages_op.register_fake
+def _(rewards_gG, scale, baseline, eps, check_finite, name):
+    return torch.empty(rewards_gG.shape, dtype=torch.float32, device=rewards_gG.device)
 
 
 def _check(rewards, group_size, scale, baseline, eps) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Fused linear GRPO loss (SPEC §3): the lm_head matmul, log-sum-exp, GRPO loss and all gradients
+"""Fused linear GRPO loss (docs/spec.md §3): the lm_head matmul, log-sum-exp, GRPO loss and all gradients
 without ever holding the [B·T, V] logits.
 
 Legend: B sequences, T positions, N = B·T tokens, n = unmasked tokens, H hidden, V vocabulary.
@@ -11,7 +11,7 @@ Only unmasked tokens are computed: their rows of `hidden` are gathered first (n�
 autograd scatters their gradient back; masked positions get exactly zero gradient and logp = 0 in
 GRPOStats.logp.
 
-Backends (SPEC §6) and strategies: the backend supplies the per-row math (log-sum-exp, GRPO terms,
+Backends (docs/spec.md §6) and strategies: the backend supplies the per-row math (log-sum-exp, GRPO terms,
 dlogits), the strategy says what happens to the lm_head; both are chosen in `plan` (the backend by
 the FUSED_LINEAR table through r1core._backend, like every op), and `strategy=` names one explicitly.
   "torch"   "reference" (backend="torch" or R1CORE_BACKEND=torch): the unfused r1core.ref.fused_linear,
@@ -24,7 +24,7 @@ the FUSED_LINEAR table through r1core._backend, like every op), and `strategy=` 
             "onchip" (the default without gradients): kernels/fused_linear.py, Cut Cross-Entropy style,
               logits tiles only in registers (8·n·H·V FLOPs, float32 atomics for dh/dW, no [C, V] buffer).
 With backend=None: CUDA tensors -> "triton", CPU tensors -> "cpp", else (and for float64) the torch
-chunk loop.  Deviation from SPEC §6: the default never falls back to the memory-hungry reference.
+chunk loop.  As docs/spec.md §6 states, the default never falls back to the memory-hungry reference.
 """
 from __future__ import annotations
 
@@ -37,12 +37,14 @@ from r1core._backend import Op, kernels
 from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops import _fused_linear_chunked as chunked
-from r1core.ops._grpo_args import GRPOOptions, check_target_range, check_targets, check_temperature, grpo_args
-from r1core.ops import _objective_args
+from r1core.ops._grpo_args import GRPOOptions, check_linear, check_target_range, check_targets, check_temperature, \
+    grpo_args
+from r1core.ops.grpo import options
 from r1core.ops.grpo_loss import GRPOStats, general_objective
+from r1core.ops.logp_entropy import chunked_logp_entropy, fused_linear_logp_entropy
 from r1core.ref import fused_linear as ref
 from r1core.ref.entropy import token_entropy_ref
-from r1core.ref.grpo_math import stack_terms, term_means, token_weights
+from r1core.ops.grpo.math import stack_terms, term_means, token_weights
 
 _CPP_ROWS = ("grpo_loss_fwd_cpu", "grpo_loss_bwd_cpu", "logprobs_cpu")
 FUSED_LINEAR = Op("fused_linear_grpo_loss", gpu_order=("triton", "torch"), float64="torch", needs={"cpp": _CPP_ROWS})
@@ -76,32 +78,6 @@ def plan(hidden: torch.Tensor, backend: str | None = None, strategy: str | None 
     elif _args.choice(strategy, "strategy", ("reference", "chunked", "onchip")) not in STRATEGIES[name]:
         raise ValueError(f"strategy={strategy!r} does not run on backend {name!r} (it has {STRATEGIES[name]})")
     return Plan(name, strategy)
-
-
-def _check_linear(hidden, weight, bias, chunk_size) -> int:
-    """-> V.  The lm_head's checks (grpo_args checks the rest)."""
-    _args.tensor(hidden, "hidden", "of shape [B, T, H]")
-    _args.shape(hidden, "hidden", 3, what="[B, T, H]")
-    _args.tensor(weight, "weight", "(the [V, H] lm_head weight)")
-    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
-        raise ValueError(f"weight must have shape [V, H] with H = hidden.shape[-1] = {hidden.shape[-1]}, "
-                         f"got {list(weight.shape)}")
-    V, H = weight.shape
-    if V == 0 or H == 0:
-        raise ValueError(f"weight must be non-empty, got shape {list(weight.shape)}")
-    if weight.dtype != hidden.dtype:
-        raise TypeError(f"weight must have the hidden states' dtype {hidden.dtype}, got {weight.dtype} "
-                        f"(cast one of them, e.g. both to float32 for an fp32 lm_head)")
-    _args.device(weight, "weight", hidden.device, "hidden states'")
-    if bias is not None:
-        _args.tensor(bias, "bias", f"of shape [V] = [{V}] or None")
-        _args.shape(bias, "bias", (V,), what=f"[V] = [{V}]")
-        if bias.dtype != hidden.dtype:
-            raise TypeError(f"bias must have the hidden states' dtype {hidden.dtype}, got {bias.dtype}")
-        _args.device(bias, "bias", hidden.device, "hidden states'")
-    if chunk_size is not None:
-        _args.integer_value(chunk_size, "chunk_size", low=1)
-    return V
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,31 +162,30 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
     kernels; no gradient).  The `**objective` options (as in r1core.grpo_loss, docs/objectives.md) run
     the general path: r1core.ops.logp_entropy.fused_linear_logp_entropy (the
     chunk loop twice, with the backend's row kernels; `strategy` is then ignored) and
-    r1core.ref.objectives.objective as plain autograd.
+    r1core.ops.grpo.objective.objective as plain autograd.
 
     hidden [B, T, H] (fp32/bf16/fp16, any strides), weight [V, H], bias [V] or None (same dtype and
     device), targets [B, T] int, advantages [B] or [B, T], mask [B, T] or None; the GRPO keywords as in
-    r1core.grpo_loss (SPEC §2).  chunk_size: tokens per chunk (default from the shapes, see
+    r1core.grpo_loss (docs/spec.md §2).  chunk_size: tokens per chunk (default from the shapes, see
     r1core.ops._fused_linear_chunked.default_chunk_size).  strategy: see the module docstring (None:
     the default for the backend).  -> (loss 0-d float32, GRPOStats); gradients flow to hidden,
     weight and bias."""
     with nvtx_range("fused_linear_grpo_loss"):
-        V = _check_linear(hidden, weight, bias, chunk_size)
-        _objective_args.check_names("fused_linear_grpo_loss", objective)
+        V = check_linear(hidden, weight, bias, chunk_size)
+        options.check_names("fused_linear_grpo_loss", objective)
         _args.flag(entropy, "entropy")
-        plain = _objective_args.is_plain(objective, loss_agg, beta)
+        plain = options.is_plain(objective, loss_agg, beta)
         args = grpo_args(hidden, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
                          eps_low=eps_low, eps_high=eps_high, temperature=temperature,
                          loss_agg=loss_agg if plain or loss_agg != "seq_mean_token_sum" else "token_mean",
-                         max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False)
+                         max_len=max_len, vocab_size=V, x_name="hidden", last_dim_contiguous=False,
+                         finite=(("weight", weight),) + ((("bias", bias),) if bias is not None else ()))
         need_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (hidden, weight, bias))
         p = plan(hidden, backend, strategy, need_grad=need_grad)
         if not plain:
-            from r1core.ops.logp_entropy import fused_linear_logp_entropy
-            logp, H = fused_linear_logp_entropy(hidden, weight, targets, args.mask_N.view(args.B, args.T), bias=bias,
-                                                temperature=args.opts.temperature, chunk_size=chunk_size,
-                                                backend=p.backend)
-            want_h = entropy or _objective_args.needs_entropy(objective)
+            logp, H = chunked_logp_entropy(hidden, weight, bias, args.targets_N, args.mask_N, args.opts.temperature,
+                                           chunk_size, p.backend)
+            want_h = entropy or options.needs_entropy(objective)
             return general_objective(logp, H if want_h else None, args, loss_agg, entropy, objective)
         with torch.autocast(hidden.device.type, enabled=False):  # the op picks its own precisions
             if p.strategy == "reference":
@@ -218,6 +193,7 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
                     hidden, weight, targets, advantages, mask, bias=bias, old_logp=old_logp, ref_logp=ref_logp,
                     beta=beta, eps_low=eps_low, eps_high=eps_high, temperature=temperature, loss_agg=loss_agg,
                     max_len=max_len)
+                st = GRPOStats(**st._asdict())
                 if entropy:  # the reference materialises the logits anyway
                     with torch.no_grad():
                         x = hidden @ weight.T + (0 if bias is None else bias)
@@ -234,8 +210,9 @@ def _loss(hidden, weight, bias, args, V, p: Plan, chunk_size, entropy: bool = Fa
     # keep only the unmasked tokens (autograd scatters their gradient back into hidden)
     h_NH = hidden.flatten(0, 1)
     active = args.mask_N != 0
-    n = int(active.sum())  # one host sync: the chunk loop needs the count anyway
-    idx = None if n == B * T else active.nonzero()[:, 0]
+    idx = active.nonzero()[:, 0]  # the one host sync of the loss: a data-dependent count of rows
+    n = idx.numel()
+    idx = None if n == B * T else idx
 
     def pick(t):
         t = t if t is None or idx is None else t.index_select(0, idx)
@@ -273,7 +250,6 @@ def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: fl
     entropy sum; `strategy` is then ignored), entropy 0 where the target is negative."""
     _args.flag(entropy, "entropy")
     if entropy:
-        from r1core.ops.logp_entropy import fused_linear_logp_entropy
         _args.tensor(targets, "targets", "of shape [B, T]")
         p = plan(hidden, backend, strategy, need_grad=False, op=FUSED_LINEAR_LOGPROBS)
         with torch.no_grad():
@@ -282,7 +258,7 @@ def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: fl
                                                 temperature=temperature, chunk_size=chunk_size, backend=p.backend)
         return logp.float(), H.float()
     with nvtx_range("fused_linear_logprobs"):
-        V = _check_linear(hidden, weight, bias, chunk_size)
+        V = check_linear(hidden, weight, bias, chunk_size)
         B, T, H = hidden.shape
         t_N = check_targets(targets, B, T, hidden.device, "hidden")
         temperature = check_temperature(temperature)

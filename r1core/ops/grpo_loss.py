@@ -1,10 +1,11 @@
-"""The fused GRPO loss on logits (SPEC §2) and the log-prob op: the public ops and their dispatch.
+"""The fused GRPO loss on logits (docs/spec.md §2) and the log-prob op: the public ops and their dispatch.
 
 Legend: B sequences, T positions, V vocabulary, N = B·T tokens (rows of logits).
 
 The arguments are checked and normalised by r1core.ops._grpo_args (shared with the fused linear
 ops); the Triton and C++ kernels run as torch.library custom ops (r1core.ops._grpo_kernels); the
-aggregation weights and the statistics come from r1core.ref.grpo_math, like the reference's.
+aggregation weights and the statistics come from r1core.ops.grpo.math; the torch backend is the
+self-contained reference r1core.ref.grpo_loss.
 """
 from __future__ import annotations
 
@@ -13,15 +14,15 @@ import torch
 from r1core._backend import Op
 from r1core._nvtx import nvtx_range
 from r1core.ops import _args
-from r1core.ops._grpo_args import GRPOArgs, GRPOOptions, check_target_range, check_targets, check_temperature, \
+from r1core.ops._grpo_args import GRPOArgs, GRPOOptions, check_targets, check_temperature, target_range_token, \
     check_x, grpo_args
-from r1core.ops import _objective_args
-from r1core.ops._grpo_kernels import _grpo_loss_fwd, launch_logprobs
+from r1core.ops.grpo import options
+from r1core.ops._grpo_kernels import _grpo_loss_fwd, rows
 from r1core.ops.logp_entropy import LOGP_ENTROPY
 from r1core.ref.entropy import token_entropy_ref
-from r1core.ref.grpo_loss import GRPOStats, grpo_loss_ref, logprobs_ref
-from r1core.ref.grpo_math import term_means, token_weights
-from r1core.ref.objectives import objective as _objective
+from r1core.ops.grpo.math import GRPOStats, term_means, token_weights
+from r1core.ops.grpo.objective import objective as _objective
+from r1core.ref.grpo_loss import grpo_loss_ref, logprobs_ref
 
 __all__ = ["grpo_loss", "logprobs", "GRPOStats", "GRPOOptions", "GRPO_LOSS", "LOGPROBS"]
 
@@ -37,7 +38,7 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Ten
               eps_high: float = 0.2, temperature: float = 1.0, loss_agg: str = "token_mean",
               max_len: int | None = None, inplace_backward: bool = False, entropy: bool = False,
               backend: str | None = None, **objective) -> tuple[torch.Tensor, GRPOStats]:
-    """The GRPO loss of SPEC §2 on logits [B, T, V] -> (loss 0-d float32, GRPOStats).
+    """The GRPO loss of docs/spec.md §2 on logits [B, T, V] -> (loss 0-d float32, GRPOStats).
 
     `entropy=True` also reports the per-token entropy in GRPOStats.entropy (one more running sum in
     the same pass).  `**objective`: the GRPO-family options of docs/objectives.md (policy=
@@ -45,7 +46,7 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Ten
     rollout_logp / rollout_is*, off_policy_mask_threshold, entropy_coef, top_entropy_quantile,
     mask_truncated_completions + truncated, loss_agg="seq_mean_token_sum", ...).  With every option at
     its default the single pass below runs; otherwise the general path: differentiable (logp,
-    entropy) from r1core.ops.logp_entropy, then r1core.ref.objectives.objective as plain autograd
+    entropy) from r1core.ops.logp_entropy, then r1core.ops.grpo.objective.objective as plain autograd
     (inplace_backward is then ignored).
 
     One read of the logits forward, one read + one write of the gradient backward; no [B·T, V]
@@ -56,8 +57,8 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Ten
     R1CORE_SKIP_CHECKS=1 skips it, and such targets then give logp 0 instead of reading out of bounds).
     """
     with nvtx_range("grpo_loss"):
-        _objective_args.check_names("grpo_loss", objective)
-        plain = _objective_args.is_plain(objective, loss_agg, beta)
+        options.check_names("grpo_loss", objective)
+        plain = options.is_plain(objective, loss_agg, beta)
         a = grpo_args(logits, targets, advantages, mask, old_logp=old_logp, ref_logp=ref_logp, beta=beta,
                       eps_low=eps_low, eps_high=eps_high, temperature=temperature,
                       loss_agg=loss_agg if plain or loss_agg != "seq_mean_token_sum" else "token_mean",
@@ -67,14 +68,14 @@ def grpo_loss(logits: torch.Tensor, targets: torch.Tensor, advantages: torch.Ten
         name = GRPO_LOSS.choose(logits, backend, arg="logits")
         if plain:
             return GRPO_LOSS(name, logits, a, name, inplace_backward, entropy)
-        want_h = entropy or _objective_args.needs_entropy(objective)
+        want_h = entropy or options.needs_entropy(objective)
         logp, H = LOGP_ENTROPY(name, logits, a.targets_N, a.mask_N, a.opts.temperature, name, want_h)
         return general_objective(logp.view(a.B, a.T), H.view(a.B, a.T) if want_h else None, a, loss_agg,
                                  entropy, objective)
 
 
 def general_objective(logp_BT, H_BT, a: GRPOArgs, loss_agg: str, report_entropy: bool, objective: dict):
-    """r1core.ref.objectives.objective on the V-sized pass's outputs -> (loss float32, GRPOStats)."""
+    """r1core.ops.grpo.objective.objective on the V-sized pass's outputs -> (loss float32, GRPOStats)."""
     B, T, o = a.B, a.T, a.opts
     view = lambda t: None if t is None else t.view(B, T)  # noqa: E731
     out = _objective(logp_BT, a.adv_N.view(B, T), a.mask_N.view(B, T), old_logp=view(a.old_N),
@@ -101,11 +102,14 @@ def logprobs(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float 
         B, T, V = check_x(logits, "logits")
         targets_N = check_targets(targets, B, T, logits.device, "logits")
         temperature = check_temperature(temperature)
-        check_target_range(targets_N, targets_N >= 0, V, T)   # negative targets are ignored, not checked
+        ok = target_range_token(targets_N, targets_N >= 0, V, T)   # negative targets are ignored, not checked
         _args.flag(entropy, "entropy")
         name = LOGPROBS.choose(logits, backend, arg="logits")
         out = LOGPROBS(name, logits, targets_N, temperature, name, entropy)
-        return (out[0].view(B, T), out[1].view(B, T)) if entropy else out.view(B, T)
+        logp = out[0] if entropy else out
+        if ok is not None:   # torch.compile: the check's token joins the graph
+            logp = logp * ok
+        return (logp.view(B, T), out[1].view(B, T)) if entropy else logp.view(B, T)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -155,6 +159,23 @@ def _torch_logprobs(logits, targets_N, temperature, _name, entropy=False):
     return logp, token_entropy_ref(logits, temperature=temperature).float().masked_fill(t_BT < 0, 0.0)
 
 
+@torch.library.custom_op("r1core::logprobs", mutates_args=())
+def _logprobs_op(logits: torch.Tensor, targets_N: torch.Tensor, temperature: float, name: str,
+                 entropy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row kernels' log-prob pass as a custom op (torch.compile sees one node) -> (logp, entropy or
+    an empty tensor) [N] float32."""
+    out = rows(name).logprobs(logits, targets_N, temperature, entropy)
+    return out if entropy else (out, torch.empty(0, dtype=torch.float32, device=logits.device))
+
+
+@_logprobs_op.register_fake
+def _(logits, targets_N, temperature, name, entropy):
+    N = targets_N.shape[0]
+    return (torch.empty(N, dtype=torch.float32, device=logits.device),
+            torch.empty(N if entropy else 0, dtype=torch.float32, device=logits.device))
+
+
 @LOGPROBS.impl("triton", "cpp")
 def _kernel_logprobs(logits, targets_N, temperature, name, entropy=False):
-    return launch_logprobs(name, logits, targets_N, temperature, entropy)
+    logp, ent = _logprobs_op(logits, targets_N, temperature, name, entropy)
+    return (logp, ent) if entropy else logp

@@ -10,7 +10,7 @@ Forward: one pass over each row (the grpo_loss kernels' forward with the entropy
 on CPU, Triton on GPU; PyTorch for backend="torch" and float64).  Backward: the kernels' backward
 with dlogp = dL/dlogp and dent = dL/dH per row,
     dlogits_v = ((onehot_v - p_v)·dL/dlogp - p_v·(log p_v + H)·dL/dH) / temperature,
-so any objective written in PyTorch on the [B, T] outputs (r1core.ref.objectives.objective: GSPO,
+so any objective written in PyTorch on the [B, T] outputs (r1core.ops.grpo.objective.objective: GSPO,
 cispo, sapo, vespo, rollout IS, entropy bonus, ...) is exact and costs no new kernel.  Masked
 positions get logp = entropy = 0 and no gradient; they are not read.
 
@@ -21,13 +21,16 @@ quantities included) has run.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from r1core._backend import Op
 from r1core._nvtx import nvtx_range
 from r1core.ops import _fused_linear_chunked as chunked
 from r1core.ops import _grpo_kernels as K
-from r1core.ops._grpo_args import check_target_range, check_targets, check_temperature, check_x
+from r1core.ops._grpo_args import check_linear, check_target_range, check_targets, check_temperature, check_x, \
+    target_range_token
 
 __all__ = ["logp_entropy", "fused_linear_logp_entropy", "LOGP_ENTROPY", "FUSED_LINEAR_LOGP_ENTROPY"]
 
@@ -62,9 +65,11 @@ def logp_entropy(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
         t_N = check_targets(targets, B, T, logits.device, "logits")
         temperature = check_temperature(temperature)
         m_N = _mask_N(mask, B, T, logits.device, "logits")
-        check_target_range(t_N, m_N, V, T)
+        ok = target_range_token(t_N, m_N, V, T)
         name = LOGP_ENTROPY.choose(logits, backend, arg="logits")
         logp, ent = LOGP_ENTROPY(name, logits, t_N, m_N, temperature, name)
+        if ok is not None:   # torch.compile: the check's token joins the graph
+            logp = logp * ok
         return logp.view(B, T), ent.view(B, T)
 
 
@@ -80,34 +85,56 @@ def _torch_logp_entropy(logits, t_N, m_N, temperature, _name, _want_entropy=True
     return torch.where(keep, logp, 0.0).reshape(-1), torch.where(keep, ent, 0.0).reshape(-1)
 
 
-class _KernelLogpEntropy(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, logits, t_N, m_N, temperature: float, name: str, want_entropy: bool = True):
-        z = torch.zeros_like(m_N)
-        out = K.launch_fwd(name, logits, t_N, z, m_N, z, None, None, 0.0, 0.2, 0.2, temperature,
-                           entropy=want_entropy)
-        logp, lse = out[0], out[1]
-        ent = out[4] if want_entropy else torch.zeros_like(lse)   # not computed: no entropy term in backward
-        ctx.want_entropy = want_entropy
-        ctx.mark_non_differentiable(*(() if want_entropy else (ent,)))
-        ctx.save_for_backward(logits, t_N, m_N, lse, ent)
-        ctx.temperature, ctx.name = temperature, name
-        return logp, ent
+@torch.library.custom_op("r1core::logp_entropy_fwd", mutates_args=())
+def _logp_entropy_fwd(logits: torch.Tensor, t_N: torch.Tensor, m_N: torch.Tensor, temperature: float, name: str,
+                      want_entropy: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (logp, entropy, lse) [N] float32 from the backend's row kernels (entropy zeros when not wanted:
+    then no entropy term enters the backward).  A custom op, so torch.compile sees one opaque node."""
+    logp, lse, ent = K.rows(name).logp_lse(logits, t_N, m_N, temperature, entropy=want_entropy)
+    return logp, (ent if want_entropy else torch.zeros_like(lse)), lse
 
-    @staticmethod
-    def backward(ctx, g_logp, g_ent):
-        logits, t_N, m_N, lse, ent = ctx.saved_tensors
-        # masked rows have lse 0 (never read): their gradient must stay exactly 0
-        g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * m_N
-        g_ent = None if g_ent is None or not ctx.want_entropy else g_ent.float() * m_N
-        dlogits = K.launch_bwd(ctx.name, logits, t_N, lse, g_logp.contiguous(), ctx.temperature, False,
-                               None if g_ent is None else ent, None if g_ent is None else g_ent.contiguous())
-        return dlogits, None, None, None, None, None
+
+@_logp_entropy_fwd.register_fake
+def _(logits, t_N, m_N, temperature, name, want_entropy):
+    return tuple(torch.empty(t_N.shape[0], dtype=torch.float32, device=logits.device) for _ in range(3))
+
+
+@torch.library.custom_op("r1core::logp_entropy_bwd", mutates_args=())
+def _logp_entropy_bwd(logits: torch.Tensor, t_N: torch.Tensor, lse: torch.Tensor, ent: torch.Tensor,
+                      g_logp: torch.Tensor, g_ent: Optional[torch.Tensor], temperature: float, name: str) -> torch.Tensor:
+    """dlogits = ((onehot - p)·g_logp - p·(log p + H)·g_ent) / temperature per row (a new tensor)."""
+    return K.rows(name).bwd(logits, t_N, lse, g_logp, temperature, False, None if g_ent is None else ent, g_ent)
+
+
+@_logp_entropy_bwd.register_fake
+def _(logits, t_N, lse, ent, g_logp, g_ent, temperature, name):
+    return torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+
+
+def _logp_entropy_setup(ctx, inputs, output):
+    logits, t_N, m_N, ctx.temperature, ctx.name, ctx.want_entropy = inputs
+    _, ent, lse = output
+    ctx.save_for_backward(logits, t_N, m_N, lse, ent)
+
+
+def _logp_entropy_backward(ctx, g_logp, g_ent, _g_lse):
+    logits, t_N, m_N, lse, ent = ctx.saved_tensors
+    # masked rows have lse 0 (never read): their gradient must stay exactly 0.  The 0/1 indicator,
+    # not m_N itself: a weighted mask's weight is already inside g_logp (the objective applied it)
+    live = (m_N != 0).to(torch.float32)
+    g_logp = torch.zeros_like(lse) if g_logp is None else g_logp.float() * live
+    g_ent = None if g_ent is None or not ctx.want_entropy else (g_ent.float() * live).contiguous()
+    dlogits = _logp_entropy_bwd(logits, t_N, lse, ent, g_logp.contiguous(), g_ent, ctx.temperature, ctx.name)
+    return dlogits, None, None, None, None, None
+
+
+_logp_entropy_fwd.register_autograd(_logp_entropy_backward, setup_context=_logp_entropy_setup)
 
 
 @LOGP_ENTROPY.impl("triton", "cpp")
 def _kernel_logp_entropy(logits, t_N, m_N, temperature, name, want_entropy=True):
-    return _KernelLogpEntropy.apply(logits, t_N, m_N, temperature, name, want_entropy)
+    logp, ent, _ = _logp_entropy_fwd(logits, t_N, m_N, temperature, name, want_entropy)
+    return logp, ent
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,15 +170,15 @@ def _rows(name: str):
     if name == "torch":
         return _torch_rows_fwd, _torch_rows_bwd_
 
+    r = K.rows(name)
+
     def fwd(x, t, temperature):
-        one, z = torch.ones(t.shape[0], device=x.device), torch.zeros(t.shape[0], device=x.device)
-        logp, lse, _, _, ent = K.launch_fwd(name, x[None], t, z, one, z, None, None, 0.0, 0.2, 0.2, temperature,
-                                            entropy=True)
-        return logp, lse, ent
+        one = torch.ones(t.shape[0], device=x.device)
+        return r.logp_lse(x[None], t, one, temperature, entropy=True)
 
     def bwd_(x, t, lse, g_logp, ent, g_ent, temperature):
-        K.launch_bwd(name, x[None], t, lse, g_logp.float().contiguous(), temperature, True,
-                     None if g_ent is None else ent, None if g_ent is None else g_ent.float().contiguous())
+        r.bwd(x[None], t, lse, g_logp.float().contiguous(), temperature, True,
+              None if g_ent is None else ent, None if g_ent is None else g_ent.float().contiguous())
     return fwd, bwd_
 
 
@@ -213,26 +240,34 @@ def fused_linear_logp_entropy(hidden: torch.Tensor, weight: torch.Tensor, target
                               backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """logp_entropy(hidden @ weight.T + bias, targets, mask) without the [B·T, V] logits -> (logp, entropy)
     [B, T] float32 (float64 for float64), differentiable in hidden, weight and bias; 0 at masked positions."""
-    from r1core.ops.fused_linear import _check_linear  # the lm_head's checks, shared
     with nvtx_range("fused_linear_logp_entropy"):
-        V = _check_linear(hidden, weight, bias, chunk_size)
+        V = check_linear(hidden, weight, bias, chunk_size)
         B, T, H = hidden.shape
         t_N = check_targets(targets, B, T, hidden.device, "hidden")
         temperature = check_temperature(temperature)
         m_N = _mask_N(mask, B, T, hidden.device, "hidden")
         check_target_range(t_N, m_N, V, T)
         name = FUSED_LINEAR_LOGP_ENTROPY.choose(hidden, backend, arg="hidden")
-        active = m_N != 0
-        n = int(active.sum())
-        idx = None if n == B * T else active.nonzero()[:, 0]
-        h_NH = hidden.flatten(0, 1)
-        h_nH = h_NH if idx is None else h_NH.index_select(0, idx)
-        t_n = t_N if idx is None else t_N.index_select(0, idx)
-        chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
-        with torch.autocast(hidden.device.type, enabled=False):
-            logp_n, ent_n = _ChunkedLogpEntropy.apply(h_nH, weight, bias, t_n, temperature, chunk, name)
-        if idx is None:
-            return logp_n.view(B, T), ent_n.view(B, T)
-        z = torch.zeros(B * T, dtype=logp_n.dtype, device=hidden.device)
-        return z.index_put((idx,), logp_n).view(B, T), z.index_put((idx,), ent_n).view(B, T)
+        return chunked_logp_entropy(hidden, weight, bias, t_N, m_N, temperature, chunk_size, name)
+
+
+def chunked_logp_entropy(hidden, weight, bias, t_N, m_N, temperature: float, chunk_size, name: str):
+    """fused_linear_logp_entropy on checked arguments (targets_N int64, m_N [N]; the general path of
+    fused_linear_grpo_loss calls it after its own checks, so they run once per call)."""
+    B, T, _ = hidden.shape
+    V = weight.shape[0]
+    active = m_N != 0
+    idx = active.nonzero()[:, 0]   # one host sync: a data-dependent count of rows
+    n = idx.numel()
+    idx = None if n == B * T else idx
+    h_NH = hidden.flatten(0, 1)
+    h_nH = h_NH if idx is None else h_NH.index_select(0, idx)
+    t_n = t_N if idx is None else t_N.index_select(0, idx)
+    chunk = chunk_size or chunked.default_chunk_size(n, V, hidden.dtype, hidden.device)
+    with torch.autocast(hidden.device.type, enabled=False):
+        logp_n, ent_n = _ChunkedLogpEntropy.apply(h_nH, weight, bias, t_n, temperature, chunk, name)
+    if idx is None:
+        return logp_n.view(B, T), ent_n.view(B, T)
+    z = torch.zeros(B * T, dtype=logp_n.dtype, device=hidden.device)
+    return z.index_put((idx,), logp_n).view(B, T), z.index_put((idx,), ent_n).view(B, T)
 

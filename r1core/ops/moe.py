@@ -1,11 +1,11 @@
-"""MoE routing and experts (SPEC §4): validation, backend dispatch, autograd.
+"""MoE routing and experts (docs/spec.md §4): validation, backend dispatch, autograd.
 
 Legend: T tokens, H hidden, I expert intermediate size, E experts, k experts per token.
 
     moe_route(router_logits [T, E], top_k, ...) -> (weights [T, k] float32, ids [T, k] int64)
     moe_experts(x [T, H], w13 [E, 2I, H], w2 [E, H, I], weights [T, k], ids [T, k]) -> y [T, H]
 
-Backends (SPEC §6):
+Backends (docs/spec.md §6):
   moe_route    "torch" (r1core.ref.moe), "triton" (kernels/moe_route.py; backward in PyTorch)
   moe_experts  "torch" (the transformers-style expert loop), "cpp" (CPU: tokens sorted by expert
                with the C++ counting sort, one fused gate/up matmul and one down matmul per
@@ -14,6 +14,8 @@ Backends (SPEC §6):
                CUDA, else in PyTorch)
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
@@ -55,15 +57,73 @@ def _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correc
         _args.shape(correction_bias, "correction_bias", (E,), what=f"[E={E}]")
         _args.device(correction_bias, "correction_bias", router_logits.device, "router_logits'")
     if replay_ids is not None:
-        _check_ids(replay_ids, T, top_k, E, router_logits.device, "replay_ids")
+        _check_ids_static(replay_ids, T, top_k, router_logits.device, "replay_ids")
+    if not torch.compiler.is_compiling():
+        _check_route_data(router_logits, correction_bias, replay_ids, E)
+        return None
+    # torch.compile: the data-dependent checks as a custom op whose 1.0 token the caller multiplies in
+    return _checked_route(router_logits.detach(), None if correction_bias is None else correction_bias.detach(),
+                          replay_ids, E)
+
+
+def _check_route_data(router_logits, correction_bias, replay_ids, E: int) -> None:
+    if replay_ids is not None:
+        _check_ids_range(replay_ids, E, "replay_ids")
+    _check_route_values(router_logits, correction_bias, replay_ids)
+
+
+@torch.library.custom_op("r1core::check_moe_route", mutates_args=())
+def _checked_route(router_logits: torch.Tensor, correction_bias: Optional[torch.Tensor],
+                   replay_ids: Optional[torch.Tensor], E: int) -> torch.Tensor:
+    """moe_route's data-dependent checks as an opaque op for torch.compile -> a 0-d float32 1.0."""
+    _check_route_data(router_logits, correction_bias, replay_ids, E)
+    return torch.ones((), dtype=torch.float32, device=router_logits.device)
+
+
+@_checked_route.register_fake
+def _(router_logits, correction_bias, replay_ids, E):
+    return torch.empty((), dtype=torch.float32, device=router_logits.device)
+
+
+def _check_route_values(router_logits, correction_bias, replay_ids):
+    """NaN or +inf router logits (NaN weights and arbitrary ids otherwise; -inf, an expert switched
+    off, is allowed), a non-finite correction_bias, and a token whose replay_ids name one expert
+    twice: ValueError, with one host sync for all (skipped with R1CORE_SKIP_CHECKS=1)."""
+    if not _args.checks_on() or not router_logits.numel():
+        return
+    flags = [(torch.isnan(router_logits) | (router_logits == float("inf"))).any()]
+    flags.append(~torch.isfinite(correction_bias).all() if correction_bias is not None else flags[0].new_zeros(()))
+    if replay_ids is not None and replay_ids.shape[1] > 1:
+        s = replay_ids.sort(dim=1).values
+        dup_T = (s[:, 1:] == s[:, :-1]).any(dim=1)
+        flags.append(dup_T.any())
+    flags = torch.stack(flags)
+    if not bool(flags.any()):      # the one sync
+        return
+    which = int(flags.to(torch.uint8).argmax())
+    if which == 0:
+        t = int((torch.isnan(router_logits) | (router_logits == float("inf"))).any(dim=1).nonzero()[0, 0])
+        raise ValueError(f"router_logits must hold no NaN or +inf (-inf switches an expert off), found one in row {t}")
+    if which == 1:
+        raise ValueError("correction_bias must be finite, found NaN or inf")
+    t = int(dup_T.nonzero()[0, 0])
+    raise ValueError(f"replay_ids must name k distinct experts per token, token {t} has {replay_ids[t].tolist()}")
 
 
 def _check_ids(ids, T, k, E, device, name="ids"):
+    _check_ids_static(ids, T, k, device, name)
+    _check_ids_range(ids, E, name)
+
+
+def _check_ids_static(ids, T, k, device, name):
     _args.integer(_args.tensor(ids, name, "of shape [T, k]"), name)
     if tuple(ids.shape) != (T, k):
         raise ValueError(f"{name} must have shape [T, k] = [{T}, {k}], got {tuple(ids.shape)}")
     if ids.device != device:
         raise ValueError(f"{name} is on {ids.device}, expected {device}")
+
+
+def _check_ids_range(ids, E, name):
     if ids.numel():
         lo, hi = torch.aminmax(ids)  # one host sync: bad ids would read out of bounds in a kernel
         lo, hi = int(lo), int(hi)
@@ -98,19 +158,20 @@ def _check_experts_args(x, w13, w2, weights, ids):
 def moe_route(router_logits: torch.Tensor, top_k: int, *, scoring: str = "softmax", n_group: int = 1,
               topk_group: int = 1, correction_bias: torch.Tensor | None = None, norm_topk: bool = True,
               routed_scale: float = 1.0, replay_ids: torch.Tensor | None = None, backend: str | None = None):
-    """Choose and weigh top_k experts per token (SPEC §4) -> (weights [T, k] float32, ids [T, k] int64).
+    """Choose and weigh top_k experts per token (docs/spec.md §4) -> (weights [T, k] float32, ids [T, k] int64).
 
     scoring "softmax" (Qwen3-MoE, Mixtral) or "sigmoid" (DeepSeek-V3, with correction_bias and the
     group-limited choice n_group/topk_group).  replay_ids [T, k] (routing replay): keep exactly these
     experts and recompute their weights from the router scores with the same normalisation.
     Differentiable in router_logits through the kept weights; ids never carry gradient.
     """
-    _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correction_bias, replay_ids)
+    ok = _check_route_args(router_logits, top_k, scoring, n_group, topk_group, correction_bias, replay_ids)
     name = MOE_ROUTE.choose(router_logits, backend, arg="router_logits")
     with nvtx_range(f"moe_route[{name}]"):
-        return MOE_ROUTE(name, router_logits, top_k, scoring=scoring, n_group=n_group, topk_group=topk_group,
-                         correction_bias=correction_bias, norm_topk=norm_topk, routed_scale=float(routed_scale),
-                         replay_ids=replay_ids)
+        w, ids = MOE_ROUTE(name, router_logits, top_k, scoring=scoring, n_group=n_group, topk_group=topk_group,
+                           correction_bias=correction_bias, norm_topk=norm_topk, routed_scale=float(routed_scale),
+                           replay_ids=replay_ids)
+    return (w, ids) if ok is None else (w * ok, ids)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Reference group-normalised advantage (SPEC §1), plain PyTorch: the test oracle, the benches'
+"""Reference group-normalised advantage (docs/spec.md §1), plain PyTorch: the test oracle, the benches'
 baseline and the "torch" backend.
 
 Legend: N rewards in N/G groups of G; r_gG is the [N/G, G] view.  The reference computes in float64

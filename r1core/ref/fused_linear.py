@@ -1,4 +1,4 @@
-"""Reference fused linear GRPO loss (SPEC §3): the unfused computation, plain PyTorch with autograd.
+"""Reference fused linear GRPO loss (docs/spec.md §3): the unfused computation, plain PyTorch with autograd.
 
 Legend: B sequences, T positions, H hidden, V vocabulary.
 
@@ -23,7 +23,7 @@ def linear_logits_ref(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Te
 
 
 def fused_linear_grpo_loss_ref(hidden, weight, targets, advantages, mask=None, *, bias=None, **grpo_kwargs):
-    """grpo_loss_ref(hidden @ weight.T + bias, targets, advantages, mask, **grpo_kwargs) -> (loss, GRPOStats);
+    """grpo_loss_ref(hidden @ weight.T + bias, targets, advantages, mask, **grpo_kwargs) -> (loss, RefStats);
     differentiable in hidden, weight and bias."""
     return grpo_loss_ref(linear_logits_ref(hidden, weight, bias), targets, advantages, mask, **grpo_kwargs)
 

@@ -1,32 +1,27 @@
-"""Reference GRPO loss on logits (SPEC §2), plain PyTorch with autograd.
+"""Reference GRPO loss on logits (docs/spec.md §2), plain PyTorch with autograd, self-contained.
 
 Legend: B sequences, T positions, V vocabulary.  Computes in float32 for fp32/bf16/fp16 logits and
-in float64 for float64 logits (that is the test oracle).  It materialises log_softmax over [B, T, V]
-and lets autograd derive dlogits: simple, slow, memory-hungry, and obviously right.
+in float64 for float64 logits (the test oracle).  It materialises log_softmax over [B, T, V] and lets
+autograd derive dlogits: simple, slow, memory-hungry, and obviously right.  It shares no code with the
+production path (r1core/ops/grpo/math.py, the kernels): an aggregation or masking bug there cannot
+cancel out of a test that uses this as its oracle.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from .grpo_math import LOSS_AGGS, stack_terms, term_means, token_terms, token_weights
-
-__all__ = ["GRPOStats", "LOSS_AGGS", "grpo_loss_ref", "logprobs_ref"]
+__all__ = ["RefStats", "grpo_loss_ref", "logprobs_ref"]
 
 
-@dataclass(frozen=True)
-class GRPOStats:
-    """Detached statistics of one GRPO loss call (token means over unmasked tokens)."""
-    logp: torch.Tensor            # [B, T] float32 log-prob of each target (reusable as old_logp)
-    kl_mean: torch.Tensor         # 0-d; k3 KL to the reference, 0 when ref_logp is None
-    ratio_mean: torch.Tensor      # 0-d; exp(logp - old_logp)
-    clip_low_frac: torch.Tensor   # 0-d; share with ratio < 1 - eps_low and A < 0 (gradient cut)
-    clip_high_frac: torch.Tensor  # 0-d; share with ratio > 1 + eps_high and A > 0 (gradient cut)
-    # [B, T] float32 entropy of softmax(logits / temperature), 0 at masked positions; None unless the op
-    # was asked for it (entropy=True).  Per token, not its mean: top-entropy masks and the trainers'
-    # logging need the tokens (its mean is entropy.sum() / mask.sum()).
-    entropy: torch.Tensor | None = None
+class RefStats(NamedTuple):
+    """The reference's statistics (the fields of r1core's GRPOStats, detached)."""
+    logp: torch.Tensor            # [B, T] float32
+    kl_mean: torch.Tensor         # 0-d float32, token mean over m != 0 (weighted by m)
+    ratio_mean: torch.Tensor
+    clip_low_frac: torch.Tensor
+    clip_high_frac: torch.Tensor
 
 
 def logprobs_ref(logits: torch.Tensor, targets: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
@@ -40,16 +35,43 @@ def logprobs_ref(logits: torch.Tensor, targets: torch.Tensor, *, temperature: fl
 def grpo_loss_ref(logits, targets, advantages, mask=None, *, old_logp=None, ref_logp=None,
                   beta: float = 0.0, eps_low: float = 0.2, eps_high: float = 0.2,
                   temperature: float = 1.0, loss_agg: str = "token_mean", max_len: int | None = None):
-    """The GRPO loss of SPEC §2 -> (loss 0-d, GRPOStats); differentiable in `logits`."""
+    """The GRPO loss of docs/spec.md §2 -> (loss 0-d, RefStats); differentiable in `logits`."""
     B, T, _ = logits.shape
     logp = logprobs_ref(logits, targets, temperature=temperature)
-    cdt = logp.dtype
-    m = torch.ones(B, T, dtype=cdt, device=logits.device) if mask is None else mask.to(cdt)
-    A = advantages.to(cdt)
-    A = A[:, None].expand(B, T) if A.dim() == 1 else A
-    old = logp.detach() if old_logp is None else old_logp.to(cdt)  # on-policy: ratio 1, d ratio/d logp 1
-    t = token_terms(logp, A, old, None if ref_logp is None else ref_logp.to(cdt), beta=beta, eps_low=eps_low,
-                    eps_high=eps_high)
-    terms = stack_terms(t, m, token_weights(m, loss_agg, max_len))
-    means = term_means(terms.detach().flatten(1).sum(dim=1), m.sum())
-    return terms[0].sum(), GRPOStats(logp=logp.detach().float(), **{k: v.float() for k, v in means.items()})
+    dt = logp.dtype
+    m = torch.ones(B, T, dtype=dt, device=logits.device) if mask is None else mask.to(dt)
+    A = advantages.to(dt)
+    if A.dim() == 1:
+        A = A.unsqueeze(1).expand(B, T)
+    # on-policy: the ratio is 1 with d ratio / d logp = 1
+    ratio = torch.exp(logp - (logp.detach() if old_logp is None else old_logp.to(dt)))
+    lo, hi = 1.0 - eps_low, 1.0 + eps_high
+    per_tok = -torch.minimum(ratio * A, ratio.clamp(lo, hi) * A)
+    kl = torch.zeros_like(logp)
+    if ref_logp is not None:
+        gap = ref_logp.to(dt) - logp
+        kl = gap.exp() - gap - 1.0
+        if beta > 0:
+            per_tok = per_tok + beta * kl
+    # the aggregation, written out per loss_agg (docs/spec.md §2's table)
+    masked_sum = (per_tok * m).sum(dim=1)                               # [B]
+    tokens_B = m.sum(dim=1)
+    if loss_agg == "token_mean":          # no token at all: masked_sum is 0, and so is the loss
+        loss = masked_sum.sum() / tokens_B.sum().clamp_min(1e-30)
+    elif loss_agg == "seq_mean_token_mean":
+        live = tokens_B != 0
+        per_seq = torch.where(live, masked_sum / tokens_B.clamp_min(1e-30), 0.0)
+        loss = per_seq.sum() / live.sum().clamp_min(1)
+    elif loss_agg == "seq_mean_token_sum_norm":
+        loss = masked_sum.sum() / (B * (T if max_len is None else max_len))
+    else:
+        raise ValueError(f"loss_agg must be one of token_mean, seq_mean_token_mean, seq_mean_token_sum_norm, "
+                         f"got {loss_agg!r}")
+    with torch.no_grad():
+        n = m.sum().clamp_min(1e-30)    # no token: every sum is 0, and so is every mean
+
+        def mean(x):
+            return ((x.to(dt) * m).sum() / n).float()
+        stats = RefStats(logp=logp.detach().float(), kl_mean=mean(kl), ratio_mean=mean(ratio),
+                         clip_low_frac=mean((ratio < lo) & (A < 0)), clip_high_frac=mean((ratio > hi) & (A > 0)))
+    return loss, stats

@@ -1,8 +1,8 @@
-"""Reference MoE routing and experts (SPEC §4), plain PyTorch with autograd.
+"""Reference MoE routing and experts (docs/spec.md §4), plain PyTorch with autograd.
 
 Legend: T tokens, H hidden, I expert intermediate size, E experts, k experts per token.
 
-`moe_route_ref` scores, picks and weighs experts exactly as SPEC §4 states; `moe_experts_ref` is the
+`moe_route_ref` scores, picks and weighs experts exactly as docs/spec.md §4 states; `moe_experts_ref` is the
 Hugging Face `transformers`-style baseline (Qwen3-MoE / DeepSeek-V3 modelling code): a Python loop
 over experts, `index_select` of the expert's tokens, three matmuls, `index_add_` back into the
 output.  Both compute in float64 for float64 inputs (the test oracle).  The loop is what the
@@ -70,7 +70,7 @@ def route_weights_ref(s_TE: torch.Tensor, ids_Tk: torch.Tensor, *, scoring: str 
 def moe_route_ref(router_logits: torch.Tensor, top_k: int, *, scoring: str = "softmax", n_group: int = 1,
                   topk_group: int = 1, correction_bias: torch.Tensor | None = None, norm_topk: bool = True,
                   routed_scale: float = 1.0, replay_ids: torch.Tensor | None = None):
-    """SPEC §4 routing -> (weights [T, k] float32 (float64 for float64 logits), ids [T, k] int64).
+    """docs/spec.md §4 routing -> (weights [T, k] float32 (float64 for float64 logits), ids [T, k] int64).
 
     replay_ids [T, k]: skip the choice and weigh exactly these experts (routing replay).
     """

@@ -1,4 +1,4 @@
-"""Rule-based rewards (SPEC §5): plain functions registered by name, each returning a float in
+"""Rule-based rewards (docs/spec.md §5): plain functions registered by name, each returning a float in
 [0, 1] that never raises on any text, a batch scorer over worker processes, and a TRL adapter.
 
     from r1core.rewards import get, score, trl_reward
@@ -21,7 +21,7 @@ from .registry import RewardOptionError, as_text, get, names, register, safe_rew
 from .score import RewardBatch, score
 from .trl import trl_reward
 
-format = format_reward  # noqa: A001  (SPEC name; not in __all__ so `import *` never shadows the builtin)
+format = format_reward  # noqa: A001  (docs/spec.md §5 name; not in __all__ so `import *` never shadows the builtin)
 
 __all__ = [
     "RewardBatch", "RewardOptionError", "accuracy", "answer_is", "answer_key", "answer_tag", "as_text", "countdown",

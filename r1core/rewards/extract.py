@@ -1,4 +1,4 @@
-"""Find the final answer in a completion (SPEC §5): the last complete \\boxed{…} (nested braces,
+"""Find the final answer in a completion (docs/spec.md §5): the last complete \\boxed{…} (nested braces,
 \\fbox too; consecutive boxes joined by "," / "and" / "or" / ";" / spaces count together, as one
 list), else the content of the last <answer>…</answer>, else what follows a final "answer is" /
 "answer:" (its math span, or its sentence), else -- by `unmarked` -- nothing ("none"), the whole
@@ -54,12 +54,6 @@ def _braced_end(text: str, open_at: int) -> int | None:
     return None
 
 
-def _braced(text: str, open_at: int) -> str | None:
-    """Content of the group whose "{" is at `open_at`, or None if it does not close in time."""
-    close = _braced_end(text, open_at)
-    return None if close is None else text[open_at + 1:close]
-
-
 def _box_span(text: str, at: int, command: str) -> tuple[str, int] | None:
     """(argument, end index) of the box command starting at `at`: `\\boxed{…}` or `\\boxed 5`."""
     i = at + len(command)
@@ -74,11 +68,6 @@ def _box_span(text: str, at: int, command: str) -> tuple[str, int] | None:
         m = re.match(r"[^\s$]{1,64}", text[i:i + 64])
         return (m.group(), i + m.end()) if m else None
     return None
-
-
-def _box_at(text: str, at: int, command: str) -> str | None:
-    span = _box_span(text, at, command)
-    return None if span is None else span[0]
 
 
 def _last_box_before(text: str, hi: int) -> tuple[str, int, int] | None:

@@ -99,13 +99,14 @@ def generate(model, prompts, *, num_samples: int = 1, max_new_tokens: int, tempe
              top_p: float = 1.0, top_k: int = 0, eos_token_id: int | list[int] | None = None,
              seed: int | None = None, stop_strings: list[str] | None = None, tokenizer=None,
              pad_token_id: int | None = None, static: bool | None = None,
-             cuda_graph: bool | None = None, prefill_chunk: int = 2048) -> Rollout:
+             cuda_graph: bool | None = None, prefill_chunk: int = 2048, progress=None) -> Rollout:
     """Sample `num_samples` completions for each prompt (token-id lists).  See the module doc.
 
     eos_token_id=None uses the model config's; [] never stops early.  seed makes it reproducible
     (None: torch's global generator).  stop_strings (with tokenizer=) end a row once its decoded
     completion contains one.  static=None → static on CUDA, dynamic (with compaction) on CPU.
     prefill_chunk bounds the prompt tokens of one prefill forward (long prompts run in chunks).
+    progress, a callable (done, total), hears of every decode step (a progress bar; no device sync).
 
     Memory: the KV cache holds B·G rows × (P + max_new_tokens) slots × KVCache.bytes_per_token
     (a 1.5B Qwen2 shape in bf16: 28 KiB a token, so G = 16 × 32k tokens is 14 GiB per prompt);
@@ -132,11 +133,12 @@ def generate(model, prompts, *, num_samples: int = 1, max_new_tokens: int, tempe
     with torch.inference_mode():
         return _generate(model, prompts, G=num_samples, max_new=max_new_tokens, temperature=temperature,
                          top_p=top_p, top_k=top_k, eos=eos, gen=gen, stop_strings=stop_strings,
-                         tokenizer=tokenizer, pad=pad, static=static, graphs=graphs, chunk=prefill_chunk)
+                         tokenizer=tokenizer, pad=pad, static=static, graphs=graphs, chunk=prefill_chunk,
+                         progress=progress)
 
 
 def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen, stop_strings, tokenizer, pad,
-              static, graphs, chunk) -> Rollout:
+              static, graphs, chunk, progress=None) -> Rollout:
     device, cfg = model.device, model.config
     B, N = len(prompts), len(prompts) * G
     lens = torch.tensor([len(p) for p in prompts], dtype=torch.long)
@@ -191,6 +193,8 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
         finished[rows[stop]] = True
         alive = alive & ~stop
         remaining = max_new - step - 1
+        if progress is not None:
+            progress(step + 1, max_new)
         if remaining == 0 or not bool(alive.any()):
             break
         if not static and not bool(alive.all()):                      # finished rows leave the batch

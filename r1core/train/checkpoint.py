@@ -4,10 +4,14 @@ A checkpoint folder holds
     config.json, model.safetensors   the policy in the Hugging Face layout (model.save_pretrained):
                                      `r1core.load_model(folder)` and `transformers` both read it
     optimizer.pt                     AdamW state keyed by parameter name (so 1 and N ranks can
-                                     resume each other's checkpoints), the LR scheduler
+                                     resume each other's checkpoints), the LR scheduler; left out of a
+                                     stage's final checkpoint unless checkpoint.final_optimizer=true
     rng/rank-<r>.pt                  torch (CPU and CUDA), numpy and python RNG states of each rank
     trainer.json                     step, data order, the run's "before" evaluation, config
-Every file is loaded with `torch.load(weights_only=True)` or as JSON: no pickle of arbitrary objects.
+Every file is loaded with `torch.load(weights_only=True)` or as JSON: no pickle of arbitrary objects,
+and a missing or corrupted file raises a ValueError naming it.  checkpoint.dtype=bfloat16 stores the
+weights in bfloat16 (half the size of float32).  Every file is written with the same mode (0666 less
+the umask: 0644 usually).
 
 Atomicity: everything is written into `checkpoints/.tmp-step-<N>/`, fsynced, then renamed to
 `step-<N>` in one `os.rename`; a folder named `step-<N>` is therefore always complete, and a process
@@ -21,6 +25,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +48,6 @@ def checkpoint_dirs(out: str | Path) -> list[Path]:
 def latest_checkpoint(out: str | Path) -> Path | None:
     dirs = checkpoint_dirs(out)
     return dirs[-1] if dirs else None
-
-
-def step_of(path: str | Path) -> int:
-    m = _STEP_DIR.match(Path(path).name)
-    if not m:
-        raise ValueError(f"{str(path)!r} is not a checkpoint folder (step-<N>)")
-    return int(m.group(1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,9 +114,11 @@ def load_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimiz
 # save / load
 # ---------------------------------------------------------------------------------------------
 def save_checkpoint(out: str | Path, step: int, *, policy: torch.nn.Module, optimizer, scheduler,
-                    trainer_state: dict, info: D.DistInfo, keep_last: int = 2, tokenizer=None) -> Path:
+                    trainer_state: dict, info: D.DistInfo, keep_last: int = 2, tokenizer=None,
+                    dtype: str = "", with_optimizer: bool = True) -> Path:
     """Write checkpoint `step` atomically and prune to the newest `keep_last`. Collective: every rank
-    calls it."""
+    calls it.  `dtype` (e.g. "bfloat16") stores the weights in that dtype (empty: as they are);
+    with_optimizer=False leaves out optimizer.pt (a final checkpoint that nobody trains further)."""
     root = Path(out) / "checkpoints"
     tmp = root / f".tmp-step-{step}"
     final = root / f"step-{step}"
@@ -132,15 +132,19 @@ def save_checkpoint(out: str | Path, step: int, *, policy: torch.nn.Module, opti
     with D.full_params(policy):
         if info.main:
             model.save_pretrained(str(tmp))
+            if dtype:
+                cast_weights(tmp, dtype)
             if tokenizer is not None and hasattr(tokenizer, "save_pretrained"):
                 try:
                     tokenizer.save_pretrained(str(tmp))
                 except Exception:  # a tokenizer that cannot save itself is reloaded from the source
                     pass
-    opt_sd = optimizer_state(policy, optimizer, info)
+    opt_sd = optimizer_state(policy, optimizer, info) if with_optimizer else None
     if info.main:
-        torch.save({"optimizer": opt_sd, "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-        (tmp / "trainer.json").write_text(json.dumps({"step": step, **trainer_state}, indent=1))
+        if with_optimizer:
+            torch.save({"optimizer": opt_sd, "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        (tmp / "trainer.json").write_text(json.dumps({"step": step, "optimizer": with_optimizer, **trainer_state},
+                                                     indent=1))
     torch.save(rng_state(), tmp / "rng" / f"rank-{info.rank}.pt")
     D.barrier(info)
     if info.main:
@@ -159,25 +163,88 @@ def save_checkpoint(out: str | Path, step: int, *, policy: torch.nn.Module, opti
     return final
 
 
+def cast_weights(folder: Path, dtype: str) -> None:
+    """Rewrite the folder's *.safetensors with floating tensors in `dtype` (config.json's torch_dtype
+    follows), whatever wrote them (r1core or transformers)."""
+    from safetensors.torch import load_file, save_file
+    target = getattr(torch, dtype)
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        state = load_file(str(f))
+        if all(t.dtype == target or not t.is_floating_point() for t in state.values()):
+            continue
+        state = {k: t.to(target) if t.is_floating_point() else t for k, t in state.items()}
+        save_file(state, str(f), metadata={"format": "pt"})
+    cfg_file = Path(folder) / "config.json"
+    if cfg_file.exists():
+        hf = json.loads(cfg_file.read_text())
+        hf["torch_dtype"] = dtype
+        cfg_file.write_text(json.dumps(hf, indent=2))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing (an incomplete checkpoint? resume from another step, or overwrite=true)") \
+            from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e}): the checkpoint is corrupted") from None
+    if not isinstance(data, dict) or not isinstance(data.get("step"), int):
+        raise ValueError(f"{path}: not a trainer state (expected a JSON object with an integer step)")
+    return data
+
+
+def _torch_load(path: Path, what: str):
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: missing ({what})") from None
+    except Exception as e:  # noqa: BLE001  (torch raises RuntimeError, UnpicklingError, EOFError, …)
+        raise ValueError(f"{path}: cannot be read as {what} ({type(e).__name__}: {str(e)[:200]}): "
+                         f"the checkpoint is corrupted") from None
+
+
 def load_checkpoint(path: str | Path, *, policy: torch.nn.Module, optimizer, scheduler, info: D.DistInfo) -> dict:
     """Restore optimizer, scheduler and this rank's RNG from `path` (the weights are loaded with the
-    model, `r1core.load_model(path)`); returns trainer.json."""
+    model, `r1core.load_model(path)`); returns trainer.json.  Every file is checked: a missing or
+    corrupted one raises a ValueError naming it.  A checkpoint saved without optimizer state (a final
+    one, checkpoint.final_optimizer=false) resumes with a fresh AdamW at the saved schedule position."""
     path = Path(path)
-    state = json.loads((path / "trainer.json").read_text())
-    blob = torch.load(path / "optimizer.pt", weights_only=True, map_location="cpu") if info.main or not info.enabled \
-        else {"optimizer": {}, "scheduler": None}
-    load_optimizer_state(policy, optimizer, blob["optimizer"], info)
-    sched = D.all_gather_objects(blob["scheduler"], info)[0] if info.enabled else blob["scheduler"]
-    scheduler.load_state_dict(sched)
+    state = _read_json(path / "trainer.json")
+    opt_file = path / "optimizer.pt"
+    if state.get("optimizer", True) or opt_file.exists():
+        blob = _torch_load(opt_file, "optimizer state") if info.main or not info.enabled \
+            else {"optimizer": {}, "scheduler": None}
+        if not isinstance(blob, dict) or not {"optimizer", "scheduler"} <= set(blob):
+            raise ValueError(f"{opt_file}: not an optimizer checkpoint (expected optimizer and scheduler entries)")
+        try:
+            load_optimizer_state(policy, optimizer, blob["optimizer"], info)
+            sched = D.all_gather_objects(blob["scheduler"], info)[0] if info.enabled else blob["scheduler"]
+            scheduler.load_state_dict(sched)
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise ValueError(f"{opt_file}: does not match this model's optimizer ({type(e).__name__}: {e})") from None
+    else:
+        with warnings.catch_warnings():      # the schedule continues where it stopped
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+            for _ in range(state["step"]):
+                scheduler.step()
     rng_file = path / "rng" / f"rank-{info.rank}.pt"
     if rng_file.exists():                          # a different number of ranks: fresh RNG is fine,
-        set_rng_state(torch.load(rng_file, weights_only=True))   # rollouts are seeded per step
+        set_rng_state(_torch_load(rng_file, "RNG state"))   # rollouts are seeded per step
     return state
 
 
+def resume_line(path: Path, state: dict, total: int) -> str:
+    """'resuming from step k of N (path)', and what a checkpoint without optimizer state means."""
+    fresh = "" if state.get("optimizer", True) else "; it has no optimizer state (a final checkpoint): AdamW restarts"
+    return f"resuming from step {state['step']} of {total} ({path}){fresh}"
+
+
 def _fsync_tree(folder: Path) -> None:
+    mode = 0o666 & ~_umask()
     for p in folder.rglob("*"):
         if p.is_file():
+            os.chmod(p, mode)       # safetensors writes 0600; every file of a checkpoint gets the same mode
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
     _fsync_dir(folder)
@@ -192,3 +259,9 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

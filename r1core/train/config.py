@@ -1,7 +1,7 @@
 """Run configuration: small keyword-only dataclasses, YAML in and out, `key=value` overrides.
 
 A run is one `Config` with a section per concern (model, task, rollout, optim, grpo, sft, sample,
-run, pipeline).  Options are addressed by dotted keys (`optim.lr=3e-6`); SPEC §5's top-level keys
+run, pipeline).  Options are addressed by dotted keys (`optim.lr=3e-6`); docs/spec.md §5's top-level keys
 (`model`, `task`, `steps`, `seed`, `out`, `save_every`, `resume`, …) are shortcuts for the dotted
 ones (see SHORTCUTS).  Values are parsed as YAML scalars (`true`, `1e-5`, `[0.9, 0.99]`) and
 type-checked against the field, so a typo or a wrong type fails before any work starts.
@@ -22,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+# the objective options' choice lists have one home, shared with the loss ops and the TRL mapping
+from r1core.ops.grpo.options import DEFAULTS as OBJECTIVE_DEFAULTS
+from r1core.ops.grpo.options import IS_LEVELS, OBJECTIVE_AGGS, POLICIES
 
 
 def opt(default: Any, help: str, choices: tuple[str, ...] | None = None):
@@ -94,13 +98,13 @@ class GRPOConfig:
     beta: float = opt(0.0, "k3 KL weight to the frozen reference (0: no reference model at all)")
     eps_low: float = opt(0.2, "clip ratio below at 1 - eps_low")
     eps_high: float = opt(0.2, "clip ratio above at 1 + eps_high (DAPO: 0.28)")
-    loss_agg: str = opt("token_mean", "loss aggregation (SPEC §2; seq_mean_token_sum: LUSPO's, docs/objectives.md)",
-                        ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "seq_mean_token_sum"))
+    loss_agg: str = opt("token_mean", "loss aggregation (docs/spec.md §2; seq_mean_token_sum: LUSPO's, docs/objectives.md)",
+                        OBJECTIVE_AGGS)
     # the GRPO-family objective options (docs/objectives.md; any non-default runs the loss's general path)
     policy: str = opt("clip", "policy term: clip (PPO/GRPO), cispo (MiniMax-M1; eps_high is then the raw upper "
-                              "bound on the ratio, e.g. 5), sapo (soft gate), vespo", ("clip", "cispo", "sapo", "vespo"))
+                              "bound on the ratio, e.g. 5), sapo (soft gate), vespo", POLICIES)
     importance_sampling_level: str = opt("token", "importance ratio per token, or one per sequence (GSPO)",
-                                         ("token", "sequence"))
+                                         IS_LEVELS)
     delta: float = opt(0.0, "INTELLECT-2's cap on the unclipped ratio of the clip policy (0: off; else > 1)")
     use_bias_correction_kl: bool = opt(False, "KL term times the importance ratio (DeepSeek-V3.2)")
     off_policy_mask_threshold: float = opt(0.0, "DeepSeek-V3.2's off-policy sequence mask threshold (0: off)")
@@ -109,15 +113,15 @@ class GRPOConfig:
     log_entropy: bool = opt(True, "log entropy_mean (the loss pass's per-token entropy: one more running sum)")
     sapo_temperature_pos: float = opt(1.0, "SAPO gate temperature for A > 0")
     sapo_temperature_neg: float = opt(1.05, "SAPO gate temperature for A <= 0")
-    scale: str = opt("group", "advantage scale (SPEC §1)", ("group", "batch", "none"))
-    baseline: str = opt("mean", "advantage baseline (SPEC §1)", ("mean", "rloo"))
+    scale: str = opt("group", "advantage scale (docs/spec.md §1)", ("group", "batch", "none"))
+    baseline: str = opt("mean", "advantage baseline (docs/spec.md §1)", ("mean", "rloo"))
     mu: int = opt(1, "optimisation passes over each step's batch")
     drop_zero_variance: bool = opt(False, "drop groups whose rewards are all equal before the update")
     chunk_size: int = opt(0, "fused linear loss chunk in tokens (0: the op's default)")
     routing_replay: bool = opt(True, "MoE policies: train through the experts the rollout used (Rollout.expert_ids)")
     share_prefix: bool = opt(True, "compute each prompt once per group in the log-prob and update forwards "
                                    "(shared-prefix packing, r1core.train.packing)")
-    backend: str = opt("", "backend of the advantage / log-prob / loss ops (empty: SPEC §6 default; torch: the eager "
+    backend: str = opt("", "backend of the advantage / log-prob / loss ops (empty: docs/spec.md §6 default; torch: the eager "
                            "references, the bench baseline)", ("", "torch", "cpp", "triton", "cuda"))
 
 
@@ -149,10 +153,12 @@ class SampleConfig:
 class RunConfig:
     steps: int = opt(20, "RL steps (each: P·G rollouts, then mu passes of updates)")
     seed: int = opt(0, "seed of data order, sampling and initialisation")
-    out: str = opt("runs/default", "the run folder")
+    out: str = opt("runs/default", "the run folder (`r1core train` without out=: runs/<recipe>, runs/<recipe>-quick)")
     save_every: int = opt(1, "checkpoint every N steps (0: only at the end)")
     keep_last: int = opt(2, "keep the newest N checkpoints")
     resume: bool = opt(False, "continue from the newest checkpoint in `out`")
+    overwrite: bool = opt(False, "start afresh in a non-empty `out` (the previous run's files are removed)")
+    resume_changed: bool = opt(False, "with resume=true: continue although the config differs from the saved run's")
     eval_every: int = opt(0, "held-out evaluation every N steps (0: only before and after)")
     eval_n: int = opt(32, "held-out questions per evaluation (0: skip evaluation)")
     eval_k: int = opt(1, "samples per held-out question (pass@1 averaged over k, cons@k)")
@@ -163,6 +169,15 @@ class RunConfig:
     plot: bool = opt(True, "write curves.png at the end (needs matplotlib)")
     dist: str = opt("fsdp", "data parallelism under torchrun: fsdp (FSDP2 fully_shard) or ddp", ("fsdp", "ddp"))
     threads: int = opt(0, "torch CPU threads (0: torch's default)")
+
+
+@dataclass(kw_only=True)
+class CheckpointConfig:
+    """What a checkpoint holds (size: SmolLM2-135M in float32 is 540 MB of weights)."""
+    dtype: str = opt("", "dtype of the saved weights (empty: model.dtype); bfloat16 halves a float32 checkpoint, "
+                         "and a resume from it continues from the rounded weights", ("",) + DTYPES)
+    final_optimizer: bool = opt(False, "keep the AdamW state in a stage's final checkpoint too (needed only to train "
+                                       "that stage further; intermediate checkpoints always hold it)")
 
 
 @dataclass(kw_only=True)
@@ -184,6 +199,7 @@ class Config:
     sft: SFTConfig = field(default_factory=SFTConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
@@ -213,11 +229,11 @@ def embedded_default() -> Config:
     return cfg
 
 
-# SPEC §5 top-level keys (and a few everyday ones) -> dotted keys
+# docs/spec.md §5 top-level keys (and a few everyday ones) -> dotted keys
 SHORTCUTS = {
     "model": "model.source", "task": "task.name", "steps": "run.steps", "seed": "run.seed",
     "out": "run.out", "save_every": "run.save_every", "keep_last": "run.keep_last",
-    "resume": "run.resume", "profile_steps": "run.profile_steps", "lr": "optim.lr",
+    "resume": "run.resume", "overwrite": "run.overwrite", "profile_steps": "run.profile_steps", "lr": "optim.lr",
     "beta": "grpo.beta", "recipe": "pipeline.recipe",
 }
 
@@ -252,6 +268,11 @@ def _check_type(key: str, value: Any, hint: Any, choices) -> Any:
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
+        if isinstance(value, str):           # YAML 1.1 reads 1e-5 (no dot) and nan as text
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif hint is str:
@@ -339,48 +360,82 @@ def set_override(cfg: Config, key: str, raw: str) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), *, base: Config | None = None) -> Config:
-    """Defaults <- YAML file (optional) <- `key=value` overrides, each type-checked."""
+    """Defaults <- YAML file (optional) <- `key=value` overrides, each type-checked, then the whole
+    config validated (ranges, choices, cross-field rules) before anything is built."""
     cfg = base if base is not None else Config()
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ValueError(f"config file {str(p)!r} does not exist")
-        data = yaml.safe_load(p.read_text()) or {}
-        apply_dict(cfg, data)
-    for text in overrides:
-        set_override(cfg, *parse_override(text))
+        data = read_yaml(path)
+        reset_task_if_renamed(cfg, _task_name_in(data))
+        try:
+            apply_dict(cfg, data)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    parsed = [parse_override(text) for text in overrides]
+    renamed = [raw for key, raw in parsed if SHORTCUTS.get(key, key) == "task.name"]
+    if renamed:
+        reset_task_if_renamed(cfg, renamed[-1].strip().strip("'\""))
+    for key, raw in parsed:
+        set_override(cfg, key, raw)
     validate(cfg)
     return cfg
 
 
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a dict; a syntax error names the file, line and column."""
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file {str(p)!r} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        what = " ".join(x for x in (e.context, e.problem) if x)
+        raise ValueError(f"{p}: {where}: not valid YAML: {what}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid YAML: {e}") from None
+    data = data if data is not None else {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: a config file must be a mapping of sections (model:, run:, …), "
+                         f"got a {type(data).__name__}")
+    return data
+
+
+def _task_name_in(data: dict) -> str | None:
+    task = data.get("task")
+    if isinstance(task, dict):
+        return task.get("name")
+    return task if isinstance(task, str) else None
+
+
+def reset_task_if_renamed(cfg: Config, name: str | None) -> None:
+    """Choosing another task drops the previous task's arguments and reward weights: the new task
+    starts from its own constructor defaults and its own rewards (`task=countdown` on the embedded
+    recipe must not pass arithmetic's digits= to countdown).  Arguments and rewards given with the
+    new name (task.args.x=…, a file's task: section) are applied after this."""
+    if name is not None and str(name) != cfg.task.name:
+        cfg.task.args, cfg.task.rewards = {}, {}
+
+
 def validate(cfg: Config) -> None:
-    """Cross-field checks that single-field typing cannot express."""
+    """The whole config, before any work starts: every number against its range (r1core.train.limits,
+    non-finite floats refused), then cross-field checks that single-field typing cannot express."""
+    from r1core.train.limits import check_value
+    for key, value, f, hint in options(cfg):
+        if hint is list and key == "optim.betas":
+            continue                                 # checked below, as a pair
+        check_value(key, value)
     r, o, g, run = cfg.rollout, cfg.optim, cfg.grpo, cfg.run
-    positive = {"rollout.prompts": r.prompts, "rollout.max_new_tokens": r.max_new_tokens,
-                "optim.micro_batch": o.micro_batch, "optim.mini_batches": o.mini_batches, "grpo.mu": g.mu}
-    for k, v in positive.items():
-        if v < 1:
-            raise ValueError(f"config key {k!r} must be >= 1, got {v}")
-    nonneg = {"run.steps": run.steps, "run.save_every": run.save_every, "run.keep_last": run.keep_last,
-              "run.eval_n": run.eval_n, "optim.warmup": o.warmup, "model.train_layers": cfg.model.train_layers,
-              "rollout.gen_batch": r.gen_batch, "grpo.beta": g.beta, "grpo.chunk_size": g.chunk_size,
-              "pipeline.final_steps": cfg.pipeline.final_steps}
-    for k, v in nonneg.items():
-        if v < 0:
-            raise ValueError(f"config key {k!r} must be >= 0, got {v}")
     if o.mini_batches > r.prompts:
         raise ValueError(f"config key 'optim.mini_batches' ({o.mini_batches}) cannot exceed rollout.prompts ({r.prompts})")
-    if r.group_size < 2:
-        raise ValueError(f"config key 'rollout.group_size' must be >= 2 (GRPO compares samples), got {r.group_size}")
-    if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
+    if len(o.betas) != 2 or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1
+                                    for b in o.betas):
         raise ValueError(f"config key 'optim.betas' must be two numbers in [0, 1), got {o.betas}")
-    if run.eval_k < 1:
-        raise ValueError(f"config key 'run.eval_k' must be >= 1, got {run.eval_k}")
     if run.profile_steps:
         parse_profile_steps(run.profile_steps)
     for name, w in cfg.task.rewards.items():
-        if not isinstance(w, (int, float)) or isinstance(w, bool):
-            raise ValueError(f"config key 'task.rewards.{name}' must be a number, got {w!r}")
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
+            raise ValueError(f"config key 'task.rewards.{name}' must be a finite number, got {w!r}")
     if cfg.task.mixture:     # names and weights refused here, before a model is loaded
         from r1core.tasks.mixture import parse_mixture
         parse_mixture(cfg.task.mixture)
@@ -391,15 +446,9 @@ def validate(cfg: Config) -> None:
         raise ValueError(f"config key 'grpo.delta' must be 0 (off) or > 1, got {g.delta}")
     if g.delta != 0 and g.policy != "clip":
         raise ValueError(f"config key 'grpo.delta' caps the clip policy's ratio; grpo.policy is {g.policy!r}")
-    if g.off_policy_mask_threshold < 0:
-        raise ValueError(f"config key 'grpo.off_policy_mask_threshold' must be >= 0, got {g.off_policy_mask_threshold}")
-    if not 0 < g.top_entropy_quantile <= 1:
-        raise ValueError(f"config key 'grpo.top_entropy_quantile' must be in (0, 1], got {g.top_entropy_quantile}")
-    if not math.isfinite(g.entropy_coef):
-        raise ValueError(f"config key 'grpo.entropy_coef' must be finite, got {g.entropy_coef}")
-    for k in ("sapo_temperature_pos", "sapo_temperature_neg"):
-        if not getattr(g, k) > 0:
-            raise ValueError(f"config key 'grpo.{k}' must be > 0, got {getattr(g, k)}")
+    if run.resume and run.overwrite:
+        raise ValueError("config keys 'run.resume' and 'run.overwrite' are both true: resume continues the run in "
+                         "run.out, overwrite starts it afresh; choose one")
     if g.backend:
         _check_backend(g.backend)
 
@@ -408,9 +457,9 @@ def objective_options(g: "GRPOConfig") -> dict:
     """grpo.* -> the objective keywords of the loss ops (only the non-default ones, so the plain clip
     objective keeps the single-pass loss)."""
     kw = {}
-    if g.policy != "clip":
+    if g.policy != OBJECTIVE_DEFAULTS["policy"]:
         kw["policy"] = g.policy
-    if g.importance_sampling_level != "token":
+    if g.importance_sampling_level != OBJECTIVE_DEFAULTS["importance_sampling_level"]:
         kw["importance_sampling_level"] = g.importance_sampling_level
     if g.delta:
         kw["delta"] = g.delta

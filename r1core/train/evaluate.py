@@ -15,10 +15,11 @@ from r1core.train.sampling import sample
 def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                     max_new_tokens: int = 64, seed: int = 0, gen_batch: int = 0, info: D.DistInfo | None = None,
                     deps: Deps | None = None, return_samples: bool = False, lang: str | None = None,
-                    unmarked: str | None = None) -> dict:
+                    progress: bool = False, unmarked: str | None = None) -> dict:
     """{"pass@1", "cons@k", "format", "completion_len", "questions", "samples"} on task.test(n), plus
     "language" (share of target-language words in the chain of thought) when `lang` is given or the
     task's rewards include "language" (then `lang` defaults to the task's `lang`, else "en").
+    progress=True shows a bar over the decode steps with the time left (rank 0; needs tqdm).
     `unmarked` is the accuracy reward's policy for answers without a marker ("last" in `r1core eval`:
     a model that ends on a bare number is judged on it; None: the training reward's own default)."""
     from r1core.rewards import get
@@ -34,9 +35,17 @@ def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: 
     if mine:
         was_training = model.training
         model.eval()
-        s = sample(model, tokenizer, [examples[i].prompt for i in mine], num_samples=k,
-                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
-                   first_index=mine[0] if mine else 0, gen_batch=gen_batch, deps=deps)
+        calls = -(-len(mine) // gen_batch) if gen_batch > 0 else 1
+        bar = _bar(calls * max_new_tokens, f"eval {len(mine)}x{k}") if progress and info.main else None
+        hook = None if bar is None else (lambda call, done, total: bar.update(call * total + done - bar.n))
+        try:
+            s = sample(model, tokenizer, [examples[i].prompt for i in mine], num_samples=k,
+                       max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
+                       first_index=mine[0] if mine else 0, gen_batch=gen_batch, deps=deps, progress=hook)
+        finally:
+            if bar is not None:
+                bar.update(bar.total - bar.n)       # rows that all hit EOS end a call early
+                bar.close()
         model.train(was_training)
         per_row = s.mask_NT.sum(1).tolist()
         comps = [s.completions[j * k:(j + 1) * k] for j in range(len(mine))]
@@ -62,3 +71,13 @@ def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: 
         result["samples_text"] = [{"prompt": ex.prompt, "answer": ex.answer, "completions": cs}
                                   for ex, cs in zip(examples, completions_QK)]
     return result
+
+
+def _bar(total: int, desc: str):
+    """A progress bar over decode steps (the time left is an upper bound: calls may end early on EOS)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    import sys
+    return tqdm(total=total, desc=desc, unit="tok", file=sys.stderr, dynamic_ncols=True, leave=False)

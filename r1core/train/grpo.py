@@ -11,7 +11,7 @@ One step:
                 pass) and reference log-probs (only when beta > 0) with the fused linear log-prob op
   5. update     mu passes; each pass deals the prompt groups into optim.mini_batches mini-batches (one
                 optimizer step each), each processed in micro-batches of optim.micro_batch rows whose
-                gradients accumulate; fused linear GRPO loss (SPEC §3), backward, gradient clipping,
+                gradients accumulate; fused linear GRPO loss (docs/spec.md §3), backward, gradient clipping,
                 AdamW; one LR-scheduler step per training step.
 
 Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
@@ -60,7 +60,7 @@ import torch
 
 from r1core.ops.advantage import grpo_advantages
 from r1core.ops.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
-from r1core.ref.grpo_math import agg_denominator
+from r1core.ops.grpo.math import agg_denominator
 from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train.config import Config, objective_options, parse_profile_steps, save_config
 from r1core.train.evaluate import evaluate_policy
@@ -131,6 +131,8 @@ class GRPOTrainer:
                                          scheduler=self.scheduler, info=self.info)
             self.start_step = state["step"]
             self.eval_history = state.get("eval_history", [])
+            if self.info.main:
+                print(ckpt.resume_line(resume_from, state, cfg.run.steps), flush=True)
         self.timer = PhaseTimer(self.device)
         self.temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
         self.backend = cfg.grpo.backend or None
@@ -335,12 +337,14 @@ class GRPOTrainer:
         loss_kw = dict(beta=g.beta, eps_low=g.eps_low, eps_high=g.eps_high, temperature=self.temperature,
                        loss_agg=g.loss_agg, max_len=cfg.rollout.max_new_tokens if g.loss_agg ==
                        "seq_mean_token_sum_norm" else None, **objective_options(g))
-        # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens, entropy], grad norms
-        sums = torch.zeros(7, dtype=torch.float64)
+        # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens, entropy] and the grad
+        # norms, accumulated on the device: no host sync per micro-batch (each drains a GPU's stream);
+        # they reach the host once, after the last optimizer step
+        sums = torch.zeros(7, dtype=torch.float64, device=self.device)
         grad_norms = []
         for _ in range(g.mu):
             for mini in minis:
-                total = self._denominator(batch, mini)
+                total = self._denominator(batch, mini)          # one sync per optimizer step
                 for rows in mini:
                     rows_, dummy = self._rows_or_dummy(rows)
                     mask = batch.mask_NT[rows_]
@@ -353,33 +357,36 @@ class GRPOTrainer:
                             chunk_size=g.chunk_size or None, backend=self.backend, entropy=g.log_entropy,
                             **loss_kw))
                         # the op normalises by this micro-batch's denominator; the objective by the batch's
-                        local = float(agg_denominator(mask, _denominator_agg(g.loss_agg)))
-                        scale = local / total if total > 0 else 0.0
+                        local = agg_denominator(mask, _denominator_agg(g.loss_agg)).to(loss.dtype)
+                        scale = local / total if total > 0 else torch.zeros_like(local)
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()
-                    ntok = float(mask.sum())
-                    sums += torch.tensor([loss.item() * scale, st.kl_mean.item() * ntok, st.ratio_mean.item() * ntok,
-                                          st.clip_low_frac.item() * ntok, st.clip_high_frac.item() * ntok, ntok,
-                                          0.0 if st.entropy is None else float((st.entropy * mask).sum())],
-                                         dtype=torch.float64)
+                    m = mask.to(torch.float64)
+                    ntok = m.sum()
+                    ent = (st.entropy.double() * m).sum() if st.entropy is not None else ntok.new_zeros(())
+                    sums += torch.stack([loss.detach().double() * scale.double(), st.kl_mean.double() * ntok,
+                                         st.ratio_mean.double() * ntok, st.clip_low_frac.double() * ntok,
+                                         st.clip_high_frac.double() * ntok, ntok, ent]).to(sums.device)
                 with self.timer("optimizer"):
                     gn = torch.nn.utils.clip_grad_norm_(self.policy.parameters(),
                                                         cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else math.inf)
                     gn = gn.full_tensor() if hasattr(gn, "full_tensor") else gn
-                    grad_norms.append(float(gn))
+                    grad_norms.append(gn.detach().double().to(sums.device))
                     self.optimizer.step()
                     self.optimizer.zero_grad(set_to_none=True)
-        sums = D.all_reduce(sums, info=info)
-        n = max(1.0, float(sums[5]))
         steps = g.mu * len(minis)
-        return {"loss": float(sums[0]) / steps, "kl_mean": float(sums[1]) / n, "ratio_mean": float(sums[2]) / n,
-                "clip_low_frac": float(sums[3]) / n, "clip_high_frac": float(sums[4]) / n,
-                **({"entropy_mean": float(sums[6]) / n} if g.log_entropy else {}),
-                "grad_norm": sum(grad_norms) / len(grad_norms), "optimizer_steps": steps}
+        sums = torch.cat([sums, torch.stack(grad_norms).sum()[None]])
+        sums[7] /= info.world                       # every rank has the same (global) grad norm
+        s = D.all_reduce(sums, info=info).tolist()  # the one sync of the statistics
+        n = max(1.0, s[5])
+        return {"loss": s[0] / steps, "kl_mean": s[1] / n, "ratio_mean": s[2] / n,
+                "clip_low_frac": s[3] / n, "clip_high_frac": s[4] / n,
+                **({"entropy_mean": s[6] / n} if g.log_entropy else {}),
+                "grad_norm": s[7] / len(grad_norms), "optimizer_steps": steps}
 
     def _denominator(self, batch: Batch, mini: list[torch.Tensor]) -> float:
         """The loss aggregation's denominator over one optimizer batch on all ranks (tokens,
-        non-empty sequences or rows: r1core.ref.grpo_math.agg_denominator)."""
+        non-empty sequences or rows: r1core.ops.grpo.math.agg_denominator)."""
         rows = torch.cat(mini) if mini else batch.rows.new_empty(0)
         local = agg_denominator(batch.mask_NT[rows], _denominator_agg(self.cfg.grpo.loss_agg))
         return float(D.all_reduce([float(local)], info=self.info)[0])
@@ -409,9 +416,11 @@ class GRPOTrainer:
         (self.out / "eval.json").write_text(json.dumps(data, indent=1))
 
     def save(self, step: int) -> Path:
+        c = self.cfg.checkpoint
         return ckpt.save_checkpoint(self.out, step, policy=self.policy, optimizer=self.optimizer,
                                     scheduler=self.scheduler, info=self.info, keep_last=self.cfg.run.keep_last,
-                                    trainer_state={"eval_history": self.eval_history}, tokenizer=self.tokenizer)
+                                    trainer_state={"eval_history": self.eval_history}, tokenizer=self.tokenizer,
+                                    dtype=c.dtype, with_optimizer=step < self.cfg.run.steps or c.final_optimizer)
 
     def _finish(self, summary: dict) -> None:
         png = plot_curves(self.out) if self.cfg.run.plot else None

@@ -1,15 +1,17 @@
 """What a run reports: a progress bar, `metrics.jsonl`, TensorBoard, an end summary and a PNG.
 
 `metrics.jsonl` holds one JSON object per step with at least step, reward_mean, reward_std, kl_mean,
-loss and tokens_per_s (SPEC §5), plus reward/<name>, clip fractions, grad_norm, lr, lengths and the
+loss and tokens_per_s (docs/spec.md §5), plus reward/<name>, clip fractions, grad_norm, lr, lengths and the
 phase times time/<phase>.  Evaluations go to the same file as {"eval": {...}, "step": N} lines and to
 `eval.json`.  Only rank 0 writes.  On resume, lines after the resumed step are dropped so the file
-reads as one uninterrupted run.
+reads as one uninterrupted run, and the TensorBoard folder is rebuilt from the kept lines (one event
+file per stage, no repeated step).
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,13 +40,20 @@ class RunLogger:
         if not enabled:
             return
         self.out.mkdir(parents=True, exist_ok=True)
-        self._truncate_after(start_step)
+        kept = self._truncate_after(start_step)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self.tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=start_step + 1)
             except ImportError:  # tensorboard is optional
-                self.tb = None
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                # one event file per stage, across resumes: metrics.jsonl is the record, so the
+                # TensorBoard folder is rebuilt from its kept lines rather than appended to (a second
+                # file would repeat the resumed step and stale files would pile up)
+                shutil.rmtree(self.out / "tensorboard", ignore_errors=True)
+                self.tb = SummaryWriter(str(self.out / "tensorboard"))
+                for row in kept:
+                    self._tb_row(row)
         if progress:
             try:
                 from tqdm import tqdm
@@ -53,12 +62,23 @@ class RunLogger:
             except ImportError:
                 self.bar = None
 
-    def _truncate_after(self, step: int) -> None:
+    def _truncate_after(self, step: int) -> list[dict]:
         """Keep the lines of steps <= `step` (checkpoint `step` was written after them); a fresh run
         (step 0) starts an empty file."""
         rows = read_metrics(self.path) if step > 0 else []
         keep = [r for r in rows if r.get("step", 0) <= step]
         self.path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        return keep
+
+    def _tb_row(self, row: dict) -> None:
+        if "eval" in row:
+            for k, v in row["eval"].items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"eval/{k}", v, row["step"])
+            return
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
+                self.tb.add_scalar(k, v, row["step"])
 
     def log(self, metrics: dict) -> None:
         if not self.enabled:
@@ -67,9 +87,7 @@ class RunLogger:
             f.write(json.dumps(_jsonable(metrics)) + "\n")
         step = metrics["step"]
         if self.tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)) and k != "step" and math.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
+            self._tb_row(_jsonable(metrics))
         if self.bar is not None:
             if "clip_low_frac" in metrics:      # a GRPO step
                 metrics = {**metrics, "clip_frac": metrics["clip_low_frac"] + metrics.get("clip_high_frac", 0.0)}
@@ -85,9 +103,7 @@ class RunLogger:
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, "eval": _jsonable(result)}) + "\n")
         if self.tb is not None:
-            for k, v in result.items():
-                if isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"eval/{k}", v, step)
+            self._tb_row({"step": step, "eval": _jsonable(result)})
 
     def write(self, text: str) -> None:
         """Print without breaking the progress bar."""

@@ -33,7 +33,8 @@ import time
 from pathlib import Path
 
 from r1core.train import build, checkpoint as ckpt, distributed as D
-from r1core.train.config import Config, set_option, set_override, validate
+from r1core.train import preflight, rundir
+from r1core.train.config import SHORTCUTS, Config, reset_task_if_renamed, set_option, set_override, validate
 
 KINDS = ("grpo", "sft", "sample")
 
@@ -133,7 +134,11 @@ STAGE_KEYS = {"name", "kind", "init", "data", "set", "teacher"}
 
 def stage_config(cfg: Config, stage: dict, out: Path) -> Config:
     sc = copy.deepcopy(cfg)
-    for k, v in stage.get("set", {}).items():
+    sets = stage.get("set", {})
+    renamed = [v for k, v in sets.items() if SHORTCUTS.get(k, k) == "task.name"]
+    if renamed:                      # a stage on another task starts from that task's own args and rewards
+        reset_task_if_renamed(sc, str(renamed[-1]))
+    for k, v in sets.items():
         if isinstance(v, str):
             set_override(sc, k, v)
         else:
@@ -141,6 +146,36 @@ def stage_config(cfg: Config, stage: dict, out: Path) -> Config:
     set_option(sc, "run.out", str(out))
     validate(sc)
     return sc
+
+
+def check_stage_configs(cfg: Config, stages: list[dict], root: Path, deps) -> None:
+    """Every stage's config (the run's plus the stage's `set`) validated and its task built once, before
+    the first stage starts: a bad setting of stage 3 fails now, not after stages 0-2."""
+    preflight.check_task(cfg, deps)
+    for i, stage in enumerate(stages):
+        if not stage.get("set"):
+            continue
+        try:
+            sc = stage_config(cfg, stage, root)
+            if stage["kind"] != "sft":
+                preflight.check_task(sc, deps)
+        except ValueError as e:
+            raise ValueError(f"pipeline stage {i} ({stage['name']}): {e}") from None
+
+
+def _prepare_out(cfg: Config, info) -> None:
+    """rundir.prepare_out on rank 0; the other ranks raise the same error or wait for its folder."""
+    result = None
+    if info.main:
+        try:
+            result = ("ok", rundir.prepare_out(cfg))
+        except ValueError as e:
+            result = ("error", str(e))
+    result = D.all_gather_objects(result, info)[0]
+    if result[0] == "error":
+        raise ValueError(result[1])
+    if result[1] and info.main:
+        print(result[1], flush=True)
 
 
 def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
@@ -153,16 +188,18 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
     deps = deps or build.Deps()
     stages = recipe_stages(cfg)
     check_stages(stages)
-    info = D.init(cfg.model.device)
-    build.set_threads(cfg)
     root = Path(cfg.run.out)
     single = len(stages) == 1
+    check_stage_configs(cfg, stages, root, deps)
+    info = D.init(cfg.model.device)
+    build.set_threads(cfg)
     t0, c0 = time.perf_counter(), time.process_time()
     outputs: dict[str, str] = {}
     seconds: dict[str, float | None] = {}
     lineage: dict[str, set[str]] = {}        # the stages a stage's output depends on (itself included)
     prev_model, prev_data = None, None       # names of the stages that made the current model / data
     try:
+        _prepare_out(cfg, info)
         if cfg.run.eval_n and not single:
             _evaluate_model(cfg, cfg.model.source, root / "eval_base.json", deps, info, label="base model")
         for i, stage in enumerate(stages):
@@ -173,7 +210,7 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
             lineage[name] = {name}.union(*(lineage[r] for r in [init_ref, *data_refs] if r))
             marker = out / "stage.json"
             if cfg.run.resume and marker.exists() and not single:
-                done = json.loads(marker.read_text())
+                done = _read_marker(marker)
                 outputs[name], seconds[name] = done["output"], done.get("seconds")
                 prev_model, prev_data = (prev_model, name) if kind == "sample" else (name, prev_data)
                 if info.main:
@@ -211,6 +248,16 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
             from r1core.train.study import report
             report(root, columns, plot=cfg.run.plot)
     return outputs
+
+
+def _read_marker(marker: Path) -> dict:
+    try:
+        done = json.loads(marker.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{marker}: not valid JSON ({e}); delete it to rerun that stage") from None
+    if not isinstance(done, dict) or not isinstance(done.get("output"), str):
+        raise ValueError(f"{marker}: not a stage marker (no output path); delete it to rerun that stage")
+    return done
 
 
 def stage_columns(stages: list[dict], root: Path, seconds: dict, lineage: dict) -> list[tuple[str, dict, dict]]:
@@ -284,7 +331,7 @@ def _evaluate_model(cfg: Config, source: str, path: Path, deps, info, *, label: 
     model = build.load_policy(source, cfg, info.device, deps).eval()
     result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
                              max_new_tokens=cfg.rollout.max_new_tokens, seed=build.call_seed(cfg.run.seed, 7),
-                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps)
+                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, progress=cfg.run.progress)
     if info.main:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({key: result} if key else result, indent=1))

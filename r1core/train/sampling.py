@@ -53,19 +53,21 @@ def decode_completion(tokenizer, ids: list[int], eos: int | None) -> str:
 
 def sample(model, tokenizer, prompts: list[str], *, num_samples: int, max_new_tokens: int,
            temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, seed: int = 0, first_index: int = 0,
-           gen_batch: int = 0, deps: Deps | None = None) -> Samples:
+           gen_batch: int = 0, deps: Deps | None = None, progress=None) -> Samples:
     """Sample `num_samples` completions of each prompt (rows i*G .. i*G+G-1 continue prompt i).
-    `first_index` is the global index of prompts[0], for the per-call seeds."""
+    `first_index` is the global index of prompts[0], for the per-call seeds.  `progress(call, step,
+    steps)` hears of every decode step of every generate() call (only passed on when given)."""
     deps = deps or Deps()
     ids = encode_prompts(tokenizer, prompts)
     eos = eos_id(tokenizer)
     step = gen_batch if gen_batch > 0 else max(1, len(ids))
     parts = []
     with torch.no_grad():
-        for i in range(0, len(ids), step):
+        for call, i in enumerate(range(0, len(ids), step)):
+            hook = {} if progress is None else {"progress": lambda done, total, call=call: progress(call, done, total)}
             parts.append(deps.generate(model, ids[i:i + step], num_samples=num_samples,
                                        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                                       top_k=top_k, eos_token_id=eos, seed=call_seed(seed, first_index + i)))
+                                       top_k=top_k, eos_token_id=eos, seed=call_seed(seed, first_index + i), **hook))
     return _merge(parts, tokenizer, eos, ids, num_samples)
 
 

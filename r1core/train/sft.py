@@ -109,8 +109,11 @@ class SFTTrainer:
         self.scheduler = build.make_scheduler(self.optimizer, cfg, self.total)
         self.start_step = 0
         if resume_from is not None:
-            self.start_step = ckpt.load_checkpoint(resume_from, policy=self.policy, optimizer=self.optimizer,
-                                                   scheduler=self.scheduler, info=self.info)["step"]
+            state = ckpt.load_checkpoint(resume_from, policy=self.policy, optimizer=self.optimizer,
+                                         scheduler=self.scheduler, info=self.info)
+            self.start_step = state["step"]
+            if self.info.main:
+                print(ckpt.resume_line(resume_from, state, self.total), flush=True)
         self.timer = PhaseTimer(self.device)
 
     @property
@@ -140,7 +143,8 @@ class SFTTrainer:
             if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == self.total:
                 path = ckpt.save_checkpoint(self.out, step, policy=self.policy, optimizer=self.optimizer,
                                             scheduler=self.scheduler, info=info, keep_last=cfg.run.keep_last,
-                                            trainer_state={}, tokenizer=self.tokenizer)
+                                            trainer_state={}, tokenizer=self.tokenizer, dtype=cfg.checkpoint.dtype,
+                                            with_optimizer=step < self.total or cfg.checkpoint.final_optimizer)
         log.close()
         return path or ckpt.latest_checkpoint(self.out)
 

@@ -4,6 +4,7 @@ one full training step, every newer TRL loss setting (cispo, sapo, luspo, vespo,
 KL, vLLM importance sampling, off-policy mask, entropy bonus / top-entropy mask), and a clear error for what
 is not mapped."""
 import copy
+import functools
 
 import pytest
 import torch
@@ -163,7 +164,7 @@ def test_one_training_step(tiny):
     assert "kl" in tr._metrics["train"] or any("kl" in str(h) for h in tr.state.log_history)
 
 
-# TRL 1.16 settings beyond the four SPEC aggregations (docs/objectives.md): (GRPOConfig overrides, extra inputs)
+# TRL 1.16 settings beyond the four aggregations of docs/spec.md §2b (docs/objectives.md): (GRPOConfig overrides, extra inputs)
 NEW_SETTINGS = {
     "trl_defaults": (dict(beta=0.04), {}),    # use_bias_correction_kl=True, loss_type="dapo"
     "cispo": (dict(loss_type="cispo", epsilon_high=1.1), {}),
@@ -241,3 +242,80 @@ def test_unmapped_options_raise(tiny, cfg, match):
             R1GRPOTrainer(model=path, reward_funcs=reward_len, args=args, train_dataset=ds, processing_class=tok)
     finally:
         trl.GRPOTrainer.__init__ = orig
+
+
+# ---------------------------------------------------------------------------------------------------
+# R1GRPOTrainer._compute_loss against TRL's own under TRL's KL defaults (beta=0.04,
+# use_bias_correction_kl=True) and their alternatives: every loss_type × importance_sampling_level ×
+# use_bias_correction_kl × num_iterations ∈ {1, 2} (1: no old log-probs, on-policy); and `policy_loss`
+# logged like TRL's when the entropy bonus is on (issue 31).
+# ---------------------------------------------------------------------------------------------------
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo")
+
+
+@functools.lru_cache(maxsize=None)
+def _pair(path, loss_type):
+    """One TRL and one r1core trainer per loss type (building them is the slow part); the options under
+    test are set on both per case."""
+    tok = _TOK[path]
+    ref_tr = trainer(trl.GRPOTrainer, (path, tok), loss_type=loss_type, beta=0.04, temperature=0.9,
+                     epsilon=0.2, epsilon_high=0.28)
+    r1_tr = trainer(R1GRPOTrainer, (path, tok), loss_type=loss_type, beta=0.04, temperature=0.9,
+                    epsilon=0.2, epsilon_high=0.28)
+    r1_tr.model.load_state_dict(ref_tr.model.state_dict())
+    return ref_tr, r1_tr
+
+
+_TOK = {}
+
+
+def _configure(tr, level: str, bias: bool, num_iterations: int):
+    tr.args.importance_sampling_level = tr.importance_sampling_level = level
+    tr.args.use_bias_correction_kl = bias
+    tr.args.num_iterations = tr.num_iterations = num_iterations
+    if isinstance(tr, R1GRPOTrainer):
+        tr._r1core_kwargs = loss_kwargs(tr)
+
+
+@pytest.mark.parametrize("num_iterations", [1, 2])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_compute_loss_equals_trl(tiny, loss_type, level, bias, num_iterations):
+    path, tok = tiny
+    _TOK[path] = tok
+    ref_tr, r1_tr = _pair(path, loss_type)
+    for tr in (ref_tr, r1_tr):
+        _configure(tr, level, bias, num_iterations)
+    inputs = batch(ref_tr, torch.Generator().manual_seed(7), empty_row=True)
+    if num_iterations == 1:   # TRL computes no old log-probs then: the ratio is 1, on-policy
+        inputs["old_per_token_logps"] = None
+    want_loss, want_grads = loss_and_grads(ref_tr, copy.deepcopy(inputs))
+    got_loss, got_grads = loss_and_grads(r1_tr, copy.deepcopy(inputs))
+    assert abs(got_loss - want_loss) <= 1e-5 * (abs(want_loss) + inputs["advantages"].abs().mean())
+    assert want_grads.keys() == got_grads.keys() and len(want_grads) > 5
+    for name, g in want_grads.items():
+        err = (got_grads[name] - g).norm() / g.norm().clamp_min(1e-30)
+        assert err <= 1e-4, (name, err.item())
+    torch.testing.assert_close(torch.tensor(r1_tr._metrics["train"]["kl"][-1]),
+                               torch.tensor(ref_tr._metrics["train"]["kl"][-1]), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("cfg", [dict(loss_type="grpo", entropy_coef=0.05),
+                                 dict(loss_type="dapo", entropy_coef=0.05),
+                                 dict(loss_type="bnpo", entropy_coef=0.05, top_entropy_quantile=0.5)])
+def test_policy_loss_logged_like_trl(tiny, cfg):
+    """TRL logs `policy_loss` (the loss before the entropy bonus, before the accumulation divide) when the
+    entropy bonus is on; R1GRPOTrainer logs the same number."""
+    cfg = dict(beta=0.04, temperature=0.9, **cfg)
+    ref_tr = trainer(trl.GRPOTrainer, tiny, **cfg)
+    r1_tr = trainer(R1GRPOTrainer, tiny, **cfg)
+    r1_tr.model.load_state_dict(ref_tr.model.state_dict())
+    inputs = batch(ref_tr, torch.Generator().manual_seed(5), empty_row=True)
+    want_loss, _ = loss_and_grads(ref_tr, copy.deepcopy(inputs))
+    got_loss, _ = loss_and_grads(r1_tr, copy.deepcopy(inputs))
+    assert abs(got_loss - want_loss) <= 1e-5 * (abs(want_loss) + inputs["advantages"].abs().mean())
+    want = ref_tr._metrics["train"]["policy_loss"]
+    got = r1_tr._metrics["train"]["policy_loss"]
+    assert len(got) == len(want) == 1
+    torch.testing.assert_close(torch.tensor(got[-1]), torch.tensor(want[-1]), rtol=1e-5, atol=1e-6)

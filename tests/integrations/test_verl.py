@@ -178,7 +178,7 @@ def test_register_into_verl():
 @pytest.mark.parametrize("mode", r1verl.LOSS_AGG_MODES)
 def test_policy_loss_matches_verl_vanilla(gen, mode):
     """With the dual clip out of reach (clip_ratio_c huge) and |log ratio| < 20, verl's vanilla PPO
-    loss is SPEC §2's pg term: same loss, same gradient, same clip fraction and ppo_kl."""
+    loss is docs/spec.md §2's pg term: same loss, same gradient, same clip fraction and ppo_kl."""
     logits, targets, mask, adv, old = logits_batch(gen, empty_row=True)
     info = dict(dp_size=2, batch_num_tokens=int(mask.sum()) * 2, global_batch_size=8, loss_scale_factor=7)
     outs = []

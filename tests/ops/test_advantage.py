@@ -1,6 +1,6 @@
-"""r1core.grpo_advantages (SPEC §1): every backend against the float64 reference on fresh random
+"""r1core.grpo_advantages (docs/spec.md §1): every backend against the float64 reference on fresh random
 rewards, the exactness promises (constant groups give exactly 0, 1e4 + noise stays accurate), every
-error, and the backend choice (SPEC §6).
+error, and the backend choice (docs/spec.md §6).
 
 Backends run where they can: torch and cpp on CPU; triton under the Triton interpreter on CPU
 tensors (marker `interpret`) and on a GPU (marker `gpu`); cuda on a GPU.  The Triton kernels are
@@ -38,7 +38,7 @@ def _rewards(gen, shape, dtype=torch.float32, device="cpu"):
 
 
 def _expected(r, G, *, scale="group", baseline="mean", eps=1e-6):
-    """The textbook formulas of SPEC §1 in float64 (plain means and torch.std, none of the shifted sums
+    """The textbook formulas of docs/spec.md §1 in float64 (plain means and torch.std, none of the shifted sums
     of r1core.ref.advantage, so the "torch" backend is checked too), on exactly the values the kernel
     sees (after any rounding to r's dtype)."""
     x = r.double().reshape(-1, G)
@@ -262,7 +262,7 @@ def test_cpp_entry_point_validates_too():
 
 
 # ---------------------------------------------------------------------------------------------
-# backend choice (SPEC §6)
+# backend choice (docs/spec.md §6)
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture
 def spies(monkeypatch):

@@ -1,14 +1,14 @@
-"""r1core.fused_linear_grpo_loss / fused_linear_logprobs (SPEC §3) against float64 with explicit logits.
+"""r1core.fused_linear_grpo_loss / fused_linear_logprobs (docs/spec.md §3) against float64 with explicit logits.
 
 Every execution path is checked: the reference backend, the PyTorch chunk loop, the C++ row kernels
 (when the extension has them), and under the Triton interpreter both Triton strategies (the chunk
 loop with the Triton row kernels, and the on-chip Cut-Cross-Entropy kernels).
 
-The oracle materialises the logits and runs r1core.ref.grpo_loss_ref in float64; the gradients with
+The oracle materialises the logits and runs r1core.ref.grpo_oracle in float64; the gradients with
 respect to hidden/weight/bias follow from its dlogits by the chain rule in float64.  For bf16/fp16,
 inputs are drawn on a grid (h in quarters, W in sixteenths, small H) so every float32 dot product
 is exact: then the logits rounded to bf16/fp16 are the same whatever the GEMM's summation order, and
-SPEC §7's "float64 on the same (rounded) logits" is well defined.  The on-chip kernels never round
+docs/spec.md §7's "float64 on the same (rounded) logits" is well defined.  The on-chip kernels never round
 the logits, so their oracle takes the logits unrounded.
 """
 import os
@@ -23,7 +23,8 @@ import torch
 import r1core
 from r1core import BackendUnavailable
 from r1core.ops import fused_linear as fl
-from r1core.ref.grpo_loss import grpo_loss_ref, logprobs_ref
+from r1core.ref.grpo_loss import logprobs_ref
+from r1core.ref.grpo_oracle import oracle_grpo_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 LOWP = (torch.bfloat16, torch.float16)
@@ -91,11 +92,7 @@ def oracle(h, w, b, targets, advantages, mask, *, rounded, **kw):
         logits = torch.nn.functional.linear(h, w, b).double()
     else:
         logits = torch.nn.functional.linear(h.double(), w.double(), None if b is None else b.double())
-    L = logits.detach().requires_grad_()
-    kw = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
-    loss, stats = grpo_loss_ref(L, targets, advantages.double(), mask, **kw)
-    loss.backward()
-    dL = L.grad
+    loss, stats, dL = oracle_grpo_loss(logits, targets, advantages.double(), mask, **kw)
     dh = dL @ w.double()
     dw = dL.flatten(0, 1).T @ h.double().flatten(0, 1)
     db = dL.sum((0, 1)) if b is not None else None
@@ -116,7 +113,7 @@ def rel(a, r):
 
 
 def check(plan, dtype, got_loss, got_stats, grads, want, mask, adv_scale):
-    """SPEC §7 tolerances.  The loss is a weighted sum of terms of either sign (~|A| each, weights
+    """docs/spec.md §7 tolerances.  The loss is a weighted sum of terms of either sign (~|A| each, weights
     summing to <= 1) that can cancel to near 0, so its relative error is taken against
     |loss| + mean|A|, the size of what was summed."""
     loss, stats, (dh, dw, db) = want

@@ -1,7 +1,7 @@
-"""r1core.grpo_loss on every backend against the float64 reference (SPEC §2, tolerances of §7).
+"""r1core.grpo_loss on every backend against the float64 reference (docs/spec.md §2, tolerances of §7).
 
-Legend: B sequences, T positions, V vocabulary.  The oracle is grpo_loss_ref on the SAME (rounded)
-logits cast to float64.  Triton runs under the interpreter on CPU tensors (`interpret`, small V) and
+Legend: B sequences, T positions, V vocabulary.  The oracle is r1core.ref.grpo_oracle (independent of
+every backend, the torch reference included) on the SAME (rounded) logits cast to float64.  Triton runs under the interpreter on CPU tensors (`interpret`, small V) and
 on CUDA (`gpu`).  Inputs are fresh random numbers: normal logits, old/ref log-probs near the true
 ones so that ratios spread over both clip bounds.
 """
@@ -14,7 +14,8 @@ import torch
 
 from r1core import _backend
 from r1core.ops.grpo_loss import grpo_loss
-from r1core.ref.grpo_loss import grpo_loss_ref, logprobs_ref
+from r1core.ref.grpo_loss import logprobs_ref
+from r1core.ref.grpo_oracle import oracle_grpo_loss
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -33,7 +34,7 @@ KERNEL_BACKENDS = CPU_BACKENDS[1:]
 
 @dataclass(frozen=True)
 class Config:
-    """One combination of the options of SPEC §2."""
+    """One combination of the options of docs/spec.md §2."""
     name: str
     B: int
     T: int
@@ -81,12 +82,9 @@ def make(cfg: Config, dtype: torch.dtype, gen: torch.Generator, device="cpu"):
 
 
 def oracle(logits, targets, adv, mask, kw):
-    """float64 loss, stats and dlogits of the reference on the same rounded logits."""
-    x = logits.detach().double().requires_grad_()
-    loss, stats = grpo_loss_ref(x, targets, adv.double(), mask, **{
-        k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
-    loss.backward()
-    return loss.detach(), stats, x.grad
+    """float64 loss, stats and dlogits on the same rounded logits, from r1core.ref.grpo_oracle: it shares
+    no code with any backend (the torch backend runs r1core.ref.grpo_loss, the kernels their own code)."""
+    return oracle_grpo_loss(logits, targets, adv, mask, **kw)
 
 
 def run(backend, logits, targets, adv, mask, kw, **extra):
@@ -384,13 +382,13 @@ def test_torch_compile_fullgraph(monkeypatch, gen):
 
 
 # ---------------------------------------------------------------------------------------------
-# the per-token terms layout is defined once (r1core/ref/grpo_math.py); the kernels point to it
+# the per-token terms layout is defined once (r1core/ops/grpo/math.py); the kernels point to it
 # ---------------------------------------------------------------------------------------------
 def test_terms_layout_is_defined_once():
     import re
     from pathlib import Path
 
-    from r1core.ref.grpo_math import N_TERMS, TERMS
+    from r1core.ops.grpo.math import N_TERMS, TERMS
     root = Path(__file__).resolve().parents[2]
     assert N_TERMS == len(TERMS) == 5 and TERMS[0] == "loss"
     for path, pattern in (("csrc/grpo_loss/grpo_loss_cpu.cpp", r"constexpr int kTerms = (\d+);\s*//(.*)"),
@@ -398,7 +396,20 @@ def test_terms_layout_is_defined_once():
         m = re.search(pattern, (root / path).read_text(), re.M)
         assert m, f"{path}: no terms constant"
         assert int(m.group(1)) == N_TERMS, path
-        assert "r1core/ref/grpo_math.py TERMS" in m.group(2), f"{path}: the constant must point to its definition"
+        assert "r1core/ops/grpo/math.py TERMS" in m.group(2), f"{path}: the constant must point to its definition"
     for f in (root / "r1core").rglob("*.py"):  # no second Python definition
-        if f.name != "grpo_math.py":
+        if f.relative_to(root).as_posix() != "r1core/ops/grpo/math.py":
             assert not re.search(r"^N_TERMS\s*=", f.read_text(), re.M), f
+
+
+def test_row_kernels_are_chosen_once_and_unknown_backends_refused():
+    """One Rows object per kernel backend (issue 31): a name outside the table is a ValueError, never a
+    silent fall into the C++ kernels."""
+    from r1core.ops import _fused_linear_chunked as chunked
+    from r1core.ops._grpo_kernels import ROWS, CppRows, TritonRows, rows
+    assert isinstance(rows("cpp"), CppRows) and isinstance(rows("triton"), TritonRows) and set(ROWS) == {"cpp", "triton"}
+    for bad in ("cuda", "tritonx", "torch"):
+        with pytest.raises(ValueError, match="no GRPO row kernels for backend"):
+            rows(bad)
+    with pytest.raises(ValueError, match="no GRPO row kernels"):
+        chunked.kernel_rows("cuda")

@@ -1,4 +1,4 @@
-"""r1core.logprobs on every backend against float64 (SPEC §2, tolerances of §7): strided views,
+"""r1core.logprobs on every backend against float64 (docs/spec.md §2, tolerances of §7): strided views,
 temperatures, ignored (negative) targets, V not a multiple of any block, no grad, errors."""
 from __future__ import annotations
 

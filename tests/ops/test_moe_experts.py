@@ -1,4 +1,4 @@
-"""moe_experts (SPEC §4) and the token permutation: every backend against float64 oracles (the
+"""moe_experts (docs/spec.md §4) and the token permutation: every backend against float64 oracles (the
 transformers-style loop and an independent dense einsum), gradients of x, w13, w2 and weights,
 awkward routings (k = 1, every token on one expert, idle experts, T = 1), bf16, bad input."""
 import pytest

@@ -1,4 +1,4 @@
-"""moe_route (SPEC §4): every backend against a per-token float64 loop written from the SPEC text,
+"""moe_route (docs/spec.md §4): every backend against a per-token float64 loop written from the text of docs/spec.md §4,
 gradients through the kept weights, routing replay, and bad arguments."""
 import pytest
 import torch
@@ -9,7 +9,7 @@ from r1core.ref.moe import moe_route_ref
 
 
 def spec_route_loop(logits, k, *, scoring="softmax", n_group=1, topk_group=1, bias=None, norm=True, scale=1.0):
-    """One token at a time, Python sorting, float64: the SPEC §4 paragraph, nothing shared with ref/."""
+    """One token at a time, Python sorting, float64: the docs/spec.md §4 paragraph, nothing shared with ref/."""
     T, E = logits.shape
     W = torch.zeros(T, k, dtype=torch.float64)
     ids = torch.zeros(T, k, dtype=torch.long)
@@ -98,7 +98,7 @@ def test_triton_bf16_logits_and_replay(gen):
     w_ref, ids_ref = moe_route_ref(logits.double(), k)  # float64 on the same rounded logits
     assert torch.equal(ids, ids_ref)
     torch.testing.assert_close(w.double(), w_ref, rtol=1e-5, atol=1e-7)
-    replay = torch.randint(0, E, (T, k), generator=gen)
+    replay = torch.stack([torch.randperm(E, generator=gen)[:k] for _ in range(T)])  # k distinct experts a token
     w2, ids2 = moe_route(logits, k, replay_ids=replay, backend="triton")
     w2_ref, _ = moe_route_ref(logits.double(), k, replay_ids=replay)
     assert torch.equal(ids2, replay)

@@ -3,8 +3,9 @@ outputs (logprobs, fused_linear_logprobs, GRPOStats.entropy) and the differentia
 every backend, against float64 references on fresh random inputs, with gradients.
 
 Legend: B sequences, T positions, V vocabulary, H hidden.  The oracle: the same (rounded) inputs in
-float64, logp / entropy by plain torch, r1core.ref.objectives.objective (itself held to independent
-formulas and to TRL's _compute_loss in test_objectives.py), autograd.  Tolerances SPEC §7 (fp32).
+float64 through r1core.ref.grpo_oracle, which shares no code with the ops (the production objective is
+held to independent formulas and to TRL's _compute_loss in test_objectives.py), autograd.  Tolerances
+docs/spec.md §7 (fp32).
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from r1core import _backend
 from r1core.ops.logp_entropy import fused_linear_logp_entropy, logp_entropy
 from r1core.ref.entropy import token_entropy_ref
 from r1core.ref.grpo_loss import logprobs_ref
-from r1core.ref.objectives import objective
+from r1core.ref.grpo_oracle import oracle_logp_entropy, oracle_objective
 
 BACKENDS = [
     "torch",
@@ -77,12 +78,13 @@ def split(cfg, inp):
 
 
 def oracle(logits, targets, mask, adv, kw, temperature=1.0):
-    """float64 loss and dlogits of objective() on the same rounded logits."""
+    """float64 loss, statistics and dlogits of docs/spec.md §2b on the same rounded logits, from
+    r1core.ref.grpo_oracle (which shares no code with the ops under test)."""
     x = logits.detach().double().requires_grad_(True)
-    lp = logprobs_ref(x, targets, temperature=temperature) * mask
-    H = token_entropy_ref(x, temperature=temperature) * mask
+    lp, H = oracle_logp_entropy(x, targets, temperature)
+    lp, H = lp * mask, H * mask
     kw = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in kw.items()}
-    out = objective(lp, adv.double(), mask, entropy=H, **kw)
+    out = oracle_objective(lp, adv.double(), mask, entropy=H, **kw)
     (g,) = torch.autograd.grad(out.loss, x)
     return out, g
 
@@ -131,10 +133,10 @@ def test_fused_linear_objectives_match_float64(name, backend, gen):
     loss.backward()
     h64, w64, b64 = (t.double().requires_grad_(True) for t in (hidden, weight, bias))
     x = h64 @ w64.T + b64
-    lp = logprobs_ref(x, targets) * mask
-    H = token_entropy_ref(x) * mask
+    lp, H = oracle_logp_entropy(x, targets)
+    lp, H = lp * mask, H * mask
     kw64 = {k: (v.double() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in kw.items()}
-    want = objective(lp, inp["advantages"].double(), mask, entropy=H, **kw64)
+    want = oracle_objective(lp, inp["advantages"].double(), mask, entropy=H, **kw64)
     want.loss.backward()
     torch.testing.assert_close(loss.double(), want.loss.detach(), **TOL)
     for got, ref in ((h.grad, h64.grad), (w.grad, w64.grad), (b.grad, b64.grad)):
@@ -162,7 +164,7 @@ def test_logp_entropy_op_gradients(backend, gen):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_fused_linear_logp_entropy_bf16(backend, gen):
-    """bf16 lm_head: logp/entropy against float64 on the same rounded inputs (SPEC §7 bf16 tolerances)."""
+    """bf16 lm_head: logp/entropy against float64 on the same rounded inputs (docs/spec.md §7 bf16 tolerances)."""
     hidden = torch.randn(2, 6, 16, generator=gen).bfloat16()
     weight = (torch.randn(50, 16, generator=gen) * 0.3).bfloat16()
     targets = torch.randint(0, 50, (2, 6), generator=gen)

@@ -1,4 +1,4 @@
-"""r1core.ref.objectives (docs/objectives.md): every option against (a) an independent float64 implementation
+"""r1core.ops.grpo.objective (docs/objectives.md): every option against (a) an independent float64 implementation
 written sequence by sequence below and (b) TRL 1.16's own GRPOTrainer._compute_loss run on the same per-token
 log-probs and entropies (loss, dl/dlogp and dl/dH).
 
@@ -17,8 +17,8 @@ from collections import defaultdict
 import pytest
 import torch
 
-from r1core.ref.objectives import (OBJECTIVE_AGGS, POLICIES, ROLLOUT_IS_MODES, TRL_LOSS_TYPES, objective,
-                                   objective_grads, rollout_is_weights)
+from r1core.ops.grpo.objective import objective, objective_grads, rollout_is_weights
+from r1core.ops.grpo.options import OBJECTIVE_AGGS, POLICIES, ROLLOUT_IS_MODES, TRL_LOSS_TYPES
 
 SHAPES = [(1, 1), (3, 7), (5, 4), (2, 9)]
 
@@ -526,3 +526,23 @@ def test_trl_defaults_are_covered():
     assert loss_settings <= names
     assert set(TRL_LOSS_TYPES) == {"grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"}
     assert trl.GRPOConfig.__dataclass_fields__["vllm_importance_sampling_mode"].default in ROLLOUT_IS_MODES
+
+
+def test_objective_options_have_one_home():
+    """The option defaults of r1core.ops.grpo.options are objective()'s, and the config and the TRL
+    mapping take their choice lists from there (issue 31: they were listed in four places)."""
+    import dataclasses
+    import inspect
+
+    from r1core.integrations import trl as trl_map  # noqa: F401 - skipped below without TRL
+    from r1core.ops.grpo import options
+    from r1core.train.config import GRPOConfig
+    sig = inspect.signature(objective).parameters
+    assert {k: sig[k].default for k in options.DEFAULTS} == options.DEFAULTS
+    own = {"logp", "advantages", "mask", "old_logp", "ref_logp", "entropy", "beta", "eps_low", "eps_high",
+           "loss_agg", "max_len"}
+    assert set(sig) - own == set(options.DEFAULTS)
+    choices = {f.name: f.metadata.get("choices") for f in dataclasses.fields(GRPOConfig)}
+    assert choices["loss_agg"] is options.OBJECTIVE_AGGS and choices["policy"] is options.POLICIES
+    assert choices["importance_sampling_level"] is options.IS_LEVELS
+    assert trl_map.LOSS_AGG == {k: v[1] for k, v in options.TRL_LOSS_TYPES.items()}

@@ -49,8 +49,10 @@ def _capture_grads(trainer):
 
 @pytest.mark.parametrize("loss_agg", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"])
 def test_micro_batched_loss_equals_one_op_call(tmp_path, gen, loss_agg):
+    # max_new_tokens=7: the random batch's sequences hold up to T=7 completion tokens (Dr. GRPO's max_len
+    # must cover them)
     cfg = tiny_config(tmp_path, f"grpo.loss_agg={loss_agg}", "optim.micro_batch=3", "optim.grad_clip=0",
-                      "grpo.beta=0")
+                      "grpo.beta=0", "rollout.max_new_tokens=7")
     t = GRPOTrainer(cfg, deps=tiny_deps())
     batch = _random_batch(gen)
     keep = torch.tensor([0, 1, 2, 4, 5, 7, 8])     # as if groups were dropped: the normaliser follows the kept rows

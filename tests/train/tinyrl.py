@@ -1,7 +1,7 @@
 """Stand-ins for the trainer tests: a tiny causal LM, a character tokenizer, a naive sampling loop
 and a tiny task with a rule reward, so a GRPO step takes milliseconds.
 
-The tiny LM exposes exactly what the trainer uses from a CausalLM (SPEC §5): `hidden_states`,
+The tiny LM exposes exactly what the trainer uses from a CausalLM (docs/spec.md §5): `hidden_states`,
 `lm_head`, `forward`, `save_pretrained`, and a `layers` ModuleList (FSDP shards per block).
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The per-token objective stage of every GRPO-family loss (docs/objectives.md), plain PyTorch on [B, T].
 
-Legend: B sequences, T positions.  The V-sized passes (a kernel, or r1core.ref.grpo_loss.logprobs_ref)
+Legend: B sequences, T positions.  The V-sized passes (a kernel, or the torch backend)
 turn logits into per-token log-probs `logp` (and, on request, entropies `H`); everything a GRPO variant
 adds is a cheap function of those [B, T] tensors, defined once here and differentiated by autograd:
 
@@ -18,8 +18,9 @@ importance_sampling_level="sequence"; A the advantage; m the mask):
 then l ·= keep (off-policy sequence mask, top-entropy mask) · is_w (rollout importance weight, not for
 vespo), l += beta·kl (k3, times ρ with use_bias_correction_kl), loss = Σ l·w_agg - entropy_coef·H̄.
 Everything mirrors TRL 1.16's GRPOTrainer._compute_loss term by term (tests/ops/test_objectives.py
-checks it against TRL's own code); the aggregation weights w_agg are r1core.ref.grpo_loss's.
-Computes in float64 for float64 logp, else float32.
+checks it against TRL's own code); the aggregation weights w_agg are r1core.ops.grpo.math's.  objective()
+is validation (r1core.ops.grpo.options.validate for the options, _tensors for the tensors) then maths
+(_maths).  Computes in float64 for float64 logp, else float32.
 """
 from __future__ import annotations
 
@@ -28,27 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .grpo_math import LOSS_AGGS, token_weights
-
-POLICIES = ("clip", "cispo", "sapo", "vespo")
-# LOSS_AGGS plus LUSPO's sum over a sequence's tokens, mean over sequences (= sum(l·m) / B)
-OBJECTIVE_AGGS = (*LOSS_AGGS, "seq_mean_token_sum")
-IS_LEVELS = ("token", "sequence")
-ROLLOUT_IS_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
-
-# TRL 1.16 GRPOConfig.loss_type -> (policy, loss_agg).  TRL's "dapo", "cispo" and "vespo" divide the
-# token sum by the active-token count of the whole (accumulated, all-rank) generation batch, its "grpo" and
-# "sapo" by all B sequences (an empty one counting 0): the caller rescales `policy_loss` for those.
-TRL_LOSS_TYPES = {
-    "grpo": ("clip", "seq_mean_token_mean"),
-    "bnpo": ("clip", "token_mean"),
-    "dr_grpo": ("clip", "seq_mean_token_sum_norm"),
-    "dapo": ("clip", "token_mean"),
-    "cispo": ("cispo", "token_mean"),
-    "sapo": ("sapo", "seq_mean_token_mean"),
-    "luspo": ("clip", "seq_mean_token_sum"),
-    "vespo": ("vespo", "token_mean"),
-}
+from .math import token_weights
+from .options import Options, validate
 
 _LOG_MIN_W = math.log(1e-8)  # VESPO's clamp of log-weights from below (its reference code's value)
 
@@ -92,25 +74,6 @@ def _bt(x, name: str, B: int, T: int, cdt, device, *, allow_b: bool = False) -> 
     return x[:, None].expand(B, T) if x.dim() == 1 else x
 
 
-def _choice(value, name: str, options) -> str:
-    if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
-    return value
-
-
-def _num(value, name: str, *, low: float | None = None, strict: bool = False, none: bool = False):
-    if value is None and none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a real number{' or None' if none else ''}, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if low is not None and (value <= low if strict else value < low):
-        raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {value}")
-    return value
-
-
 def masked_seq_mean(x_BT: torch.Tensor, m_BT: torch.Tensor) -> torch.Tensor:
     """Σ_t x·m / max(Σ_t m, 1) -> [B, 1]."""
     return (x_BT * m_BT).sum(-1, keepdim=True) / m_BT.sum(-1, keepdim=True).clamp_min(1.0)
@@ -123,7 +86,8 @@ def rollout_is_weights(old_logp: torch.Tensor, rollout_logp: torch.Tensor, mask:
     no grad -> [B, T] (token modes) or [B, 1] (sequence modes).  `*_truncate` clamps to [c_min, c_max],
     `*_mask` sets weights outside it to 0 (a bound of None is open).  Tokens the sampler could not score
     (NaN) count as ratio 1.  Masked tokens count as ratio 1 in the token modes and 0 log-ratio in the sums."""
-    _choice(mode, "mode", ROLLOUT_IS_MODES)
+    if mode not in ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask"):
+        raise ValueError(f"mode must be a rollout_is mode, got {mode!r}")
     with torch.no_grad():
         d = torch.nan_to_num((old_logp - rollout_logp) * mask, nan=0.0)
         if mode.startswith("sequence"):
@@ -205,30 +169,25 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
     B, T = logp.shape
     dev = logp.device
     cdt = torch.float64 if logp.dtype == torch.float64 else torch.float32
-    _choice(policy, "policy", POLICIES)
-    _choice(loss_agg, "loss_agg", OBJECTIVE_AGGS)
-    _choice(importance_sampling_level, "importance_sampling_level", IS_LEVELS)
-    if rollout_is is not None:
-        _choice(rollout_is, "rollout_is", ROLLOUT_IS_MODES)
-    beta = _num(beta, "beta", low=0.0)
-    eps_low, eps_high = _num(eps_low, "eps_low", low=0.0), _num(eps_high, "eps_high", low=0.0)
-    delta = _num(delta, "delta", low=0.0, strict=True, none=True)
-    tau_pos = _num(sapo_temperature_pos, "sapo_temperature_pos", low=0.0, strict=True)
-    tau_neg = _num(sapo_temperature_neg, "sapo_temperature_neg", low=0.0, strict=True)
-    vespo = dict(k_pos=_num(vespo_k_pos, "vespo_k_pos"), lambda_pos=_num(vespo_lambda_pos, "vespo_lambda_pos"),
-                 k_neg=_num(vespo_k_neg, "vespo_k_neg"), lambda_neg=_num(vespo_lambda_neg, "vespo_lambda_neg"))
-    c_min = _num(rollout_is_min, "rollout_is_min", none=True)
-    c_max = _num(rollout_is_max, "rollout_is_max", none=True)
-    opsm = _num(off_policy_mask_threshold, "off_policy_mask_threshold", none=True)
-    entropy_coef = _num(entropy_coef, "entropy_coef")
-    rho_q = _num(top_entropy_quantile, "top_entropy_quantile", low=0.0)
-    if rho_q > 1.0:
-        raise ValueError(f"top_entropy_quantile must be in [0, 1], got {rho_q}")
-    for flag, name in ((use_bias_correction_kl, "use_bias_correction_kl"),
-                       (mask_truncated_completions, "mask_truncated_completions")):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    o = validate(policy=policy, loss_agg=loss_agg, max_len=max_len, importance_sampling_level=importance_sampling_level,
+                 beta=beta, eps_low=eps_low, eps_high=eps_high, delta=delta,
+                 use_bias_correction_kl=use_bias_correction_kl, sapo_temperature_pos=sapo_temperature_pos,
+                 sapo_temperature_neg=sapo_temperature_neg, vespo_k_pos=vespo_k_pos, vespo_lambda_pos=vespo_lambda_pos,
+                 vespo_k_neg=vespo_k_neg, vespo_lambda_neg=vespo_lambda_neg, rollout_is=rollout_is,
+                 rollout_is_min=rollout_is_min, rollout_is_max=rollout_is_max,
+                 off_policy_mask_threshold=off_policy_mask_threshold, entropy_coef=entropy_coef,
+                 top_entropy_quantile=top_entropy_quantile, mask_truncated_completions=mask_truncated_completions)
+    A, m, old, ref, roll, H, is_w_in, truncated = _tensors(logp, advantages, mask, old_logp, ref_logp, rollout_logp,
+                                                          entropy, rollout_is_weight, truncated, o, cdt)
+    return _maths(logp.to(cdt), A, m, old, ref, roll, H, is_w_in, truncated, o)
 
+
+def _tensors(logp, advantages, mask, old_logp, ref_logp, rollout_logp, entropy, rollout_is_weight, truncated,
+             o: Options, cdt):
+    """The tensor arguments of objective(), checked against logp's [B, T] and converted to `cdt`."""
+    B, T = logp.shape
+    dev = logp.device
+    beta, rollout_is, rho_q = o.beta, o.rollout_is, o.top_entropy_quantile
     lp = logp.to(cdt)
     A = _bt(advantages, "advantages", B, T, cdt, dev, allow_b=True)
     if A is None:
@@ -251,37 +210,43 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
                              f"got {list(rollout_is_weight.shape)}")
     elif rollout_is is not None and roll is None:
         raise ValueError("rollout_logp (or rollout_is_weight) is required when rollout_is is set")
-    if (entropy_coef != 0.0 or rho_q < 1.0) and H is None:
+    if (o.entropy_coef != 0.0 or rho_q < 1.0) and H is None:
         raise ValueError("entropy is required when entropy_coef != 0 or top_entropy_quantile < 1")
-    if policy == "vespo" and rollout_is is not None and not rollout_is.startswith("token"):
-        raise ValueError(f"policy='vespo' folds token-level rollout weights into its sequence weight: rollout_is "
-                         f"must be 'token_truncate' or 'token_mask', got {rollout_is!r}")
-    if mask_truncated_completions:
+    if o.mask_truncated_completions:
         if not isinstance(truncated, torch.Tensor):
             raise TypeError(f"truncated must be a [B] bool tensor when mask_truncated_completions=True, "
                             f"got {type(truncated).__name__}")
         if tuple(truncated.shape) != (B,):
             raise ValueError(f"truncated must have shape [B] = [{B}], got {list(truncated.shape)}")
-        m = m * (~truncated.to(dev, torch.bool)).to(cdt)[:, None]
-
     ref = None if ref is None else ref.detach()
     roll = None if roll is None else roll.detach()
+    return A, m, old, ref, roll, H, rollout_is_weight, truncated
+
+
+def _maths(lp, A, m, old, ref, roll, H, rollout_is_weight, truncated, o: Options) -> ObjectiveOut:
+    """The objective's maths, in the order of docs/spec.md §2b, on checked [B, T] tensors."""
+    B, T = lp.shape
+    dev, cdt = lp.device, lp.dtype
+    rollout_is, opsm, rho_q = o.rollout_is, o.off_policy_mask_threshold, o.top_entropy_quantile
+    eps_low, eps_high, delta, policy = o.eps_low, o.eps_high, o.delta, o.policy
+    if o.mask_truncated_completions:
+        m = m * (~truncated.to(dev, torch.bool)).to(cdt)[:, None]
 
     # importance weight ρ = exp(log_iw): per token, or one per sequence (GSPO) broadcast over T
     log_ratio = lp - old
-    log_iw = masked_seq_mean(log_ratio, m).expand(B, T) if importance_sampling_level == "sequence" else log_ratio
+    log_iw = masked_seq_mean(log_ratio, m).expand(B, T) if o.importance_sampling_level == "sequence" else log_ratio
     rho = torch.exp(log_iw)
 
     is_w = torch.ones(B, T, dtype=cdt, device=dev)
     if rollout_is_weight is not None:
         is_w = rollout_is_weight.detach().to(dev, cdt).expand(B, T)
     elif rollout_is is not None:
-        is_w = rollout_is_weights(old, roll, m, mode=rollout_is, c_min=c_min, c_max=c_max).expand(B, T)
+        is_w = rollout_is_weights(old, roll, m, mode=rollout_is, c_min=o.c_min, c_max=o.c_max).expand(B, T)
 
     if ref is not None:
         d = ref - lp
         kl = torch.exp(d) - d - 1
-        if use_bias_correction_kl:
+        if o.use_bias_correction_kl:
             kl = kl * rho
     else:
         kl = torch.zeros_like(lp)
@@ -301,10 +266,10 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
         clip_high = (rho > eps_high) & (A > 0)
     elif policy == "sapo":
         # the temperatures as cdt tensors: torch.where on two Python floats would round them to float32
-        tau = torch.where(A > 0, A.new_tensor(tau_pos), A.new_tensor(tau_neg))
+        tau = torch.where(A > 0, A.new_tensor(o.tau_pos), A.new_tensor(o.tau_neg))
         pg = -torch.sigmoid(tau * (rho - 1)) * (4.0 / tau) * A
     else:  # vespo: its own sequence weight, which already folds in the rollout correction
-        phi = vespo_phi(A, log_ratio, m, is_w if rollout_is is not None else None, **vespo).expand(B, T)
+        phi = vespo_phi(A, log_ratio, m, is_w if rollout_is is not None else None, **o.vespo).expand(B, T)
         pg = -phi * A * lp
 
     keep = torch.ones(B, T, dtype=cdt, device=dev)
@@ -317,13 +282,13 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
     l = pg * keep
     if rollout_is is not None and policy != "vespo":
         l = l * is_w
-    if beta > 0:
-        l = l + beta * kl
+    if o.beta > 0:
+        l = l + o.beta * kl
 
-    if loss_agg == "seq_mean_token_sum":
+    if o.loss_agg == "seq_mean_token_sum":
         w = token_weights(m, "seq_mean_token_sum_norm", max_len=1)
     else:
-        w = token_weights(m, loss_agg, max_len)
+        w = token_weights(m, o.loss_agg, o.max_len)
     w = w.to(cdt)
     pol = (l * w).sum()
 
@@ -332,7 +297,7 @@ def objective(logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor |
         bonus = (H * eff).sum() / eff.sum().clamp_min(1.0)
     else:
         bonus = lp.new_zeros(())
-    loss = pol - entropy_coef * bonus if entropy_coef != 0.0 else pol
+    loss = pol - o.entropy_coef * bonus if o.entropy_coef != 0.0 else pol
     return ObjectiveOut(loss=loss, policy_loss=pol, entropy_bonus=bonus, per_token_loss=l, weights=w, mask=m,
                         ratio=shown.detach(), kl=kl.detach(), clip_low=clip_low, clip_high=clip_high, keep=keep,
                         is_weight=is_w, phi=phi)

@@ -1,19 +1,21 @@
-"""The GRPO math of SPEC §2, defined once: per-token terms, each token's aggregation weight, and the
+"""The GRPO math of docs/spec.md §2, defined once: per-token terms, each token's aggregation weight, and the
 layout of the per-token terms every loss implementation writes.
 
 Legend: B sequences, T positions, n tokens (any flat selection of them).  Everything here works on
 tensors of any float dtype without a host sync, and is what the reference loss (autograd
 differentiates it), the fused linear op's PyTorch row math and on-chip path, the kernels' weights and
-statistics, the trainer's normaliser and verl's policy loss all use (docs/ops.md).  The Triton and
+statistics, the trainer's normaliser and verl's policy loss all use (docs/ops.md).  No test oracle
+uses it: r1core/ref holds independent ones.  The Triton and
 C++ kernels implement the same per-token formulas independently; the tests hold them to it.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+from .options import LOSS_AGGS
 
 # Rows of the per-token terms [N_TERMS, n] every loss implementation writes: row 0 is l·w (its sum
 # is the loss), the others x·m (their sums over the mask's total are GRPOStats' means).  The C++
@@ -21,6 +23,20 @@ LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 # tests/ops/test_grpo_loss.py checks that they agree.
 TERMS = ("loss", "ratio", "kl", "clip_low", "clip_high")
 N_TERMS = len(TERMS)
+
+
+@dataclass(frozen=True)
+class GRPOStats:
+    """Detached statistics of one GRPO loss call (token means over unmasked tokens)."""
+    logp: torch.Tensor            # [B, T] float32 log-prob of each target (reusable as old_logp), 0 where masked
+    kl_mean: torch.Tensor         # 0-d; k3 KL to the reference, 0 when ref_logp is None
+    ratio_mean: torch.Tensor      # 0-d; exp(logp - old_logp)
+    clip_low_frac: torch.Tensor   # 0-d; share with ratio < 1 - eps_low and A < 0 (gradient cut)
+    clip_high_frac: torch.Tensor  # 0-d; share with ratio > 1 + eps_high and A > 0 (gradient cut)
+    # [B, T] float32 entropy of softmax(logits / temperature), 0 at masked positions; None unless the op
+    # was asked for it (entropy=True).  Per token, not its mean: top-entropy masks and the trainers'
+    # logging need the tokens (its mean is entropy.sum() / mask.sum()).
+    entropy: torch.Tensor | None = None
 
 
 class TokenTerms(NamedTuple):
@@ -35,7 +51,7 @@ class TokenTerms(NamedTuple):
 
 def token_terms(logp: torch.Tensor, adv: torch.Tensor, old: torch.Tensor | None, ref: torch.Tensor | None, *,
                 beta: float, eps_low: float, eps_high: float) -> TokenTerms:
-    """The per-token GRPO math (SPEC §2; the kernels' grpo_token_math).  old None: on-policy, ratio 1
+    """The per-token GRPO math (docs/spec.md §2; the kernels' grpo_token_math).  old None: on-policy, ratio 1
     (pass old = logp.detach() instead to keep d ratio / d logp = 1 for autograd)."""
     ratio = torch.exp(logp - old) if old is not None else torch.ones_like(logp)
     clip_low = (ratio < 1 - eps_low) & (adv < 0)
@@ -75,7 +91,7 @@ def agg_denominator(mask_BT: torch.Tensor, loss_agg: str) -> torch.Tensor:
 
 
 def token_weights(mask_BT: torch.Tensor, loss_agg: str, max_len: int | None = None) -> torch.Tensor:
-    """Each token's weight w in loss = sum(l · w): the aggregation of SPEC §2 as a [B, T] tensor in
+    """Each token's weight w in loss = sum(l · w): the aggregation of docs/spec.md §2 as a [B, T] tensor in
     the mask's float dtype (float32 for a bool/integer mask).  No unmasked token: w = 0 everywhere."""
     m = _float(mask_BT)
     B, T = m.shape

@@ -1,0 +1,1 @@
+../tests/rewards/kinds_table.py

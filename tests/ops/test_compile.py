@@ -1,0 +1,117 @@
+"""torch.compile(fullgraph=True) on CPU through the public ops that are torch.library custom ops end to
+end (issue 31): no graph break, the eager numbers (loss, statistics, gradients), and the value checks still
+raise inside the compiled graph (they run as custom ops there; R1CORE_SKIP_CHECKS=1 drops them).
+
+Not yet compilable with fullgraph=True (issue 31, open): fused_linear_grpo_loss / fused_linear_logprobs
+(the unmasked-row gather has a data-dependent size) and moe_experts (its id range check and its
+autograd.Functions around the extension)."""
+import pytest
+import torch
+
+import r1core
+from r1core.ops.logp_entropy import logp_entropy
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+B, T, V = 2, 5, 33
+
+
+def inputs(gen):
+    x = torch.randn(B, T + 1, V, generator=gen)[:, :T]        # strided, as logits[:, :-1]
+    t = torch.randint(0, V, (B, T), generator=gen)
+    a = torch.randn(B, generator=gen)
+    m = torch.rand(B, T, generator=gen) < 0.8
+    old = torch.log_softmax(x, -1).gather(-1, t[..., None])[..., 0] + 0.1 * torch.randn(B, T, generator=gen)
+    return x, t, a, m, old
+
+
+CASES = {
+    "grpo_loss": lambda x, t, a, m, old: r1core.grpo_loss(x, t, a, m, old_logp=old, entropy=True),
+    "grpo_loss_cispo": lambda x, t, a, m, old: r1core.grpo_loss(x, t, a, m, old_logp=old, policy="cispo",
+                                                                eps_high=1.1),
+    "grpo_loss_gspo_entropy_bonus": lambda x, t, a, m, old: r1core.grpo_loss(
+        x, t, a, m, old_logp=old, importance_sampling_level="sequence", entropy_coef=0.01),
+    "logprobs": lambda x, t, a, m, old: (r1core.logprobs(x, t, entropy=True),),
+    "logp_entropy": lambda x, t, a, m, old: (logp_entropy(x, t, m),),
+}
+
+
+def _flat(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [y for o in out for y in _flat(o)]
+    if hasattr(out, "__dataclass_fields__"):
+        return [y for k in out.__dataclass_fields__ for y in _flat(getattr(out, k))]
+    return []
+
+
+def _run(fn, x0, *rest):
+    x = x0.detach().clone().requires_grad_(True)
+    outs = _flat(fn(x, *rest))
+    scalar = sum((o.float().sum() for o in outs if o.requires_grad), torch.zeros(()))
+    if scalar.requires_grad:
+        scalar.backward()
+    return [o.detach() for o in outs], x.grad
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_compiles_fullgraph_with_the_eager_numbers(name, backend, gen, monkeypatch):
+    monkeypatch.setenv("R1CORE_BACKEND", backend)
+    torch._dynamo.reset()
+    x, t, a, m, old = inputs(gen)
+    want, g_want = _run(CASES[name], x, t, a, m, old)
+    got, g_got = _run(torch.compile(CASES[name], fullgraph=True), x, t, a, m, old)
+    assert len(got) == len(want)
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+    if g_want is not None:
+        torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
+def test_checks_still_raise_inside_the_compiled_graph(gen):
+    torch._dynamo.reset()
+    x, t, a, m, old = inputs(gen)
+    f = torch.compile(CASES["grpo_loss"], fullgraph=True)
+    f(x, t, a, m, old)
+    bad = x.clone()
+    bad[1, 2, 3] = float("nan")
+    m[1, 2] = True
+    with pytest.raises(ValueError, match=r"logits must be finite"):
+        f(bad, t, a, m, old)
+    t_bad = t.clone()
+    t_bad[0, 0] = V
+    g = torch.compile(lambda x, t: r1core.logprobs(x, t), fullgraph=True)
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, V\)"):
+        g(x, t_bad)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_advantages_and_moe_route_compile_fullgraph(backend, gen, monkeypatch):
+    monkeypatch.setenv("R1CORE_BACKEND", backend)
+    torch._dynamo.reset()
+    r = torch.randn(12, generator=gen)
+    adv = lambda r: r1core.grpo_advantages(r, 4, scale="batch")  # noqa: E731
+    torch.testing.assert_close(torch.compile(adv, fullgraph=True)(r), adv(r), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="rewards must be finite"):
+        torch.compile(adv, fullgraph=True)(torch.tensor([1.0, float("nan")] * 6))
+
+    monkeypatch.setenv("R1CORE_BACKEND", "torch")   # moe_route has torch and triton backends
+    logits = torch.randn(7, 8, generator=gen)
+
+    def route(lg):
+        w, ids = r1core.moe_route(lg, 2, scoring="sigmoid", n_group=2, topk_group=1)
+        return w, ids
+
+    want_lg, got_lg = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    w0, i0 = route(want_lg)
+    w1, i1 = torch.compile(route, fullgraph=True)(got_lg)
+    assert torch.equal(i0, i1)
+    torch.testing.assert_close(w1, w0)
+    w0.sum().backward()
+    w1.sum().backward()
+    torch.testing.assert_close(got_lg.grad, want_lg.grad)
+    bad = logits.clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="router_logits must hold no NaN"):
+        torch.compile(route, fullgraph=True)(bad)
