@@ -135,8 +135,11 @@ def _latency_case(backend: str) -> Case:
     comps, answers = boxed_batch(64)
     k = [0]
 
-    def fn():  # one call, cycling through right and wrong answers
+    from r1core.rewards.accuracy import accuracy_cache
+
+    def fn():  # one call, cycling through right and wrong answers; uncached (the verdict cache emptied)
         i = k[0] = (k[0] + 1) % 64
+        accuracy_cache.cache_clear()
         return accuracy(comps[i], answer=answers[i], backend=backend)
 
     return Case(op="accuracy one call", shape="~1KB boxed number", dtype="text", backend=backend, fn=fn,
@@ -153,7 +156,10 @@ def _throughput_case(op: str, shape: str, backend: str, comps, answers, *, paral
 
     opts = {} if accuracy_backend is None else {"backend": accuracy_backend}
 
+    from r1core.rewards.accuracy import accuracy_cache
+
     def fn():
+        accuracy_cache.cache_clear()  # measure judging, not the verdict cache (repeats would all hit it)
         t0, c0 = time.perf_counter(), time.process_time()
         out = score({"format": 0.1, "accuracy": 1.0}, comps, answer=answers, parallel=parallel, **opts)
         times.append(time.perf_counter() - t0)
@@ -200,8 +206,17 @@ def _worst_adversarial_case() -> Case:
 
 
 def cases(device: torch.device, quick: bool) -> list[Case]:
+    import os
+
+    from r1core.rewards import pool
     from r1core.rewards.pool import get_pool
 
+    # workers judge without their verdict cache (the caller clears its own per run): repeated runs
+    # over the same completions must measure judging, not cache hits
+    if os.environ.get("R1CORE_REWARD_CACHE") != "0":
+        os.environ["R1CORE_REWARD_CACHE"] = "0"
+        if pool._POOL is not None:
+            pool._POOL.close()
     get_pool().warm()  # worker start-up is not what we time
     n = 1024 if quick else 8192
     comps, answers = typical_batch(n)

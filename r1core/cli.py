@@ -272,7 +272,8 @@ def _eval(argv: list[str]) -> int:
         if want_help:
             print(_usage("eval", "[--config FILE.yaml] [key=value …] [json=true]",
                          "Evaluates model.source on task.name's held-out split: pass@1 averaged over run.eval_k\n"
-                         "samples (at run.eval_temperature), cons@k and the mean format reward. Without --config\n"
+                         "samples (at run.eval_temperature), cons@k and the mean format reward; an answer without a\n"
+                         "marker counts by its last number or math span (accuracy's unmarked=\"last\"). Without --config\n"
                          "the options start from the embedded default run's (its task, template, sampling)."))
             return 0
         cfg = load_config(config, overrides, base=None if config else embedded_default())
@@ -317,7 +318,8 @@ def _run_eval(cfg, extras: dict) -> int:
     model = build.load_policy(cfg.model.source, cfg, info.device, deps).eval()
     result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
                              top_p=cfg.rollout.top_p, max_new_tokens=cfg.rollout.max_new_tokens, seed=cfg.run.seed,
-                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, progress=cfg.run.progress)
+                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, progress=cfg.run.progress,
+                             unmarked="last")
     if info.main:
         if extras.get("json", "false").lower() in ("1", "true", "yes"):
             print(json.dumps(result))

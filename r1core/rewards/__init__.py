@@ -5,8 +5,9 @@
     get("accuracy")(completion, answer="42")                 -> 1.0 / 0.0
     score({"accuracy": 1.0, "format": 0.1}, completions, answer=answers).total   # [N]
 
-Built-in rewards: accuracy, format, tag_count, language, countdown, length.  This package imports
-nothing else from r1core (its worker processes load it alone).  Details: docs/rewards.md.
+Built-in rewards: accuracy, format, tag_count, language, countdown, length, reasoning_gym (a
+reasoning-gym task's own verifier; optional extra `tasks`), routed (a mixture row's own correctness
+reward).  This package imports nothing else from r1core (its worker processes load it alone).  Details: docs/rewards.md.
 """
 from .accuracy import accuracy, answer_key, is_equivalent
 from .countdown import countdown, evaluate_expression
@@ -15,6 +16,7 @@ from .format import format_reward, tag_count
 from .language import language
 from .length import length
 from .normalize import normalize
+from . import rgym, routed  # noqa: F401  (register the rewards "reasoning_gym" and "routed")
 from .registry import RewardOptionError, as_text, get, names, register, safe_reward
 from .score import RewardBatch, score
 from .trl import trl_reward

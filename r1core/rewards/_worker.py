@@ -4,10 +4,13 @@ It loads this folder as a private package (so it needs neither torch nor r1core)
 says "ready", then serves length-prefixed pickle frames on stdin/stdout:
     ("equiv", a, b)            -> ("ok", bool)      (sympy; "math_verify" and "verify" likewise)
     ("score", names, items)    -> ("item", [float per name]) per item, then ("done",)
+    ("rg_score", name, options, answer, entry) -> ("ok", float)  (reasoning-gym's verifier, rgym.py)
+    ("rg_generate", name, options, seeds) -> ("ok", [entry or None per seed])
     ("sleep", seconds)         -> ("ok", True) after sleeping (tests of the kill path; so does
                                   the reward "_sleep", registered only here, inside "score")
 The parent kills it when a request passes its time limit; it also exits when its parent dies, and
-keeps its address space under R1CORE_REWARD_WORKER_MEM_GB (default 4).
+keeps its address space under R1CORE_REWARD_WORKER_MEM_GB (default 4).  Modules named in
+R1CORE_REWARD_PRELOAD (comma-separated; rgym.preload() adds reasoning_gym) are imported before "ready".
 """
 import importlib.util
 import os
@@ -55,6 +58,7 @@ def _load_rewards():
     sys.modules["_r1core_rewards"] = pkg
     spec.loader.exec_module(pkg)
     sys.modules["_r1core_rewards.symbolic"].INLINE = True
+    sys.modules["_r1core_rewards.rgym"].INLINE = True
     return pkg
 
 
@@ -80,6 +84,12 @@ def main() -> None:
         try:  # its first parse builds the LaTeX grammar (~0.4 s): also before "ready"
             sys.modules["_r1core_rewards.symbolic"].math_verify_equal("x^2+1", "1+x^2")
         except Exception:  # noqa: BLE001
+            pass
+
+    for module in filter(None, os.environ.get("R1CORE_REWARD_PRELOAD", "").split(",")):
+        try:  # reasoning_gym: ~2 s, before "ready", so never inside a request's time limit
+            importlib.import_module(module)
+        except Exception:  # noqa: BLE001  (its requests then fail, scoring 0)
             pass
 
     def send(obj) -> None:
@@ -112,6 +122,13 @@ def main() -> None:
             try:
                 send(("ok", bool(check(request[1], request[2]))))
             except Exception as e:  # noqa: BLE001
+                send(("error", repr(e)[:200]))
+        elif kind in ("rg_score", "rg_generate"):
+            rgym = sys.modules["_r1core_rewards.rgym"]
+            try:
+                fn = rgym.score_inline if kind == "rg_score" else rgym.generate_inline
+                send(("ok", fn(*request[1:])))
+            except Exception as e:  # noqa: BLE001  (a raising verifier: no result, the reward is 0)
                 send(("error", repr(e)[:200]))
         elif kind == "score":
             _, names, items = request

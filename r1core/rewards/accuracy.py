@@ -24,6 +24,7 @@ the completion itself when it is only a short answer), "none", or "last" (for ev
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import re
@@ -31,8 +32,9 @@ import time
 from fractions import Fraction
 
 from .expr import parse, too_costly
-from .extract import UNMARKED, extract_answer, reference_answer
+from .extract import UNMARKED, all_boxed, answer_tag, extract_answer, reference_answer
 from .normalize import normalize
+from .pool import cpu_spent
 from .registry import RewardOptionError, register
 from . import symbolic
 
@@ -133,12 +135,69 @@ def _values(s: str) -> set[Fraction] | None:
     return {p.value} if p is not None and p.value is not None else None
 
 
+_DECIMAL_COMMA = re.compile(r"-?(\d+),(\d+)")
+_DECIMAL_POINT = re.compile(r"-?\d+\.\d+")
+_DECIMAL = re.compile(r"[-+]?(\d*)\.(\d+)")
+MIN_EXPANSION_DIGITS = 7   # significant digits from which a decimal may stand for a repeating fraction
+
+
+def _decimal_comma(p: str, r: str) -> bool | None:
+    """"1000,99" against "1000.99": the comma read as a decimal point, when the other side is a decimal
+    number written with a point and the comma cannot be a thousands separator (not exactly three digits
+    after it, or a first group that is 0 or longer than three digits).  None when the rule does not apply."""
+    for a, b in ((p, r), (r, p)):
+        m = _DECIMAL_COMMA.fullmatch(a)
+        if m and _DECIMAL_POINT.fullmatch(b) and (len(m.group(2)) != 3 or m.group(1).startswith("0")
+                                                  or len(m.group(1)) > 3):
+            return Fraction(a.replace(",", ".")) == Fraction(b)
+    return None
+
+
+def _terminates(v: Fraction) -> bool:
+    d = v.denominator
+    for f in (2, 5):
+        while d % f == 0:
+            d //= f
+    return d == 1
+
+
+def _expansion_of(dec: str, value: Fraction) -> bool:
+    """Whether the decimal string `dec` is the expansion of the repeating fraction `value` at the
+    precision it gives: at least MIN_EXPANSION_DIGITS significant digits, off by less than one unit
+    of its last digit (rounded or cut: "0.0833333333333333" for 1/12).  A fraction whose expansion
+    terminates must be given exactly, so no rounding ever merges two numbers a decimal can write."""
+    m = _DECIMAL.fullmatch(dec)
+    if m is None or _terminates(value):
+        return False
+    digits = m.group(2)
+    if len((m.group(1) + digits).lstrip("0")) < MIN_EXPANSION_DIGITS:
+        return False
+    return abs(Fraction(dec) - value) < Fraction(1, 10 ** len(digits))
+
+
+def _same_values(p: str, r: str, pv: set, rv: set) -> bool:
+    """Two constants: exactly equal, or one a long decimal expansion of the other (a repeating fraction)."""
+    if pv & rv:
+        return True
+    if len(p) <= MIN_EXPANSION_DIGITS and len(r) <= MIN_EXPANSION_DIGITS:  # the common case: no long decimal
+        return False
+    return any(_expansion_of(p, v) for v in rv) or any(_expansion_of(r, v) for v in pv)
+
+
 class _Budget:
+    """`timeout` seconds of CPU for one verdict: this thread's CPU time plus the worker CPU its checks
+    used (pool.cpu_spent), not wall time, so that machine load changes no verdict."""
+
     def __init__(self, timeout: float):
-        self.deadline = time.monotonic() + timeout
+        self.timeout = timeout
+        self.start = self._used()
+
+    @staticmethod
+    def _used() -> float:
+        return time.thread_time() + cpu_spent()
 
     def left(self) -> float:
-        return self.deadline - time.monotonic()
+        return self.timeout - (self._used() - self.start)
 
 
 def _scalar_equiv(p: str, r: str, budget: _Budget) -> bool:
@@ -146,7 +205,7 @@ def _scalar_equiv(p: str, r: str, budget: _Budget) -> bool:
         return True
     pv, rv = _values(p), _values(r)
     if pv is not None and rv is not None:
-        return bool(pv & rv)
+        return _same_values(p, r, pv, rv)
     if "%" in p or "%" in r or parse(p) is None or parse(r) is None:
         return False
     left = budget.left()
@@ -200,6 +259,8 @@ def _last_side(s: str) -> str:
     sides = [x for part in _split_top(s, "=") for x in _split_top(part, "\\approx")]
     if len(sides) < 2 or not sides[-1] or any(x.endswith(("<", ">", "\\le", "\\ge", "!")) for x in sides):
         return s
+    if _LETTER.search(_COMMAND.sub("", sides[-1])) and not _LETTER.search(_COMMAND.sub("", sides[0])):
+        return s  # "7=11a+c": an equation the unknowns must satisfy, not a computation whose result is 11a+c
     if len(sides) > 2 or "\\approx" in s or _LABEL_SIDE.fullmatch(sides[0]) or not _LETTER.search(
             _COMMAND.sub("", sides[0])):  # "6\\cdot7=42": a computation, then its result
         return sides[-1]
@@ -236,6 +297,10 @@ def _equation(p: str, r: str, budget: _Budget) -> bool:
 def _equiv(p: str, r: str, budget: _Budget, depth: int = 0) -> bool:
     if p == r or p.casefold() == r.casefold():
         return True
+    if depth == 0 and "," in p + r:
+        comma = _decimal_comma(p, r)
+        if comma is not None:
+            return comma
     if depth == 0 and ("=" in p) != ("=" in r) or "\\approx" in p or "\\approx" in r:
         p, r = _last_side(p), _last_side(r)
         if p == r:
@@ -339,7 +404,7 @@ def fast_verdict(p: str, r: str) -> bool | None:
     if pv is None:
         return None
     rv = _values(r)
-    return None if rv is None else bool(pv & rv)
+    return None if rv is None else _same_values(p, r, pv, rv)
 
 
 def _check_unmarked(unmarked) -> None:
@@ -382,15 +447,66 @@ def verdict(found: str, reference: str, *, timeout: float = 1.0, backend: str = 
     return is_equivalent(found, reference, timeout=timeout)
 
 
+# The verdict cache: GRPO scores a completion once per reward, but evaluation, rejection sampling and
+# cons@k judge the same ones again.  Completions longer than CACHE_MAX_CHARS are not kept (memory).
+CACHE_SIZE = int(os.environ.get("R1CORE_REWARD_CACHE", "4096"))   # verdicts kept; 0 turns the cache off
+CACHE_MAX_CHARS = 16_384
+
+
 @register("accuracy")
 def accuracy(completion: str, *, answer: str, timeout: float = 1.0, backend: str = "auto",
              unmarked: str = "bare") -> float:
-    """1.0 when the final answer of `completion` equals `answer` (see the module docstring)."""
+    """1.0 when the final answer of `completion` equals `answer` (see the module docstring).  Verdicts
+    are kept in a bounded LRU cache keyed by (completion, answer, options): `accuracy_cache.cache_info()`,
+    `accuracy_cache.cache_clear()`."""
     _check_options(timeout, backend, unmarked)
     if answer is None:
         return 0.0
-    reference = reference_answer(str(answer))
+    if len(completion) > CACHE_MAX_CHARS:
+        return _judge(completion, str(answer), float(timeout), backend, unmarked)
+    return accuracy_cache(completion, str(answer), float(timeout), backend, unmarked)
+
+
+def _judge(completion: str, answer: str, timeout: float, backend: str, unmarked: str) -> float:
+    reference = reference_answer(answer)
     found = extract_answer(completion, unmarked)
     if found is None or not reference:
         return 0.0
-    return 1.0 if verdict(found, reference, timeout=timeout, backend=backend) else 0.0
+    if "</answer>" in completion and _tag_is_gold(completion, found, reference):
+        return 1.0
+    several = completion.count("\\boxed") + completion.count("\\fbox") >= 2
+    budget = _Budget(timeout) if several else None   # (one box, the common case: no second reading to budget)
+    if verdict(found, reference, timeout=timeout, backend=backend):
+        return 1.0
+    boxes = _several_boxes(completion, reference) if several else None
+    left = budget.left() if budget is not None else 0.0
+    return 1.0 if boxes is not None and left > 0 and verdict(boxes, reference, timeout=left, backend=backend) else 0.0
+
+
+accuracy_cache = functools.lru_cache(maxsize=CACHE_SIZE)(_judge)
+
+
+def _tag_is_gold(completion: str, found: str, reference: str) -> bool:
+    """The final <answer> block is the gold answer written out, though read as prose ("results, order,
+    THIS, 1889": words, so extraction kept its only number): the whole block, normalised, is the gold."""
+    tag = answer_tag(completion)
+    if tag is None or tag.strip() == found or "\\boxed" in completion or "\\fbox" in completion:
+        return False
+    return normalize(tag) == normalize(reference) != ""
+
+
+def _several_boxes(completion: str, reference: str) -> str | None:
+    """All boxes of the completion read together as one answer ("\\boxed{1} … \\boxed{-2}" -> "1, -2",
+    in text order; "(1, -2)" when the gold is a tuple, whose order then counts), when the gold has
+    several elements (a set, list or tuple) and the completion at least two boxes; else None.  A
+    one-element gold keeps the last box (a later box corrects an earlier one)."""
+    if "\\boxed" not in completion and "\\fbox" not in completion:
+        return None
+    gold = _structure(normalize(reference))
+    if gold is None or len(gold[1]) < 2:
+        return None
+    boxes = [b.strip() for b in all_boxed(completion) if b.strip()]
+    if len(boxes) < 2:
+        return None
+    joined = ", ".join(boxes)
+    return f"({joined})" if (gold[0], gold[2]) == ("(", ")") else joined

@@ -110,6 +110,22 @@ def boxed_answers(text: str) -> list[str]:
     return parts[::-1]
 
 
+def all_boxed(text: str) -> list[str]:
+    """Every complete box of the text in text order (the last MAX_CANDIDATES at most): what a
+    verifier that reads all boxes together (math-verify) sees; accuracy() uses it only against a
+    gold with several elements (docs/rewards.md, "several boxed answers")."""
+    if "\\boxed" not in text and "\\fbox" not in text:
+        return []
+    out, hi = [], len(text)
+    while len(out) < MAX_CANDIDATES:
+        found = _last_box_before(text, hi)
+        if found is None:
+            break
+        out.append(found[0])
+        hi = found[1]
+    return out[::-1]
+
+
 def answer_tag(text: str) -> str | None:
     """The content of the last closed <answer>…</answer>, or None (an unterminated tag is no answer)."""
     close = text.rfind("</answer>")

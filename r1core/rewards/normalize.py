@@ -13,8 +13,8 @@ Rules, in order (docs/rewards.md lists the decisions):
     known unit glued to a number ("5cm", "10kg") too; currency signs and codes ($, \\$, USD, €, £) dropped;
   * LaTeX digit-group separators: "14{,}916" and "32,\\!349" (groups of exactly three digits) lose
     them, "0{,}5" (any other group) is a decimal comma -> "0.5"; a bare "3,5" stays a list;
-  * thousands separators "1,234,567" (groups of exactly three digits) -> "1234567", only when the
-    whole answer is that number (a comma inside a tuple "(12,102)" is never a separator);
+  * thousands separators "1,234,567" (groups of exactly three digits, a first group not starting
+    with 0) -> "1234567", only when the whole answer is that number (a comma inside a tuple "(12,102)" is never a separator);
   * \\begin{pmatrix|bmatrix|Bmatrix} -> \\begin{matrix} (the same matrix in another environment);
   * a mixed number "2\\frac{1}{3}" (the whole answer, digits only, proper fraction) -> \\frac{7}{3};
     \\mathbb{R} -> (-\\infty,\\infty); \\varnothing, \\{\\} -> \\emptyset;
@@ -47,7 +47,7 @@ _NUMBER_THEN_WORDS = re.compile(rf"^({_NUMBER}%?)\s+(?!.*\b{_CONNECTIVE}\b)[a-zA
 _UNITS = ("mm|cm|km|m|mi|ft|in|yd|kg|mg|g|lb|lbs|oz|ml|mL|l|L|s|sec|secs|min|mins|h|hr|hrs|"
           "mph|kph|km/h|m/s|cm\\^2|m\\^2|cm\\^3|m\\^3|units?|sq")
 _NUMBER_THEN_UNIT = re.compile(rf"^({_NUMBER}%?)(?:{_UNITS})$")
-_THOUSANDS = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?%?")
+_THOUSANDS = re.compile(r"[-+]?(?!0)\d{1,3}(?:,\d{3})+(?:\.\d+)?%?")   # "0,111" groups nothing: a decimal comma
 _JOIN = re.compile(r"\s*(?:,\s*)?\b(?:and|or)\b\s*|\s*;\s*", re.IGNORECASE)
 _WORDS = re.compile(r"[a-zA-Z]{2,}")
 _REALS = re.compile(r"\\mathbb\s*\{?\s*R\s*\}?|ℝ")

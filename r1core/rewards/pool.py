@@ -34,6 +34,23 @@ from typing import Any
 WORKER_SCRIPT = Path(__file__).resolve().parent / "_worker.py"
 STARTUP_TIMEOUT = 120.0
 _HEADER = struct.Struct("<I")
+# CPU-time limits (call(cpu=True)): the limit counts the worker's CPU seconds, so a loaded machine, where
+# a check takes longer in wall time but the same CPU, gets the same verdicts; a request that does not
+# use CPU (blocked) is still stopped by the wall-clock backstop WALL_FACTOR * limit + WALL_SLACK_S.
+CPU_POLL_S = 0.02
+WALL_FACTOR = 10.0
+WALL_SLACK_S = 5.0
+try:
+    _CLK_TCK = float(os.sysconf("SC_CLK_TCK"))
+except (AttributeError, ValueError, OSError):
+    _CLK_TCK = 100.0
+_LOCAL = threading.local()
+
+
+def cpu_spent() -> float:
+    """Worker CPU seconds used so far by this thread's call(cpu=True) requests (accuracy's budget
+    adds it to its own thread's CPU time, so the budget does not shrink with machine load)."""
+    return getattr(_LOCAL, "cpu", 0.0)
 
 
 class WorkerError(RuntimeError):
@@ -74,17 +91,31 @@ class _Worker:
         self.buf += chunk
         return True
 
-    def recv(self, deadline: float) -> Any:
-        """The next frame, or raise TimeoutError at `deadline` / EOFError when the worker died."""
+    def recv(self, deadline: float, *, cpu_limit: float | None = None, cpu_start: float = 0.0) -> Any:
+        """The next frame, or raise TimeoutError at `deadline` (or once the worker has used more than
+        `cpu_limit` CPU seconds since `cpu_start`) / EOFError when the worker died."""
         while True:
             f = self.frame()
             if f is not None:
                 return f
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+            if left <= 0:
                 raise TimeoutError
-            if not self.fill():
-                raise EOFError
+            if select.select([self.fd], [], [], left if cpu_limit is None else min(left, CPU_POLL_S))[0]:
+                if not self.fill():
+                    raise EOFError
+            elif cpu_limit is not None and self.cpu_seconds() - cpu_start > cpu_limit:
+                raise TimeoutError
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the worker has used, from /proc; 0.0 where that cannot be read
+        (then only the wall-clock backstop limits a request)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        except (OSError, IndexError, ValueError):
+            return 0.0
 
     def poll_ready(self) -> None:
         """Notice, without waiting, a "ready" frame that has already arrived."""
@@ -183,16 +214,28 @@ class WorkerPool:
                 self._checkin(w)
 
     # -- one request ----------------------------------------------------------------------------
-    def call(self, request: tuple, *, timeout: float) -> Any:
+    def call(self, request: tuple, *, timeout: float, cpu: bool = False) -> Any:
         """Run `request` on one worker; None when it takes longer than `timeout` seconds or fails.
+        With cpu=True the limit is `timeout` seconds of the worker's CPU time (load-independent; the
+        wall-clock backstop is WALL_FACTOR * timeout + WALL_SLACK_S), else wall-clock seconds.
         A worker found dead before it answered (killed from outside) is replaced and the request
         tried once more."""
         for attempt in range(2):
             w = self._checkout()
+            start = 0.0
             try:
                 w.wait_ready()
+                if cpu:
+                    start = w.cpu_seconds()
+                    wall = time.monotonic() + WALL_FACTOR * timeout + WALL_SLACK_S
                 w.send(request)
-                reply = w.recv(time.monotonic() + timeout)
+                if cpu:
+                    try:
+                        reply = w.recv(wall, cpu_limit=timeout, cpu_start=start)
+                    finally:
+                        _LOCAL.cpu = cpu_spent() + max(0.0, w.cpu_seconds() - start)
+                else:
+                    reply = w.recv(time.monotonic() + timeout)
             except TimeoutError:
                 w = self._replace(w)
                 return None

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from .registry import as_text, get
 
-BUILTIN = frozenset({"accuracy", "format", "tag_count", "language", "countdown", "length"})
+BUILTIN = frozenset({"accuracy", "format", "tag_count", "language", "countdown", "length", "reasoning_gym", "routed"})
 PARALLEL_MIN_ITEMS = 512
 _SCALARS = (str, bytes, int, float, bool, type(None))
 

@@ -9,8 +9,9 @@ exponents and constants), converts the trees to sympy and decides equality:
      a relative 1e-9 -> not equal; agreement at every finite point (at least two) -> equal;
   4. otherwise sympy.simplify(a - b) == 0.
 `verified(a, b)` is math-verify's verdict vetoed by `provably_different` (the "auto" backend).
-The work runs in a worker process of pool.py that is killed when it passes `timeout` (a kill, not
-signal.alarm: it works from any thread, and a sympy call stuck in C code cannot outlive it).  Inside
+The work runs in a worker process of pool.py that is killed when it has used `timeout` seconds of CPU
+(a kill, not signal.alarm: it works from any thread, and a sympy call stuck in C code cannot outlive
+it; CPU time, not wall time, so that a loaded machine reaches the same verdicts).  Inside
 a worker (`INLINE` is set there) the check runs directly: the parent's watchdog covers it.
 """
 from __future__ import annotations
@@ -31,7 +32,7 @@ def equivalent(a: str, b: str, *, timeout: float = 1.0) -> bool:
     if INLINE:
         return sympy_equal(a, b)
     from .pool import get_pool
-    return get_pool().call(("equiv", a, b), timeout=timeout) is True
+    return get_pool().call(("equiv", a, b), timeout=timeout, cpu=True) is True
 
 
 def to_sympy(tree: tuple):
@@ -116,7 +117,7 @@ def math_verify(prediction: str, reference: str, *, timeout: float = 1.0) -> boo
     if INLINE:
         return math_verify_equal(prediction, reference)
     from .pool import get_pool
-    return get_pool().call(("math_verify", prediction, reference), timeout=timeout) is True
+    return get_pool().call(("math_verify", prediction, reference), timeout=timeout, cpu=True) is True
 
 
 def verified(prediction: str, reference: str, *, timeout: float = 1.0) -> bool:
@@ -124,7 +125,7 @@ def verified(prediction: str, reference: str, *, timeout: float = 1.0) -> bool:
     if INLINE:
         return verified_equal(prediction, reference)
     from .pool import get_pool
-    return get_pool().call(("verify", prediction, reference), timeout=timeout) is True
+    return get_pool().call(("verify", prediction, reference), timeout=timeout, cpu=True) is True
 
 
 def _math_text(s: str) -> str:

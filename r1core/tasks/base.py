@@ -97,22 +97,31 @@ def check_count(n: Any, name: str = "n", *, allow_none: bool = False) -> int | N
 
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}
+_FAMILIES: dict[str, Callable[..., Task]] = {}   # "reasoning_gym" -> factory(member, **kw), for "reasoning_gym:<member>"
 
 
-def register_task(name: str, factory: Callable[..., Task] | None = None):
-    """Register a task factory under `name` (usable as a decorator)."""
+def register_task(name: str, factory: Callable[..., Task] | None = None, *, family: bool = False):
+    """Register a task factory under `name` (usable as a decorator).  With family=True the factory
+    serves every name "<name>:<member>" and is called as factory(member, **kwargs)."""
     def add(f):
-        _REGISTRY[name] = f
+        (_FAMILIES if family else _REGISTRY)[name] = f
         return f
     return add(factory) if factory is not None else add
 
 
 def get_task(name: str, **kwargs: Any) -> Task:
-    """Build the task registered as `name` with its knobs, e.g. get_task("arithmetic", digits=4)."""
+    """Build the task registered as `name` with its knobs, e.g. get_task("arithmetic", digits=4) or
+    get_task("reasoning_gym:leg_counting", max_animals=5)."""
+    if not isinstance(name, str):
+        raise ValueError(f"task: expected a task name (str), got {name!r}")
+    family, sep, member = name.partition(":")
+    if sep and family in _FAMILIES:
+        return _FAMILIES[family](member, **kwargs)
     if name not in _REGISTRY:
         raise ValueError(f"task: unknown {name!r}; have {task_names()}")
     return _REGISTRY[name](**kwargs)
 
 
 def task_names() -> list[str]:
-    return sorted(_REGISTRY)
+    """Registered task names; a family shows as "<family>:<name>"."""
+    return sorted([*_REGISTRY, *(f"{f}:<name>" for f in _FAMILIES)])

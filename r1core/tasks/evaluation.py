@@ -75,25 +75,32 @@ def cons_at_k(keys_QK: Sequence[Sequence[Hashable | None]], correct_QK: Sequence
 
 
 def evaluate(task: Any, examples: Sequence[Any], completions_QK: Sequence[Sequence[Any]], *,
-             ks: Sequence[int] = (1,)) -> dict[str, float]:
+             ks: Sequence[int] = (1,), unmarked: str | None = None) -> dict[str, float]:
     """pass@1, pass@k for each k in `ks` and cons@K of K samples per example, judged by the task's
-    correctness reward (== 1 means right) and voting over canonical final answers."""
+    correctness reward (== 1 means right) and voting over canonical final answers.  Examples of a
+    mixture (extra "subtask") also give "pass@1/<task>" per task.  `unmarked` (accuracy's option,
+    e.g. "last" for `r1core eval`) applies to judging and voting alike; None keeps the rewards' default."""
     from r1core.rewards import answer_key, score
     if len(completions_QK) != len(examples):
         raise ValueError(f"completions: expected one list per example ({len(examples)}), got {len(completions_QK)}")
     flat = [c for comps in completions_QK for c in comps]
     rows = [ex.columns() for ex, comps in zip(examples, completions_QK) for _ in comps]
     cols = {k: [r.get(k) for r in rows] for k in sorted({k for r in rows for k in r})}
+    if unmarked is not None:
+        cols["unmarked"] = unmarked
     values = score({task.correctness: 1.0}, flat, **cols).per_reward[:, 0].tolist() if flat else []
     correct, at = [], 0
     for comps in completions_QK:
         correct.append([v >= 1.0 for v in values[at:at + len(comps)]])
         at += len(comps)
-    keys = [[answer_key(c) for c in comps] for comps in completions_QK]
+    keys = [[answer_key(c, *(() if unmarked is None else (unmarked,))) for c in comps] for comps in completions_QK]
     samples = min(len(r) for r in correct) if correct else 0
     out = {"questions": float(len(examples)), "samples": float(samples), "pass@1": pass_at_1(correct)}
     for k in ks:
         if k != 1:
             out[f"pass@{k}"] = mean_pass_at_k(correct, k)
     out[f"cons@{samples}"] = cons_at_k(keys, correct)
+    subtasks = [(getattr(ex, "extra", None) or {}).get("subtask") for ex in examples]   # (stand-ins may lack extra)
+    for name in sorted({s for s in subtasks if s is not None}):
+        out[f"pass@1/{name}"] = pass_at_1([c for c, s in zip(correct, subtasks) if s == name])
     return out

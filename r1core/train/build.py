@@ -105,11 +105,14 @@ def tokenizer_source(cfg: Config) -> str:
 
 
 def load_task(cfg: Config, tokenizer, deps: Deps, *, name: str | None = None):
-    """The task of cfg.task: a built-in name, or a JSONL file of {question, answer} records."""
+    """The task of cfg.task: a built-in name (reasoning_gym:<name> too), a JSONL file of {question,
+    answer} records, or the mixture of cfg.task.mixture when that is not empty."""
     from r1core.tasks.prompts import R1ZERO_SYSTEM
     t = cfg.task
-    name = name or t.name
-    kw = dict(t.args)
+    if t.mixture and name is None:
+        name, kw = "mixture", {"tasks": dict(t.mixture)}
+    else:
+        name, kw = name or t.name, dict(t.args)
     if name.endswith(".jsonl"):
         kw.setdefault("path", name)
         name = "jsonl"

@@ -62,6 +62,8 @@ class TaskConfig:
                         ("chat", "r1zero", "plain"))
     system: str = opt("r1zero", "system prompt of chat prompts: r1zero (the R1-Zero instructions), empty (none) or the text")
     rewards: dict = opt({}, "reward weights {name: weight}; empty: the task's own weights")
+    mixture: dict = opt({}, "a weighted mixture of tasks {name: weight or {weight, args}}, e.g. "
+                            "task.mixture.reasoning_gym:leg_counting=1 (non-empty: used instead of task.name)")
     lang: str = opt("en", "target language of the language-consistency reward")
 
 
@@ -434,6 +436,12 @@ def validate(cfg: Config) -> None:
     for name, w in cfg.task.rewards.items():
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w):
             raise ValueError(f"config key 'task.rewards.{name}' must be a finite number, got {w!r}")
+    if cfg.task.mixture:     # names and weights refused here, before a model is loaded
+        from r1core.tasks.mixture import parse_mixture
+        parse_mixture(cfg.task.mixture)
+    elif cfg.task.name.startswith("reasoning_gym:"):   # the generator's name and options, likewise
+        from r1core.tasks.rgym import check_options
+        check_options(cfg.task.name.partition(":")[2], dict(cfg.task.args))
     if g.delta != 0 and not g.delta > 1:
         raise ValueError(f"config key 'grpo.delta' must be 0 (off) or > 1, got {g.delta}")
     if g.delta != 0 and g.policy != "clip":

@@ -15,11 +15,13 @@ from r1core.train.sampling import sample
 def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: float = 0.0, top_p: float = 1.0,
                     max_new_tokens: int = 64, seed: int = 0, gen_batch: int = 0, info: D.DistInfo | None = None,
                     deps: Deps | None = None, return_samples: bool = False, lang: str | None = None,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, unmarked: str | None = None) -> dict:
     """{"pass@1", "cons@k", "format", "completion_len", "questions", "samples"} on task.test(n), plus
     "language" (share of target-language words in the chain of thought) when `lang` is given or the
     task's rewards include "language" (then `lang` defaults to the task's `lang`, else "en").
-    progress=True shows a bar over the decode steps with the time left (rank 0; needs tqdm)."""
+    progress=True shows a bar over the decode steps with the time left (rank 0; needs tqdm).
+    `unmarked` is the accuracy reward's policy for answers without a marker ("last" in `r1core eval`:
+    a model that ends on a bare number is judged on it; None: the training reward's own default)."""
     from r1core.rewards import get
     from r1core.tasks import evaluate
     info = info or D.DistInfo()
@@ -54,7 +56,7 @@ def evaluate_policy(model, tokenizer, task, *, n: int, k: int = 1, temperature: 
         for i, c, l in zip(idx, cs, ls):
             by_index[i] = (c, l)
     completions_QK = [by_index[i][0] for i in range(len(examples))]
-    result = evaluate(task, examples, completions_QK)
+    result = evaluate(task, examples, completions_QK, unmarked=unmarked)
     fmt = get("format")
     result["format"] = sum(fmt(c) for cs in completions_QK for c in cs) / sum(len(cs) for cs in completions_QK)
     if lang is None and "language" in getattr(task, "reward_weights", {}):

@@ -137,9 +137,11 @@ def summary_table(before: dict | None, after: dict | None, keys=("pass@1", "form
     if not before or not after:
         return ""
     keys = [k for k in keys if k in before and k in after] + sorted(k for k in after if k.startswith("cons@"))
-    lines = [f"{'held-out':14s} {'before':>8s} {'after':>8s}"]
+    keys += sorted(k for k in after if k.startswith("pass@1/") and k in before)   # a mixture's tasks
+    width = max([14, *(len(k) for k in keys)])
+    lines = [f"{'held-out':{width}s} {'before':>8s} {'after':>8s}"]
     for k in keys:
-        lines.append(f"{k:14s} {before[k]:8.3f} {after[k]:8.3f}")
+        lines.append(f"{k:{width}s} {before[k]:8.3f} {after[k]:8.3f}")
     return "\n".join(lines)
 
 
@@ -171,10 +173,12 @@ def plot_curves(out: str | Path, *, window: int = 5) -> Path | None:
     ax.legend(fontsize=7)
     ax = axes[1]
     ex = [r["step"] for r in evals]
-    for i, key in enumerate(("pass@1", "format")):
+    per_task = sorted({k for r in evals for k in r["eval"] if k.startswith("pass@1/")})  # a mixture's tasks
+    for i, key in enumerate(("pass@1", "format", *per_task)):
         ys = [r["eval"].get(key) for r in evals]
         if any(y is not None for y in ys):
-            ax.plot(ex, ys, marker="o", color=f"C{i + 3}", label=f"held-out {key}")
+            ax.plot(ex, [float("nan") if y is None else y for y in ys], marker="o", color=f"C{i + 3}",
+                    label=f"held-out {key}")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("step")
     ax.set_title("held-out evaluation")

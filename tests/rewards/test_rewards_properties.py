@@ -99,9 +99,15 @@ def test_numbers_score_1_exactly_when_equal(a, b, ha, hb):
         assert got == (1.0 if a == b else 0.0), (spell(a, ha), spell(b, hb), backend)
 
 
+def _off_by_two(v: Fraction, digits: int) -> str:
+    """v to `digits` decimals, rounded, then two units of the last digit less (v > 0)."""
+    q = round(v * 10**digits) - 2
+    return f"{q // 10**digits}.{q % 10**digits:0{digits}d}"
+
+
 @WRONG
 @given(a=st.integers(1, 999), b=st.integers(0, 999), c=st.integers(0, 50), k=st.integers(1, 12),
-       case=st.integers(0, 9))
+       case=st.integers(0, 10))
 def test_wrong_structures_never_score(a, b, c, k, case):
     """Tuples vs digit-concatenations, parts of lists and sets, near misses under a rounding,
     flipped intervals and relations: all wrong, all 0."""
@@ -115,8 +121,9 @@ def test_wrong_structures_never_score(a, b, c, k, case):
         (f"x < {a}", f"x \\leq {a}"),                                      # strict vs not strict
         (f"x > {a}", f"x < {a}"),                                          # reversed relation
         (", ".join(map(str, s + [s[-1] + 1])), ", ".join(map(str, s))),    # one answer too many
-        (f"{(7 * a + 1) / 7:.{k}f}", f"\\frac{{{7 * a + 1}}}{{7}}"),     # a rounded decimal is not the fraction
+        (f"{(7 * a + 1) / 7:.{min(k, 6 - len(str(a)))}f}", f"\\frac{{{7 * a + 1}}}{{7}}"),  # a short decimal is not the fraction
         (f"{a}.{'0' * (k + 4)}1", f"{a}"),                                 # a near miss below 10^-6
+        (_off_by_two(Fraction(7 * a + 1, 7), k + 6), f"\\frac{{{7 * a + 1}}}{{7}}"),  # a long expansion, last digit wrong
     ][case]
     for backend in BACKENDS:
         assert get("accuracy")(f"\\boxed{{{pred}}}", answer=gold, backend=backend) == 0.0, (pred, gold, backend)

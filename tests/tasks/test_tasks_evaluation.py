@@ -93,3 +93,13 @@ def test_answer_key_options():
     assert answer_key("so we get 85", unmarked="last") == answer_key("85")
     with pytest.raises(RewardOptionError, match="unmarked"):
         answer_key("85", unmarked="bogus")
+
+
+def test_evaluate_unmarked_policy_reaches_judging_and_voting():
+    from r1core.tasks import evaluate, get_task
+    task = get_task("arithmetic", digits=1, ops="+")
+    ex = task.test(1)
+    prose = [[f"so the total comes to {ex[0].answer} in the end"]]
+    assert evaluate(task, ex, prose)["pass@1"] == 0.0          # the training default: no marker, no answer
+    result = evaluate(task, ex, prose, unmarked="last")
+    assert result["pass@1"] == 1.0 and result["cons@1"] == 1.0
