@@ -50,6 +50,14 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return dirs[-1] if dirs else None
 
 
+def step_of(path: str | Path) -> int:
+    """The step of a checkpoint folder `step-<N>` (r1core.train.rundir's resume and Ctrl-C lines)."""
+    m = _STEP_DIR.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{str(path)!r} is not a checkpoint folder (step-<N>)")
+    return int(m.group(1))
+
+
 # ---------------------------------------------------------------------------------------------
 # RNG state, as tensors and lists (weights_only-loadable)
 # ---------------------------------------------------------------------------------------------
