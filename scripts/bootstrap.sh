@@ -107,7 +107,7 @@ else
     sleep 1
     step=$(grep -oE "^\[[0-9]+/[0-9]+\]" build.log | tail -1 || true)
     if [[ -n $step && ( $step != "$last" || $((SECONDS - said)) -ge 60 ) ]]; then
-      say "  compiling: ${step//[\[\]]/} steps started, $((SECONDS - start)) s so far"
+      say "  compiling: ninja step ${step//[\[\]]/}, $((SECONDS - start)) s so far"
       last=$step said=$SECONDS
     fi
   done
