@@ -87,6 +87,17 @@ def loss_and_grads(tr, inputs):
     return loss.detach(), {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
 
 
+def assert_loss_and_grads_match(ref_tr, r1_tr, inputs):
+    """r1core's _compute_loss against TRL's on the same inputs: loss to 1e-5 of its scale, every
+    parameter's gradient to 1e-4 relative."""
+    want_loss, want_grads = loss_and_grads(ref_tr, copy.deepcopy(inputs))
+    got_loss, got_grads = loss_and_grads(r1_tr, copy.deepcopy(inputs))
+    assert abs(got_loss - want_loss) <= 1e-5 * (abs(want_loss) + inputs["advantages"].abs().mean())
+    assert want_grads.keys() == got_grads.keys() and len(want_grads) > 5
+    for name, g in want_grads.items():
+        err = (got_grads[name] - g).norm() / g.norm().clamp_min(1e-30)
+        assert err <= 1e-4, (name, err.item())
+
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
 def test_loss_and_gradients_match_trl(tiny, loss_type):
     cfg = dict(loss_type=loss_type, beta=0.04, epsilon=0.2, epsilon_high=0.28, temperature=0.9,
@@ -95,13 +106,7 @@ def test_loss_and_gradients_match_trl(tiny, loss_type):
     r1_tr = trainer(R1GRPOTrainer, tiny, **cfg)
     r1_tr.model.load_state_dict(ref_tr.model.state_dict())
     inputs = batch(ref_tr, torch.Generator().manual_seed(1), empty_row=loss_type == "grpo")
-    want_loss, want_grads = loss_and_grads(ref_tr, copy.deepcopy(inputs))
-    got_loss, got_grads = loss_and_grads(r1_tr, copy.deepcopy(inputs))
-    assert abs(got_loss - want_loss) <= 1e-5 * (abs(want_loss) + inputs["advantages"].abs().mean())
-    assert want_grads.keys() == got_grads.keys() and len(want_grads) > 5
-    for name, g in want_grads.items():
-        err = (got_grads[name] - g).norm() / g.norm().clamp_min(1e-30)
-        assert err <= 1e-4, (name, err.item())
+    assert_loss_and_grads_match(ref_tr, r1_tr, inputs)
     # the logged statistics are TRL's names
     for key in ("kl", "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean"):
         assert key in r1_tr._metrics["train"], key
@@ -290,13 +295,7 @@ def test_compute_loss_equals_trl(tiny, loss_type, level, bias, num_iterations):
     inputs = batch(ref_tr, torch.Generator().manual_seed(7), empty_row=True)
     if num_iterations == 1:   # TRL computes no old log-probs then: the ratio is 1, on-policy
         inputs["old_per_token_logps"] = None
-    want_loss, want_grads = loss_and_grads(ref_tr, copy.deepcopy(inputs))
-    got_loss, got_grads = loss_and_grads(r1_tr, copy.deepcopy(inputs))
-    assert abs(got_loss - want_loss) <= 1e-5 * (abs(want_loss) + inputs["advantages"].abs().mean())
-    assert want_grads.keys() == got_grads.keys() and len(want_grads) > 5
-    for name, g in want_grads.items():
-        err = (got_grads[name] - g).norm() / g.norm().clamp_min(1e-30)
-        assert err <= 1e-4, (name, err.item())
+    assert_loss_and_grads_match(ref_tr, r1_tr, inputs)
     torch.testing.assert_close(torch.tensor(r1_tr._metrics["train"]["kl"][-1]),
                                torch.tensor(ref_tr._metrics["train"]["kl"][-1]), rtol=1e-4, atol=1e-6)
 
