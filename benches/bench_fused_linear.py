@@ -65,7 +65,7 @@ def _cases_for(N, H, V, dtype_name, device, *, with_reference: bool, quick: bool
             compiled = torch.compile(fused_linear_grpo_loss_ref)
             add("torch.compile", lambda: compiled(h, w, targets, adv, mask, **kw)[0])
     if device.type == "cpu":
-        from r1core.ops import fused_linear as fl
+        from r1core.ops.grpo import fused_linear as fl
         if fl.FUSED_LINEAR.missing("cpp", "cpu") is None:
             add("cpp", lambda: r1core.fused_linear_grpo_loss(h, w, targets, adv, mask, backend="cpp", **kw)[0],
                 note="chunk loop, C++ row kernels")

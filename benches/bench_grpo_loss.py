@@ -138,7 +138,7 @@ def _objective_cases(N, V, dtype_name, device) -> list[Case]:
     """Single pass (plain clip, baseline) vs the general path: the same objective through logp_entropy +
     r1core.ops.grpo.objective.objective (the gap), then every other objective; and the objective stage alone
     ([B, T] work: its share of the fused op is its time over the single pass's)."""
-    from r1core.ops.logp_entropy import logp_entropy
+    from r1core.ops.grpo.loss import logp_entropy
     from r1core.ops.grpo.objective import objective, objective_grads
 
     kernel = "triton" if device.type == "cuda" else "cpp"

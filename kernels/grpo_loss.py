@@ -238,7 +238,7 @@ def grpo_fwd(logits_BTV, targets_N, adv_N, mask_N, w_N, old_N, ref_N, *,
              beta: float, eps_low: float, eps_high: float, temperature: float, entropy: bool = False):
     """Launch the forward kernel -> (logp_N, lse_N, dlogp_N, terms_5N), all float32, plus entropy_N
     (0 on masked rows) as a fifth output when entropy=True.
-    Inputs must already be checked (r1core.ops._grpo_args)."""
+    Inputs must already be checked (r1core/ops/grpo/args.py)."""
     N, sb, st = _rows(logits_BTV)
     T, V = logits_BTV.shape[1], logits_BTV.shape[2]
     dev = logits_BTV.device

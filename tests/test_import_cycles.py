@@ -78,7 +78,7 @@ def test_every_module_imports_alone():
     assert out.stdout.strip() == "", out.stdout
 
 
-@pytest.mark.parametrize("name", ["r1core.ops.fused_linear", "r1core.ops.logp_entropy", "r1core.ops.grpo_loss",
+@pytest.mark.parametrize("name", ["r1core.ops.grpo.fused_linear", "r1core.ops.grpo.loss",
                                   "r1core.models.checkpoint", "r1core.models.transformer", "r1core.ops.grpo.options",
                                   "r1core.train.config", "r1core.ref.grpo_oracle"])
 def test_key_modules_import_alone_in_a_fresh_interpreter(name):

@@ -78,7 +78,7 @@ def test_package_never_imports_benches():
 def test_op_modules_import_without_triton_or_dynamo():
     """Declaring the ops' dispatch tables imports neither Triton (it must not be imported before the
     interpreter switch of r1core._backend.kernels) nor torch._dynamo (seconds of import time)."""
-    code = ("import sys, r1core.ops.advantage, r1core.ops.fused_linear, r1core.ops.moe; "
+    code = ("import sys, r1core.ops.advantage, r1core.ops.grpo.fused_linear, r1core.ops.moe; "
             "print([m for m in sys.modules if m.startswith(('triton', 'r1core._kernels', 'torch._dynamo'))])")
     out = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr

@@ -5,8 +5,8 @@ Legend: B sequences, T positions, H hidden, V vocabulary.
     logits_BTV = hidden_BTH @ weight_VH.T (+ bias_V)      # materialised: B·T·V elements
     loss, stats = grpo_loss_ref(logits_BTV, ...)
 
-This is the definition the fused ops must reproduce, the test oracle (call it with float64 tensors and
-everything runs in float64) and the bench baseline ("torch" backend).  It holds the full [B, T, V]
+The benches' eager-PyTorch baseline (and what torch.compile is given there); nothing in r1core calls
+it.  It holds the full [B, T, V]
 logits plus autograd's log_softmax and gradient buffers, i.e. about 3 logits-sized tensors: exactly
 the memory the fused ops exist to avoid.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from .grpo_loss import grpo_loss_ref, logprobs_ref
+from .grpo_loss import grpo_loss_ref
 
 
 def linear_logits_ref(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -27,9 +27,3 @@ def fused_linear_grpo_loss_ref(hidden, weight, targets, advantages, mask=None, *
     differentiable in hidden, weight and bias."""
     return grpo_loss_ref(linear_logits_ref(hidden, weight, bias), targets, advantages, mask, **grpo_kwargs)
 
-
-def fused_linear_logprobs_ref(hidden, weight, targets, *, bias=None, temperature: float = 1.0) -> torch.Tensor:
-    """log_softmax((hidden @ weight.T + bias) / temperature)[target] -> [B, T] float32 (float64 for float64
-    inputs); no grad."""
-    with torch.no_grad():
-        return logprobs_ref(linear_logits_ref(hidden, weight, bias), targets, temperature=temperature)

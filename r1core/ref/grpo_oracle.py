@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["OracleOut", "oracle_logp_entropy", "oracle_objective", "oracle_loss"]
+__all__ = ["OracleOut", "oracle_logp_entropy", "oracle_logprobs", "oracle_entropy", "oracle_objective", "oracle_loss"]
 
 
 class OracleOut(NamedTuple):
@@ -50,6 +50,17 @@ def oracle_logp_entropy(logits, targets, temperature: float = 1.0):
     ok = (targets >= 0) & (targets < V)
     picked = logq.gather(-1, torch.where(ok, targets, 0).long()[..., None])[..., 0]
     return torch.where(ok, picked, torch.zeros_like(picked)), ent
+
+
+def oracle_logprobs(logits, targets, *, temperature: float = 1.0):
+    """float64 log_softmax(logits / temperature)[targets] [B, T]; 0 where the target is outside [0, V)."""
+    return oracle_logp_entropy(logits, targets, temperature)[0]
+
+
+def oracle_entropy(logits, *, temperature: float = 1.0):
+    """float64 entropy of softmax(logits / temperature) over the last dimension, differentiable."""
+    return oracle_logp_entropy(logits, torch.zeros(logits.shape[:-1], dtype=torch.long, device=logits.device),
+                               temperature)[1]
 
 
 def _mmean(x, m):

@@ -59,7 +59,7 @@ from pathlib import Path
 import torch
 
 from r1core.ops.advantage import grpo_advantages
-from r1core.ops.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
+from r1core.ops.grpo.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
 from r1core.ops.grpo.math import agg_denominator
 from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train.config import Config, objective_options, parse_profile_steps, save_config

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from r1core.ops.fused_linear import fused_linear_grpo_loss
+from r1core.ops.grpo.fused_linear import fused_linear_grpo_loss
 from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train.coldstart import resolve_sft_data
 from r1core.train.config import Config, save_config

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import r1core
-from r1core.ops.logp_entropy import logp_entropy
+from r1core.ops.grpo.loss import logp_entropy
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 B, T, V = 2, 5, 33

@@ -2,7 +2,7 @@
 
 Legend: B sequences, T positions, V vocabulary, N = B·T rows.  Kernel level: kernels/grpo_loss.py (Triton,
 under TRITON_INTERPRET=1 on CPU tensors) and csrc/grpo_loss (C++, r1core._C).  The oracle is
-r1core.ref.entropy.token_entropy_ref on the same (rounded) logits in float64; the backward is checked as the
+r1core.ref.grpo_oracle (imports nothing from r1core) on the same (rounded) logits in float64; the backward is checked as the
 gradient of Σ_n (dlogp_n·logp_n + dent_n·H_n), the two per-row scales an objective hands the V-sized pass.
 """
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from r1core.ref.grpo_oracle import oracle_logprobs, oracle_entropy
 from r1core import _backend
-from r1core.ref.entropy import token_entropy_ref
-from r1core.ref.grpo_loss import logprobs_ref
 
 
 def _cpp():
@@ -39,8 +38,8 @@ def make(B, T, V, dtype, gen, *, strided=True):
 
 def oracle(logits, targets, mask, dlogp, dent, temperature):
     x = logits.detach().double().requires_grad_(True)
-    lp = logprobs_ref(x, targets, temperature=temperature)
-    H = token_entropy_ref(x, temperature=temperature)
+    lp = oracle_logprobs(x, targets, temperature=temperature)
+    H = oracle_entropy(x, temperature=temperature)
     m = mask.double()
     (g,) = torch.autograd.grad(((dlogp.double() * lp + dent.double() * H) * m).sum(), x)
     return lp.detach() * m, H.detach() * m, g
@@ -171,8 +170,8 @@ def test_fused_linear_entropy(num_slices, bias, gen):
     h64, w64 = h.double().requires_grad_(True), w.double().requires_grad_(True)
     b64 = b.double().requires_grad_(True) if bias else None
     logits = torch.nn.functional.linear(h64, w64, b64)[None]
-    lp = logprobs_ref(logits, targets[None], temperature=temperature)[0]
-    Hr = token_entropy_ref(logits, temperature=temperature)[0]
+    lp = oracle_logprobs(logits, targets[None], temperature=temperature)[0]
+    Hr = oracle_entropy(logits, temperature=temperature)[0]
     torch.testing.assert_close(ent.double(), Hr.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close((xt - lse).double(), lp.detach(), rtol=1e-5, atol=1e-5)
     wrt = (h64, w64) + ((b64,) if bias else ())

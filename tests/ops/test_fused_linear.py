@@ -22,9 +22,8 @@ import torch
 
 import r1core
 from r1core import BackendUnavailable
-from r1core.ops import fused_linear as fl
-from r1core.ref.grpo_loss import logprobs_ref
-from r1core.ref.grpo_oracle import oracle_grpo_loss
+from r1core.ops.grpo import fused_linear as fl
+from r1core.ref.grpo_oracle import oracle_grpo_loss, oracle_logprobs
 
 ROOT = Path(__file__).resolve().parents[2]
 LOWP = (torch.bfloat16, torch.float16)
@@ -101,7 +100,7 @@ def oracle(h, w, b, targets, advantages, mask, *, rounded, **kw):
 
 def near_policy_logps(gen, h, w, b, targets, temperature, spread=0.3):
     """old/ref log-probs close to the current ones (ratios near 1, some clipped), like in training."""
-    lp = logprobs_ref(torch.nn.functional.linear(h.double(), w.double(), None if b is None else b.double()),
+    lp = oracle_logprobs(torch.nn.functional.linear(h.double(), w.double(), None if b is None else b.double()),
                       targets, temperature=temperature).float()
     B, T = targets.shape
     return (lp + spread * torch.randn(B, T, generator=gen),
@@ -208,7 +207,7 @@ def test_logprobs(gen, use_plan, plan):
         assert got.shape == (2, 9) and got.dtype == torch.float32 and not got.requires_grad
         logits = torch.nn.functional.linear(h, w, b) if rounds_logits(plan, dtype) else \
             torch.nn.functional.linear(h.double(), w.double(), b.double())
-        want = logprobs_ref(logits.double(), targets, temperature=0.9)
+        want = oracle_logprobs(logits.double(), targets, temperature=0.9)
         tol = 1e-5 if dtype == torch.float32 else 1e-4
         assert (got - want)[mask].abs().max() <= tol
         assert (got[~mask] == 0).all()  # negative targets (-100) are ignored: 0
@@ -453,8 +452,7 @@ def test_onchip_kernels(gen, N, H, V, slices, dtype):
 # ---------------------------------------------------------------------------------------------
 @pytest.mark.gpu
 @pytest.mark.parametrize("strategy", ["chunked", "onchip"])
-def test_gpu_strategies_and_memory(monkeypatch, strategy):
-    monkeypatch.setenv(fl.TRITON_STRATEGY_ENV, strategy)
+def test_gpu_strategies_and_memory(strategy):
     g = torch.Generator().manual_seed(0)
     N, H, V = 16384, 256, 65536                           # full bf16 logits: 2 GiB, fp32: 4 GiB
     h = (torch.randn(1, N, H, generator=g) / 4).to("cuda", torch.bfloat16).requires_grad_()
@@ -464,7 +462,7 @@ def test_gpu_strategies_and_memory(monkeypatch, strategy):
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    loss, stats = r1core.fused_linear_grpo_loss(h, w, targets, adv, backend="triton")
+    loss, stats = r1core.fused_linear_grpo_loss(h, w, targets, adv, backend="triton", strategy=strategy)
     loss.backward()
     torch.cuda.synchronize()
     peak = torch.cuda.max_memory_allocated() - before

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from r1core import _backend
-from r1core.ops.grpo_loss import grpo_loss
-from r1core.ref.grpo_loss import logprobs_ref
-from r1core.ref.grpo_oracle import oracle_grpo_loss
+from r1core.ops.grpo.loss import grpo_loss
+from r1core.ref.grpo_oracle import oracle_grpo_loss, oracle_logprobs
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -72,7 +71,7 @@ def make(cfg: Config, dtype: torch.dtype, gen: torch.Generator, device="cpu"):
         mask[-1] = False
     targets[~mask] = -100
     adv = torch.randn(B, T, generator=gen) if cfg.per_token_adv else torch.randn(B, generator=gen)
-    true = logprobs_ref(logits.double(), targets.clamp_min(0), temperature=cfg.temperature).float()
+    true = oracle_logprobs(logits.double(), targets.clamp_min(0), temperature=cfg.temperature).float()
     old = true + 0.3 * torch.randn(B, T, generator=gen) if cfg.old else None
     ref = true + 0.5 * torch.randn(B, T, generator=gen) if cfg.ref else None
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
@@ -124,8 +123,6 @@ def check_against_oracle(got, want, mask, dtype):
 @pytest.mark.parametrize("dtype", list(DTYPES), ids=list(DTYPES))
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_matches_float64(backend, dtype, cfg, gen):
-    if backend == "torch" and dtype != "fp32":
-        pytest.skip("the reference's own bf16/fp16 path is not under test")
     logits, targets, adv, mask, kw = make(cfg, DTYPES[dtype], gen)
     check_against_oracle(run(backend, logits, targets, adv, mask, kw), oracle(logits, targets, adv, mask, kw),
                          mask, DTYPES[dtype])
@@ -333,7 +330,7 @@ def test_triton_on_cuda_large_offsets(gen):
     loss, stats = grpo_loss(x, targets, adv, backend="triton")
     loss.backward()
     rows = torch.tensor([0, N // 2, N - 1], device="cuda")
-    want = logprobs_ref(logits.detach()[:, rows].double(), targets[:, rows])
+    want = oracle_logprobs(logits.detach()[:, rows].double(), targets[:, rows])
     assert float((stats.logp[:, rows].double() - want).abs().max()) <= 1e-4
     p = torch.softmax(logits.detach()[0, N - 1].double(), -1)
     g = -p
@@ -356,14 +353,16 @@ def test_inplace_backward_is_caught_when_another_node_saved_the_logits(backend, 
 # ---------------------------------------------------------------------------------------------
 # torch.library: the kernels are custom ops, so torch.compile traces grpo_loss without a break
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.skipif(not _has_cpp(), reason="r1core._C without grpo_loss")
-def test_custom_op_registration(gen):
-    from r1core.ops import grpo_loss as G
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_custom_op_registration(gen, backend):
+    if backend == "cpp" and not _has_cpp():
+        pytest.skip("r1core._C without grpo_loss")
+    from r1core.ops.grpo import rows as G
     x = torch.randn(2, 5, 37, generator=gen, requires_grad=True)
     N = 10
     args = (x, torch.randint(0, 37, (N,), generator=gen), torch.randn(N, generator=gen), torch.ones(N),
-            torch.rand(N, generator=gen), torch.randn(N, generator=gen) - 3, None, 0.0, 0.2, 0.2, 1.0, "cpp", False)
-    torch.library.opcheck(G._grpo_loss_fwd, args,
+            torch.rand(N, generator=gen), torch.randn(N, generator=gen) - 3, None, 0.0, 0.2, 0.2, 1.0, backend, False)
+    torch.library.opcheck(G.grpo_loss_fwd, args,
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
 
 
@@ -403,13 +402,15 @@ def test_terms_layout_is_defined_once():
 
 
 def test_row_kernels_are_chosen_once_and_unknown_backends_refused():
-    """One Rows object per kernel backend (issue 31): a name outside the table is a ValueError, never a
-    silent fall into the C++ kernels."""
-    from r1core.ops import _fused_linear_chunked as chunked
-    from r1core.ops._grpo_kernels import ROWS, CppRows, TritonRows, rows
-    assert isinstance(rows("cpp"), CppRows) and isinstance(rows("triton"), TritonRows) and set(ROWS) == {"cpp", "triton"}
-    for bad in ("cuda", "tritonx", "torch"):
+    """One Rows object per backend (issue 31), the same objects in every GRPO op's table: a name outside
+    the table is a ValueError, never a silent fall into the C++ kernels."""
+    from r1core.ops.grpo.rows import ROWS, CppRows, TorchRows, TritonRows, rows
+    from r1core.ops.grpo import fused_linear, loss
+    assert isinstance(rows("cpp"), CppRows) and isinstance(rows("triton"), TritonRows)
+    assert isinstance(rows("torch"), TorchRows) and set(ROWS) == {"torch", "cpp", "triton"}
+    for op in (loss.GRPO_LOSS, loss.LOGPROBS, loss.LOGP_ENTROPY, fused_linear.FUSED_LINEAR,
+               fused_linear.FUSED_LINEAR_LOGPROBS, fused_linear.FUSED_LINEAR_LOGP_ENTROPY):
+        assert all(op.impls[name] is ROWS[name] for name in ROWS), op.name
+    for bad in ("cuda", "tritonx", "torchx"):
         with pytest.raises(ValueError, match="no GRPO row kernels for backend"):
             rows(bad)
-    with pytest.raises(ValueError, match="no GRPO row kernels"):
-        chunked.kernel_rows("cuda")

@@ -14,10 +14,9 @@ import torch
 
 import r1core
 from r1core import _backend
-from r1core.ops.logp_entropy import fused_linear_logp_entropy, logp_entropy
-from r1core.ref.entropy import token_entropy_ref
-from r1core.ref.grpo_loss import logprobs_ref
-from r1core.ref.grpo_oracle import oracle_logp_entropy, oracle_objective
+from r1core.ops.grpo.fused_linear import fused_linear_logp_entropy
+from r1core.ops.grpo.loss import logp_entropy
+from r1core.ref.grpo_oracle import oracle_entropy, oracle_logp_entropy, oracle_logprobs, oracle_objective
 
 BACKENDS = [
     "torch",
@@ -112,7 +111,7 @@ def test_grpo_loss_objectives_match_float64(name, agg, backend, gen):
     # the statistics, like the trainer logs them
     torch.testing.assert_close(stats.ratio_mean.double(), want.token_mean(want.ratio), **TOL)
     torch.testing.assert_close(stats.kl_mean.double(), want.token_mean(want.kl), **TOL)
-    H = token_entropy_ref(logits.double()) * mask
+    H = oracle_entropy(logits.double()) * mask
     torch.testing.assert_close(stats.entropy.double(), H, **TOL)
     assert g.abs().sum() > 0  # the case exercises a gradient
 
@@ -154,8 +153,8 @@ def test_logp_entropy_op_gradients(backend, gen):
     a, c = torch.randn(2, 4, generator=gen), torch.randn(2, 4, generator=gen)
     ((lp * a + H * c).sum()).backward()
     x64 = logits.detach().double().requires_grad_(True)
-    lp64 = logprobs_ref(x64, targets, temperature=0.7) * mask
-    H64 = token_entropy_ref(x64, temperature=0.7) * mask
+    lp64 = oracle_logprobs(x64, targets, temperature=0.7) * mask
+    H64 = oracle_entropy(x64, temperature=0.7) * mask
     ((lp64 * a + H64 * c).sum()).backward()
     torch.testing.assert_close(lp.double(), lp64.detach(), **TOL)
     torch.testing.assert_close(H.double(), H64.detach(), **TOL)
@@ -170,14 +169,14 @@ def test_fused_linear_logp_entropy_bf16(backend, gen):
     targets = torch.randint(0, 50, (2, 6), generator=gen)
     lp, H = fused_linear_logp_entropy(hidden, weight, targets, backend=backend, chunk_size=4)
     x64 = hidden.double() @ weight.double().T
-    torch.testing.assert_close(lp.double(), logprobs_ref(x64, targets), rtol=2e-2, atol=2e-2)
-    torch.testing.assert_close(H.double(), token_entropy_ref(x64), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(lp.double(), oracle_logprobs(x64, targets), rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(H.double(), oracle_entropy(x64), rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_plain_clip_keeps_single_pass_and_reports_entropy(backend, gen, monkeypatch):
     """Default options: the single-pass loss (not the general path), now with GRPOStats.entropy."""
-    import r1core.ops.grpo_loss as G
+    import r1core.ops.grpo.loss as G
     logits, targets, mask, inp = make(gen)
     called = []
     monkeypatch.setattr(G, "general_objective", lambda *a, **k: called.append(1))
@@ -187,7 +186,7 @@ def test_plain_clip_keeps_single_pass_and_reports_entropy(backend, gen, monkeypa
     assert not called
     want, _ = oracle(logits, targets, mask, inp["advantages"], dict(old_logp=inp["old_logp"]))
     torch.testing.assert_close(loss.double(), want.loss.detach(), **TOL)
-    torch.testing.assert_close(stats.entropy.double(), token_entropy_ref(logits.double()) * mask, **TOL)
+    torch.testing.assert_close(stats.entropy.double(), oracle_entropy(logits.double()) * mask, **TOL)
     _, s2 = r1core.grpo_loss(logits, targets, inp["advantages"], mask, backend=backend)
     assert s2.entropy is None
 
@@ -198,7 +197,7 @@ def test_plain_clip_keeps_single_pass_and_reports_entropy(backend, gen, monkeypa
                                                pytest.param("triton", "onchip", marks=pytest.mark.interpret)])
 def test_fused_linear_single_pass_reports_entropy(backend, strategy, gen, monkeypatch):
     """Plain clip + entropy=True: the single-pass loss (the general path is not called), GRPOStats.entropy."""
-    import r1core.ops.fused_linear as F
+    import r1core.ops.grpo.fused_linear as F
     monkeypatch.setattr(F, "general_objective", lambda *a, **k: pytest.fail("general path"))
     hidden = torch.randn(3, 5, 8, generator=gen)
     weight = torch.randn(37, 8, generator=gen)
@@ -207,7 +206,7 @@ def test_fused_linear_single_pass_reports_entropy(backend, strategy, gen, monkey
     loss, st = r1core.fused_linear_grpo_loss(h, weight, targets, inp["advantages"], mask, old_logp=inp["old_logp"],
                                              entropy=True, backend=backend, strategy=strategy, chunk_size=4)
     x = hidden.double() @ weight.double().T
-    torch.testing.assert_close(st.entropy.double(), token_entropy_ref(x) * mask, **TOL)
+    torch.testing.assert_close(st.entropy.double(), oracle_entropy(x) * mask, **TOL)
     want, _ = oracle(x, targets, mask, inp["advantages"], dict(old_logp=inp["old_logp"]))
     torch.testing.assert_close(loss.double(), want.loss.detach(), **TOL)
 
@@ -218,14 +217,14 @@ def test_logprobs_entropy_outputs(backend, gen):
     targets[0, 1] = -100
     lp, H = r1core.logprobs(logits, targets, temperature=1.3, entropy=True, backend=backend)
     keep = targets >= 0
-    torch.testing.assert_close(lp.double(), logprobs_ref(logits.double(), targets, temperature=1.3) * keep, **TOL)
-    torch.testing.assert_close(H.double(), token_entropy_ref(logits.double(), temperature=1.3) * keep, **TOL)
+    torch.testing.assert_close(lp.double(), oracle_logprobs(logits.double(), targets, temperature=1.3) * keep, **TOL)
+    torch.testing.assert_close(H.double(), oracle_entropy(logits.double(), temperature=1.3) * keep, **TOL)
     hidden = torch.randn(3, 5, 8, generator=gen)
     weight = torch.randn(37, 8, generator=gen)
     lp, H = r1core.fused_linear_logprobs(hidden, weight, targets, entropy=True, backend=backend)
     x = hidden.double() @ weight.double().T
-    torch.testing.assert_close(H.double(), token_entropy_ref(x) * keep, **TOL)
-    torch.testing.assert_close(lp.double(), logprobs_ref(x, targets) * keep, **TOL)
+    torch.testing.assert_close(H.double(), oracle_entropy(x) * keep, **TOL)
+    torch.testing.assert_close(lp.double(), oracle_logprobs(x, targets) * keep, **TOL)
 
 
 def test_objective_option_errors(gen):

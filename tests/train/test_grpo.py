@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from r1core.ops.fused_linear import fused_linear_grpo_loss
+from r1core.ops.grpo.fused_linear import fused_linear_grpo_loss
 from r1core.train.grpo import Batch, GRPOTrainer
 from tinyrl import VOCAB, TinyTask, tiny_config, tiny_deps
 

@@ -5,7 +5,7 @@ ops' argument checks and objective() itself; and `validate`, the validation half
 The loss ops take the options as `**objective`.  The plain clip objective (every option at its default,
 one of the three single-pass aggregations) keeps the single pass: per-token GRPO math inside the row
 kernels, dl/dlogp known in the forward.  Anything else runs the general path: differentiable (logp,
-entropy) from r1core.ops.logp_entropy, then objective() as plain autograd on [B, T].
+entropy) from r1core/ops/grpo/loss.py (fused_linear.py for hidden states), then objective() as plain autograd on [B, T].
 """
 from __future__ import annotations
 
