@@ -7,7 +7,7 @@ Legend: T tokens, H hidden, I expert intermediate size, E experts, k experts per
 
 Backends (docs/spec.md §6):
   moe_route    "torch" (r1core.ref.moe), "triton" (kernels/moe_route.py; backward in PyTorch)
-  moe_experts  "torch" (the transformers-style expert loop), "cpp" (CPU: tokens sorted by expert
+  moe_experts  "torch" (the transformers-style expert loop, _moe_torch.py), "cpp" (CPU: tokens sorted by expert
                with the C++ counting sort, one fused gate/up matmul and one down matmul per
                non-empty expert), "triton" (grouped GEMMs over the permuted tokens, forward and
                backward; the permutation runs as the CUDA kernel of r1core._C when the extension has
@@ -21,7 +21,7 @@ import torch
 
 from r1core._backend import Op
 from r1core._nvtx import nvtx_range
-from r1core.ops import _args, _moe_cpu, _moe_triton
+from r1core.ops import _args, _moe_cpu, _moe_torch, _moe_triton
 from r1core.ref import moe as ref
 
 MOE_ROUTE = Op("moe_route", gpu_order=("triton", "torch"))
@@ -111,8 +111,24 @@ def _check_route_values(router_logits, correction_bias, replay_ids):
 
 
 def _check_ids(ids, T, k, E, device, name="ids"):
+    """Shape and dtype, then the range: eagerly (-> None), or under torch.compile as a custom op whose
+    1.0 token the caller multiplies into its result (-> the token)."""
     _check_ids_static(ids, T, k, device, name)
+    if not torch.compiler.is_compiling():
+        _check_ids_range(ids, E, name)
+        return None
+    return _checked_ids(ids, E, name)   # always, as eagerly: a bad id would read out of bounds
+
+
+@torch.library.custom_op("r1core::check_moe_ids", mutates_args=())
+def _checked_ids(ids: torch.Tensor, E: int, name: str) -> torch.Tensor:
     _check_ids_range(ids, E, name)
+    return torch.ones((), dtype=torch.float32, device=ids.device)
+
+
+@_checked_ids.register_fake
+def _(ids, E, name):
+    return torch.empty((), dtype=torch.float32, device=ids.device)
 
 
 def _check_ids_static(ids, T, k, device, name):
@@ -149,7 +165,7 @@ def _check_experts_args(x, w13, w2, weights, ids):
     for name, t in (("w13", w13), ("w2", w2), ("weights", weights)):
         if t.device != x.device:
             raise ValueError(f"{name} is on {t.device}, x on {x.device}")
-    _check_ids(ids, T, weights.shape[1], E, x.device)
+    return _check_ids(ids, T, weights.shape[1], E, x.device)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +200,9 @@ def moe_experts(x: torch.Tensor, w13: torch.Tensor, w2: torch.Tensor, weights: t
     Differentiable in x, w13, w2 and weights; experts without tokens cost nothing and get zero
     gradient.  y has x's dtype.  Ids outside [0, E) raise ValueError (checked with one host sync).
     """
-    _check_experts_args(x, w13, w2, weights, ids)
+    ok = _check_experts_args(x, w13, w2, weights, ids)
+    if ok is not None:   # torch.compile: the range check's token feeds the experts, so it runs before them
+        weights = weights * ok.to(weights.dtype)
     name = MOE_EXPERTS.choose(x, backend, arg="x")
     with nvtx_range(f"moe_experts[{name}]"):
         return MOE_EXPERTS(name, x, w13, w2, weights, ids)
@@ -200,6 +218,6 @@ def _route_torch(router_logits, top_k, **kw):
 
 
 MOE_ROUTE.impl("triton")(_moe_triton.route)
-MOE_EXPERTS.impl("torch")(ref.moe_experts_ref)
+MOE_EXPERTS.impl("torch")(_moe_torch.experts)
 MOE_EXPERTS.impl("cpp")(_moe_cpu.experts)
 MOE_EXPERTS.impl("triton")(_moe_triton.experts)

@@ -2,9 +2,8 @@
 end (issue 31): no graph break, the eager numbers (loss, statistics, gradients), and the value checks still
 raise inside the compiled graph (they run as custom ops there; R1CORE_SKIP_CHECKS=1 drops them).
 
-Not yet compilable with fullgraph=True (issue 31, open): fused_linear_grpo_loss / fused_linear_logprobs
-(the unmasked-row gather has a data-dependent size) and moe_experts (its id range check and its
-autograd.Functions around the extension)."""
+The fused linear ops compile too: their unmasked-row gather (a data-dependent size) happens inside
+their custom ops (r1core/ops/grpo/fused_linear.py)."""
 import pytest
 import torch
 
@@ -69,6 +68,48 @@ def test_compiles_fullgraph_with_the_eager_numbers(name, backend, gen, monkeypat
         torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
 
 
+H = 12
+FL_CASES = {
+    "fused_linear_grpo_loss": lambda h, w, b, t, a, m, old: r1core.fused_linear_grpo_loss(
+        h, w, t, a, m, bias=b, old_logp=old, entropy=True),
+    "fused_linear_grpo_loss_chunked": lambda h, w, b, t, a, m, old: r1core.fused_linear_grpo_loss(
+        h, w, t, a, m, bias=b, old_logp=old, strategy="chunked", chunk_size=3),
+    "fused_linear_grpo_loss_cispo": lambda h, w, b, t, a, m, old: r1core.fused_linear_grpo_loss(
+        h, w, t, a, m, bias=b, old_logp=old, policy="cispo", eps_high=1.1, chunk_size=4),
+    "fused_linear_logprobs": lambda h, w, b, t, a, m, old: (r1core.fused_linear_logprobs(h, w, t, bias=b),
+                                                            r1core.fused_linear_logprobs(h, w, t, entropy=True)),
+    "fused_linear_logp_entropy": lambda h, w, b, t, a, m, old: (r1core.fused_linear_logp_entropy(h, w, t, m, bias=b),),
+}
+
+
+def _run_fl(fn, h0, w0, b0, *rest):
+    h, w, b = (x.detach().clone().requires_grad_(True) for x in (h0, w0, b0))
+    outs = _flat(fn(h, w, b, *rest))
+    scalar = sum((o.float().sum() for o in outs if o.requires_grad), torch.zeros(()))
+    if scalar.requires_grad:
+        scalar.backward()
+    return [o.detach() for o in outs], [h.grad, w.grad, b.grad]
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+@pytest.mark.parametrize("name", sorted(FL_CASES))
+def test_fused_linear_ops_compile_fullgraph_with_the_eager_numbers(name, backend, gen, monkeypatch):
+    monkeypatch.setenv("R1CORE_BACKEND", backend)
+    torch._dynamo.reset()
+    _, t, a, m, old = inputs(gen)
+    h = torch.randn(B, T + 1, H, generator=gen)[:, 1:]       # strided rows
+    w, b = torch.randn(V, H, generator=gen) / 3, torch.randn(V, generator=gen) / 5
+    want, g_want = _run_fl(FL_CASES[name], h, w, b, t, a, m, old)
+    got, g_got = _run_fl(torch.compile(FL_CASES[name], fullgraph=True), h, w, b, t, a, m, old)
+    assert len(got) == len(want)
+    for u, v in zip(got, want):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+    for u, v in zip(g_got, g_want):
+        assert (u is None) == (v is None)
+        if u is not None:
+            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+
+
 def test_checks_still_raise_inside_the_compiled_graph(gen):
     torch._dynamo.reset()
     x, t, a, m, old = inputs(gen)
@@ -115,3 +156,33 @@ def test_advantages_and_moe_route_compile_fullgraph(backend, gen, monkeypatch):
     bad[2, 3] = float("nan")
     with pytest.raises(ValueError, match="router_logits must hold no NaN"):
         torch.compile(route, fullgraph=True)(bad)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_moe_experts_compiles_fullgraph_with_the_eager_numbers(backend, gen, monkeypatch):
+    """moe_experts on its CPU backends: the C++ passes and the torch loop are custom ops with a registered
+    autograd formula."""
+    monkeypatch.setenv("R1CORE_BACKEND", backend)
+    torch._dynamo.reset()
+    Tn, Hd, I, E, k = 9, 8, 6, 5, 2
+    x = torch.randn(Tn, Hd, generator=gen)
+    w13, w2 = torch.randn(E, 2 * I, Hd, generator=gen) / 3, torch.randn(E, Hd, I, generator=gen) / 3
+    w, ids = r1core.moe_route(torch.randn(Tn, E, generator=gen), k, backend="torch")
+
+    def f(x, w13, w2, w):
+        return r1core.moe_experts(x, w13, w2, w, ids)
+
+    def run(fn):
+        args = [t.detach().clone().requires_grad_(True) for t in (x, w13, w2, w)]
+        y = fn(*args)
+        (y * torch.linspace(-1, 1, Hd)).sum().backward()
+        return y.detach(), [a.grad for a in args]
+    y0, g0 = run(f)
+    y1, g1 = run(torch.compile(f, fullgraph=True))
+    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
+    for u, v in zip(g1, g0):
+        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+    bad = ids.clone()
+    bad[3, 1] = E
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, E=5\)"):
+        torch.compile(lambda x: r1core.moe_experts(x, w13, w2, w, bad), fullgraph=True)(x)

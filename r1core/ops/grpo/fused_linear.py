@@ -29,6 +29,7 @@ chunk engine.  As docs/spec.md §6 states, the default never falls back to the m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -37,10 +38,10 @@ from r1core._nvtx import nvtx_range
 from r1core.ops import _args
 from r1core.ops.grpo import chunks, options
 from r1core.ops.grpo import math as grpo_math
-from r1core.ops.grpo.args import GRPOArgs, check_linear, check_target_range, check_targets, check_temperature, \
-    grpo_args
+from r1core.ops.grpo.args import GRPOArgs, check_linear, check_targets, check_temperature, grpo_args, \
+    target_range_token
 from r1core.ops.grpo.loss import GRPOStats, _mask_N, _single_pass, general_objective
-from r1core.ops.grpo.rows import ROWS, Rows, acc_dtype, logprobs_op, rows
+from r1core.ops.grpo.rows import ROWS, acc_dtype, logprobs_op, rows
 
 _CPP_ROWS = ("grpo_loss_fwd_cpu", "grpo_loss_bwd_cpu", "logprobs_cpu")
 FUSED_LINEAR = Op("fused_linear_grpo_loss", gpu_order=("triton", "torch"), float64="torch", needs={"cpp": _CPP_ROWS},
@@ -75,102 +76,135 @@ def plan(hidden: torch.Tensor, backend: str | None = None, strategy: str | None 
     return Plan(name, strategy)
 
 
-def _unmasked(hidden, m_N):
-    """-> (idx [n] of the unmasked tokens or None when all are, h_nH): one host sync, a data-dependent count."""
-    B, T, _ = hidden.shape
+# ---------------------------------------------------------------------------------------------
+# helpers of the custom ops: only unmasked rows are computed (a data-dependent count, inside the ops)
+# ---------------------------------------------------------------------------------------------
+def _live(m_N: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the rows with m != 0, or None when every row counts (one host sync)."""
     idx = (m_N != 0).nonzero()[:, 0]
-    idx = None if idx.numel() == B * T else idx
-    h_NH = hidden.flatten(0, 1)
-    return idx, (h_NH if idx is None else h_NH.index_select(0, idx))
+    return None if idx.numel() == m_N.numel() else idx
 
 
-def _scatter(x_n, idx, B: int, T: int, dtype=torch.float32):
-    """[n] values of the unmasked tokens -> [B, T], zeros elsewhere (differentiable)."""
+def _pick(x, idx, dtype=None):
+    """The rows `idx` of x (all rows when idx is None), floating tensors cast to `dtype`."""
+    if x is None:
+        return None
+    x = x if idx is None else x.index_select(0, idx)
+    return x.to(dtype) if dtype is not None and x.is_floating_point() else x
+
+
+def _spread(x_n, idx, N: int):
+    """Rows of the unmasked tokens -> all N rows (dim 0), zeros elsewhere."""
     if idx is None:
-        return x_n.to(dtype).view(B, T)
-    return torch.zeros(B * T, dtype=dtype, device=x_n.device).index_put((idx,), x_n.to(dtype)).view(B, T)
+        return x_n
+    return x_n.new_zeros((N, *x_n.shape[1:])).index_copy_(0, idx, x_n)
+
+
+def _empty(like: torch.Tensor, dtype=None) -> torch.Tensor:
+    return torch.empty(0, dtype=dtype or like.dtype, device=like.device)
+
+
+def _chunk(chunk: int, n: int, V: int, h: torch.Tensor) -> int:
+    return chunk or chunks.default_chunk_size(n, V, h.dtype, h.device)
 
 
 # ---------------------------------------------------------------------------------------------
-# the loss: inputs are the n unmasked rows of hidden [n, H], weight, bias
+# the loss: one custom op; the chunked strategy computes every gradient in the forward (chunks.run),
+# the on-chip one (Triton) recomputes in the backward
 # ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Tokens:
-    """Per-token inputs of the n tokens processed, contiguous [n] on the hidden's device, and the options."""
-    targets: torch.Tensor      # int64
-    adv: torch.Tensor          # float32 (float64 for float64 hidden)
-    mask: torch.Tensor         # mask weight, nonzero
-    w: torch.Tensor            # aggregation weight
-    old: torch.Tensor | None
-    ref: torch.Tensor | None
-    a: GRPOArgs
-
-
-def _chunked_loss(h, weight, bias, tok: _Tokens, r: Rows, chunk: int, need, entropy: bool):
-    """Forward with all gradients (chunks.run: Rows.fwd, then Rows.bwd over the chunk) -> logp, terms, ent, grads."""
-    o, n = tok.a.opts, h.shape[0]
-    acc = acc_dtype(h)
+@torch.library.custom_op("r1core::fused_linear_grpo_fwd", mutates_args=())
+def fused_linear_grpo_fwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                          targets: torch.Tensor, adv: torch.Tensor, mask: torch.Tensor, w: torch.Tensor,
+                          old: Optional[torch.Tensor], ref: Optional[torch.Tensor], beta: float, eps_low: float,
+                          eps_high: float, temperature: float, backend: str, strategy: str, chunk: int,
+                          entropy: bool, need_dh: bool, need_dw: bool, need_db: bool
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """hidden [N, H] and per-token [N] inputs (float32; float64 for float64 hidden) -> [logp [N], terms
+    [N_TERMS, N], entropy [N] | [0], dh [N, H] | [0], dw [V, H] | [0], db [V] | [0], lse [N] | [0],
+    dlogp [N] | [0]]: the gradients of loss = terms[0].sum() for the chunked strategy, lse and w·dl/dlogp
+    for the on-chip one; every per-token output 0 on masked rows."""
+    N, acc = hidden.shape[0], acc_dtype(hidden)
+    idx = _live(mask)
+    h = _pick(hidden, idx)
+    tgt, m = _pick(targets, idx), _pick(mask, idx, acc)
+    adv, w, old, ref = (_pick(x, idx, acc) for x in (adv, w, old, ref))
+    z = lambda: _empty(hidden, acc)  # noqa: E731  (distinct tensors: outputs may not alias)
+    if strategy == "onchip":
+        out = kernels("fused_linear").lse_fwd(h.contiguous(), weight.contiguous(), bias, tgt, temperature=temperature,
+                                              **({"entropy": True} if entropy else {}))
+        logp = out[1] - out[0]
+        t = grpo_math.token_terms(logp, adv, old, ref, beta=beta, eps_low=eps_low, eps_high=eps_high)
+        per_tok = [logp, grpo_math.stack_terms(t, m, w).t(), out[2] if entropy else None, out[0], t.dlogp * w]
+        logp_N, terms_N, ent_N, lse_N, dl_N = (None if x is None else _spread(x, idx, N) for x in per_tok)
+        return logp_N, terms_N.t().contiguous(), z() if ent_N is None else ent_N, _empty(hidden), z(), z(), lse_N, dl_N
+    r, n = rows(backend), h.shape[0]
     logp, ent = torch.empty(n, dtype=acc, device=h.device), torch.empty(n, dtype=acc, device=h.device)
-    terms = torch.empty(grpo_math.N_TERMS, n, dtype=acc, device=h.device)
-    any_grad = any(need)
+    terms = torch.empty(n, grpo_math.N_TERMS, dtype=acc, device=h.device)
+    any_grad = need_dh or need_dw or need_db
 
     def visit(x, s, e):
-        t, sl = tok.targets[s:e], slice(s, e)
-        out = r.fwd(x[None], t, tok.adv[sl], tok.mask[sl], tok.w[sl], None if tok.old is None else tok.old[sl],
-                    None if tok.ref is None else tok.ref[sl], o.beta, o.eps_low, o.eps_high, o.temperature, entropy)
-        logp[sl], terms[:, sl] = out[0], out[3]
+        sl = slice(s, e)
+        o = r.fwd(x[None], tgt[sl], adv[sl], m[sl], w[sl], None if old is None else old[sl],
+                  None if ref is None else ref[sl], beta, eps_low, eps_high, temperature, entropy)
+        logp[sl], terms[sl] = o[0], o[3].t()
         if entropy:
-            ent[sl] = out[4]
+            ent[sl] = o[4]
         if any_grad:
-            r.bwd(x[None], t, out[1], out[2], o.temperature, True)   # x now holds dlogits
+            r.bwd(x[None], tgt[sl], o[1], o[2], temperature, True)   # x now holds dlogits
         return any_grad
-    grads = chunks.run(h, weight, bias, chunk, visit, need_dh=need[0], need_dw=need[1], need_db=need[2])
-    return logp, terms, ent, grads
+    dh, dw, db = chunks.run(h, weight, bias, _chunk(chunk, n, weight.shape[0], h), visit, need_dh=need_dh,
+                            need_dw=need_dw, need_db=need_db)
+    return (_spread(logp, idx, N), _spread(terms, idx, N).t().contiguous(), _spread(ent, idx, N) if entropy else z(),
+            _empty(hidden) if dh is None else _spread(dh, idx, N), z() if dw is None else dw, z() if db is None else db,
+            z(), z())
 
 
-def _onchip_loss(h, weight, bias, tok: _Tokens, entropy: bool):
-    """lse and logp from kernels/fused_linear.py, then the per-token GRPO math on [n] vectors."""
-    o = tok.a.opts
-    out = kernels("fused_linear").lse_fwd(h, weight, bias, tok.targets, temperature=o.temperature,
-                                          **({"entropy": True} if entropy else {}))
-    logp = out[1] - out[0]
-    t = grpo_math.token_terms(logp, tok.adv, tok.old, tok.ref, beta=o.beta, eps_low=o.eps_low, eps_high=o.eps_high)
-    return logp, out[0], t.dlogp * tok.w, grpo_math.stack_terms(t, tok.mask, tok.w), (out[2] if entropy else None)
+@fused_linear_grpo_fwd.register_fake
+def _(hidden, weight, bias, targets, adv, mask, w, old, ref, beta, eps_low, eps_high, temperature, backend, strategy,
+      chunk, entropy, need_dh, need_dw, need_db):
+    (N, H), V, acc, chunked = hidden.shape, weight.shape[0], acc_dtype(hidden), strategy != "onchip"
+    e = lambda *shape, dtype=acc: torch.empty(shape, dtype=dtype, device=hidden.device)  # noqa: E731
+    return (e(N), e(grpo_math.N_TERMS, N), e(N if entropy else 0),
+            e(N, H, dtype=hidden.dtype) if need_dh and chunked else e(0, dtype=hidden.dtype),
+            e(V, H) if need_dw and chunked else e(0), e(V) if need_db and chunked else e(0),
+            e(0 if chunked else N), e(0 if chunked else N))
 
 
-class _FusedLinearGRPO(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, h_nH, weight_VH, bias_V, tok: _Tokens, name: str, strategy: str, chunk: int, entropy: bool):
-        need = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2] and bias_V is not None)
-        ctx.onchip, ctx.temperature, ctx.need = strategy == "onchip", tok.a.opts.temperature, need
-        if ctx.onchip:
-            logp, lse, dlogp, terms, ent = _onchip_loss(h_nH, weight_VH, bias_V, tok, entropy)
-            ctx.save_for_backward(h_nH, weight_VH, bias_V, tok.targets, lse, dlogp)
-        else:
-            logp, terms, ent, ctx.grads = _chunked_loss(h_nH, weight_VH, bias_V, tok, rows(name), chunk, need, entropy)
-            ctx.dtypes = (weight_VH.dtype, None if bias_V is None else bias_V.dtype)
-        ent = logp.new_zeros(0) if not entropy else ent
-        ctx.mark_non_differentiable(logp, terms, ent)
-        return terms[0].sum(), logp, terms, ent
+def _fl_setup(ctx, inputs, output):
+    hidden, weight, bias, targets, _, mask, *_ = inputs
+    ctx.temperature, ctx.strategy = inputs[12], inputs[14]
+    ctx.used = False
+    if ctx.strategy == "onchip":
+        ctx.save_for_backward(hidden, weight, bias, targets, mask, output[6], output[7])
+    else:
+        ctx.save_for_backward(*output[3:6])
+        ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
 
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_logp, _grad_terms, _grad_ent):
-        nones = (None,) * 5
-        if ctx.onchip:
-            h, w, b, targets, lse, dlogp = ctx.saved_tensors
-            g = dlogp * (grad_loss.to(dlogp.dtype) / ctx.temperature)
-            dh, dw, db = kernels("fused_linear").grad_bwd(h, w, b, targets, lse, g, temperature=ctx.temperature,
-                                                          need_dh=ctx.need[0], need_dw=ctx.need[1], need_db=ctx.need[2])
-            return (None if dh is None else dh.to(h.dtype), None if dw is None else dw.to(w.dtype),
-                    None if db is None else db.to(b.dtype), *nones)
-        if ctx.grads is None:
-            raise RuntimeError("fused_linear_grpo_loss: backward called twice on one forward (its gradients are "
-                               "computed in the forward and handed over once); run the loss again instead")
-        (dh, dw, db), ctx.grads = ctx.grads, None
-        w_dt, b_dt = ctx.dtypes
-        # the stashed gradients are those of grad_output = 1: scale them in place (we own the buffers)
-        return (None if dh is None else dh.mul_(grad_loss), None if dw is None else dw.mul_(grad_loss).to(w_dt),
-                None if db is None else db.mul_(grad_loss).to(b_dt), *nones)
+
+def _fl_backward(ctx, _g_logp, g_terms, *_rest):
+    if ctx.used:
+        raise RuntimeError("fused_linear_grpo_loss: backward called twice on one forward (its gradients are "
+                           "computed in the forward and handed over once); run the loss again instead")
+    ctx.used = True
+    nones = (None,) * 17
+    g = g_terms[0, :1].sum()    # terms[0] reaches the caller only as its sum: one upstream gradient for all
+    if ctx.strategy == "onchip":
+        h, w, b, targets, mask, lse, dlogp = ctx.saved_tensors
+        idx = _live(mask)
+        need = ctx.needs_input_grad[:3]
+        dh, dw, db = kernels("fused_linear").grad_bwd(
+            _pick(h, idx).contiguous(), w.contiguous(), b, _pick(targets, idx), _pick(lse, idx),
+            _pick(dlogp, idx) * (g / ctx.temperature), temperature=ctx.temperature, need_dh=need[0], need_dw=need[1],
+            need_db=need[2] and b is not None)
+        return (None if dh is None else _spread(dh.to(h.dtype), idx, h.shape[0]), None if dw is None else dw.to(w.dtype),
+                None if db is None else db.to(b.dtype), *nones)
+    dh, dw, db = ctx.saved_tensors   # those of grad_output = 1: scaled in place (the op's own buffers)
+    w_dt, b_dt = ctx.dtypes
+    return (dh.mul_(g) if dh.numel() else None, dw.mul_(g).to(w_dt) if dw.numel() else None,
+            db.mul_(g).to(b_dt) if db.numel() else None, *nones)
+
+
+fused_linear_grpo_fwd.register_autograd(_fl_backward, setup_context=_fl_setup)
 
 
 def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bias=None, chunk_size=None,
@@ -220,31 +254,43 @@ def _reference_loss(hidden, weight, bias, a: GRPOArgs, entropy: bool):
 
 
 def _loss(hidden, weight, bias, a: GRPOArgs, V: int, p: Plan, chunk_size, entropy: bool = False):
-    """The chunk engine or the on-chip path, on the unmasked tokens only."""
+    """The chunk engine or the on-chip path as one custom op, on the unmasked tokens only."""
     B, T, _ = hidden.shape
-    acc = acc_dtype(hidden)   # float64 hidden: the PyTorch row math then runs in float64 throughout
-    w_N = grpo_math.token_weights(a.mask_N.view(B, T).to(acc), a.opts.loss_agg, a.opts.max_len).reshape(-1)
-    idx, h_nH = _unmasked(hidden, a.mask_N)
-
-    def pick(t):
-        t = t if t is None or idx is None else t.index_select(0, idx)
-        return t.to(acc) if t is not None and t.is_floating_point() else t
-    tok = _Tokens(targets=pick(a.targets_N), adv=pick(a.adv_N), mask=pick(a.mask_N), w=pick(w_N),
-                  old=pick(a.old_N), ref=pick(a.ref_N), a=a)
-    w_mat = weight
-    if p.strategy == "onchip":
-        h_nH = h_nH if h_nH.stride(-1) == 1 else h_nH.contiguous()
-        w_mat = w_mat if w_mat.stride(-1) == 1 else w_mat.contiguous()
-    chunk = chunk_size or chunks.default_chunk_size(h_nH.shape[0], V, hidden.dtype, hidden.device)
-    loss, logp_n, terms, ent_n = _FusedLinearGRPO.apply(h_nH, w_mat, bias, tok, p.backend, p.strategy, chunk, entropy)
-    means = grpo_math.term_means(terms.sum(1).float(), a.mask_N.sum())
-    return loss, GRPOStats(logp=_scatter(logp_n, idx, B, T), entropy=_scatter(ent_n, idx, B, T) if entropy else None,
-                           **means)
+    o, acc = a.opts, acc_dtype(hidden)   # float64 hidden: the PyTorch row math then runs in float64 throughout
+    w_N = grpo_math.token_weights(a.mask_N.view(B, T).to(acc), o.loss_agg, o.max_len).reshape(-1)
+    cast = lambda t: None if t is None else t.to(acc)  # noqa: E731
+    grad = torch.is_grad_enabled()
+    need = [grad and t is not None and t.requires_grad for t in (hidden, weight, bias)]
+    logp, terms, ent, *_ = fused_linear_grpo_fwd(
+        hidden.flatten(0, 1), weight, bias, a.targets_N, cast(a.adv_N), cast(a.mask_N), w_N, cast(a.old_N),
+        cast(a.ref_N), o.beta, o.eps_low, o.eps_high, o.temperature, p.backend, p.strategy, chunk_size or 0, entropy,
+        *need)
+    means = grpo_math.term_means(terms.detach().sum(1).float(), a.mask_N.sum())
+    return terms[0].sum(), GRPOStats(logp=logp.detach().float().view(B, T),
+                                     entropy=ent.float().view(B, T) if entropy else None, **means)
 
 
 # ---------------------------------------------------------------------------------------------
 # log-probs and entropy
 # ---------------------------------------------------------------------------------------------
+@torch.library.custom_op("r1core::fused_linear_logprobs", mutates_args=())
+def fused_linear_logprobs_op(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                             t_N: torch.Tensor, temperature: float, chunk: int, name: str) -> torch.Tensor:
+    """hidden [N, H] -> log-probs [N] float32 (0 where the target is negative), chunk by chunk."""
+    logp, r = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device), rows(name)
+
+    def visit(x, s, e):
+        logp[s:e] = r.logprobs(x[None], t_N[s:e], temperature)
+        return False
+    chunks.run(hidden, weight, bias, _chunk(chunk, hidden.shape[0], weight.shape[0], hidden), visit)
+    return logp
+
+
+@fused_linear_logprobs_op.register_fake
+def _(hidden, weight, bias, t_N, temperature, chunk, name):
+    return torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+
+
 def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: float = 1.0, chunk_size=None,
                           backend: str | None = None, strategy: str | None = None, entropy: bool = False):
     """log_softmax((hidden @ weight.T + bias) / temperature)[target] -> [B, T] float32, no grad, without
@@ -261,67 +307,93 @@ def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: fl
                                                 bias=None if bias is None else bias.detach(),
                                                 temperature=temperature, chunk_size=chunk_size, backend=p.backend)
         return logp.float(), H.float()
-    with nvtx_range("fused_linear_logprobs"):
+    with nvtx_range("fused_linear_logprobs"), torch.no_grad():
         V = check_linear(hidden, weight, bias, chunk_size)
         B, T, _ = hidden.shape
         t_N = check_targets(targets, B, T, hidden.device, "hidden")
         temperature = check_temperature(temperature)
-        check_target_range(t_N, t_N >= 0, V, T)
+        ok = target_range_token(t_N, t_N >= 0, V, T)   # negative targets are ignored, not checked
         p = plan(hidden, backend, strategy, need_grad=False, op=FUSED_LINEAR_LOGPROBS)
-        with torch.no_grad():
-            if p.strategy == "reference":
-                x = torch.nn.functional.linear(hidden, weight, bias)
-                return logprobs_op(x, t_N, temperature, "torch", False)[0].view(B, T)
-            h_NH, w = hidden.detach().flatten(0, 1), weight.detach()
-            b = None if bias is None else bias.detach()
-            if p.strategy == "onchip":
-                h_NH = h_NH if h_NH.stride(-1) == 1 else h_NH.contiguous()
-                w = w if w.stride(-1) == 1 else w.contiguous()
-                lse, x_t = kernels("fused_linear").lse_fwd(h_NH, w, b, t_N, temperature=temperature)
-                return torch.where(t_N >= 0, x_t - lse, 0.0).float().view(B, T)
-            logp, r = torch.empty(B * T, dtype=torch.float32, device=hidden.device), rows(p.backend)
-
-            def visit(x, s, e):
-                logp[s:e] = r.logprobs(x[None], t_N[s:e], temperature)
-                return False
-            chunks.run(h_NH, w, b, chunk_size or chunks.default_chunk_size(B * T, V, hidden.dtype, hidden.device), visit)
-            return logp.view(B, T)
+        h_NH, w = hidden.detach().flatten(0, 1), weight.detach()
+        b = None if bias is None else bias.detach()
+        if p.strategy == "reference":
+            logp = logprobs_op(torch.nn.functional.linear(hidden, weight, bias), t_N, temperature, "torch", False)[0]
+        elif p.strategy == "onchip":
+            lse, x_t = kernels("fused_linear").lse_fwd(h_NH.contiguous(), w.contiguous(), b, t_N, temperature=temperature)
+            logp = torch.where(t_N >= 0, x_t - lse, 0.0).float()
+        else:
+            logp = fused_linear_logprobs_op(h_NH, w, b, t_N, temperature, chunk_size or 0, p.backend)
+        return (logp if ok is None else logp * ok).view(B, T)
 
 
-class _ChunkedLogpEntropy(torch.autograd.Function):
-    """(logp, entropy) of the n unmasked rows: chunks.run forward (Rows.logp_lse), and again backward in
-    recompute mode (Rows.bwd with the objective's dL/dlogp and dL/dH)."""
+@torch.library.custom_op("r1core::fused_linear_logp_entropy_fwd", mutates_args=())
+def fused_linear_logp_entropy_fwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
+                                  t_N: torch.Tensor, m_N: torch.Tensor, temperature: float, chunk: int,
+                                  name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """hidden [N, H] -> (logp, entropy, lse) [N] (float32; float64 for float64), 0 on rows with m == 0."""
+    N, idx, r = hidden.shape[0], _live(m_N), rows(name)
+    h, t = _pick(hidden, idx), _pick(t_N, idx)
+    n, acc = h.shape[0], acc_dtype(hidden)
+    logp, lse, ent = (torch.empty(n, dtype=acc, device=h.device) for _ in range(3))
+    ones = torch.ones(n, dtype=torch.float32, device=h.device)
 
-    @staticmethod
-    def forward(ctx, h_nH, weight_VH, bias_V, t_n, temperature: float, chunk: int, name: str):
-        r, n = rows(name), h_nH.shape[0]
-        logp, lse, ent = (torch.empty(n, dtype=acc_dtype(h_nH), device=h_nH.device) for _ in range(3))
-        ones = torch.ones(n, dtype=torch.float32, device=h_nH.device)
+    def visit(x, s, e):
+        logp[s:e], lse[s:e], ent[s:e] = r.logp_lse(x[None], t[s:e], ones[s:e], temperature, entropy=True)
+        return False
+    chunks.run(h, weight, bias, _chunk(chunk, n, weight.shape[0], h), visit)
+    return tuple(_spread(x, idx, N) for x in (logp, ent, lse))
 
-        def visit(x, s, e):
-            logp[s:e], lse[s:e], ent[s:e] = r.logp_lse(x[None], t_n[s:e], ones[s:e], temperature, entropy=True)
-            return False
-        chunks.run(h_nH, weight_VH, bias_V, chunk, visit)
-        ctx.save_for_backward(h_nH, weight_VH, bias_V, t_n, lse, ent)
-        ctx.temperature, ctx.chunk, ctx.name = temperature, chunk, name
-        return logp, ent
 
-    @staticmethod
-    def backward(ctx, g_logp, g_ent):
-        h, w, b, t_n, lse, ent = ctx.saved_tensors
-        r = rows(ctx.name)
-        g_logp = (torch.zeros_like(lse) if g_logp is None else g_logp.to(lse.dtype)).contiguous()
-        g_ent = None if g_ent is None else g_ent.to(lse.dtype).contiguous()
+@fused_linear_logp_entropy_fwd.register_fake
+def _(hidden, weight, bias, t_N, m_N, temperature, chunk, name):
+    return tuple(torch.empty(hidden.shape[0], dtype=acc_dtype(hidden), device=hidden.device) for _ in range(3))
 
-        def visit(x, s, e):   # the logits recomputed: dL/dlogp was unknown in the forward
-            r.bwd(x[None], t_n[s:e], lse[s:e], g_logp[s:e], ctx.temperature, True,
-                  None if g_ent is None else ent[s:e], None if g_ent is None else g_ent[s:e])
-            return True
-        need_db = ctx.needs_input_grad[2] and b is not None
-        dh, dw, db = chunks.run(h, w, b, ctx.chunk, visit, need_dh=ctx.needs_input_grad[0],
-                                need_dw=ctx.needs_input_grad[1], need_db=need_db)
-        return (dh, None if dw is None else dw.to(w.dtype), None if db is None else db.to(b.dtype),
-                None, None, None, None)
+
+@torch.library.custom_op("r1core::fused_linear_logp_entropy_bwd", mutates_args=())
+def _fl_logp_entropy_bwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], t_N: torch.Tensor,
+                         m_N: torch.Tensor, lse: torch.Tensor, ent: torch.Tensor, g_logp: torch.Tensor,
+                         g_ent: Optional[torch.Tensor], temperature: float, chunk: int, name: str, need_dh: bool,
+                         need_dw: bool, need_db: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The recompute backward: chunks.run again, Rows.bwd with dL/dlogp and dL/dH -> [dh [N, H] | [0],
+    dw [V, H] | [0] (weight's dtype), db [V] | [0]]."""
+    N, idx, r = hidden.shape[0], _live(m_N), rows(name)
+    h, t, lse, ent, g_logp, g_ent = (_pick(x, idx) for x in (hidden, t_N, lse, ent, g_logp, g_ent))
+    g_logp = g_logp.to(lse.dtype).contiguous()
+    g_ent = None if g_ent is None else g_ent.to(lse.dtype).contiguous()
+
+    def visit(x, s, e):   # the logits recomputed: dL/dlogp was unknown in the forward
+        r.bwd(x[None], t[s:e], lse[s:e], g_logp[s:e], temperature, True, None if g_ent is None else ent[s:e],
+              None if g_ent is None else g_ent[s:e])
+        return True
+    dh, dw, db = chunks.run(h, weight, bias, _chunk(chunk, h.shape[0], weight.shape[0], h), visit, need_dh=need_dh,
+                            need_dw=need_dw, need_db=need_db)
+    return (_empty(hidden) if dh is None else _spread(dh, idx, N), _empty(weight) if dw is None else dw.to(weight.dtype),
+            _empty(hidden) if db is None else db.to(bias.dtype))
+
+
+@_fl_logp_entropy_bwd.register_fake
+def _(hidden, weight, bias, t_N, m_N, lse, ent, g_logp, g_ent, temperature, chunk, name, need_dh, need_dw, need_db):
+    e = lambda like, *shape: torch.empty(shape, dtype=like.dtype, device=like.device)  # noqa: E731
+    return (e(hidden, *hidden.shape) if need_dh else e(hidden, 0), e(weight, *weight.shape) if need_dw else e(weight, 0),
+            e(bias, *bias.shape) if need_db else e(hidden, 0))
+
+
+def _fl_logp_entropy_setup(ctx, inputs, output):
+    hidden, weight, bias, t_N, m_N, ctx.temperature, ctx.chunk, ctx.name = inputs
+    ctx.save_for_backward(hidden, weight, bias, t_N, m_N, output[2], output[1])
+
+
+def _fl_logp_entropy_backward(ctx, g_logp, g_ent, _g_lse):
+    h, w, b, t_N, m_N, lse, ent = ctx.saved_tensors
+    need = ctx.needs_input_grad
+    g_logp = torch.zeros_like(lse) if g_logp is None else g_logp
+    dh, dw, db = _fl_logp_entropy_bwd(h, w, b, t_N, m_N, lse, ent, g_logp, g_ent, ctx.temperature, ctx.chunk, ctx.name,
+                                      need[0], need[1], need[2] and b is not None)
+    return (dh if need[0] else None, dw if need[1] else None, db if need[2] and b is not None else None,
+            None, None, None, None, None)
+
+
+fused_linear_logp_entropy_fwd.register_autograd(_fl_logp_entropy_backward, setup_context=_fl_logp_entropy_setup)
 
 
 def fused_linear_logp_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
@@ -336,19 +408,17 @@ def fused_linear_logp_entropy(hidden: torch.Tensor, weight: torch.Tensor, target
         t_N = check_targets(targets, B, T, hidden.device, "hidden")
         temperature = check_temperature(temperature)
         m_N = _mask_N(mask, B, T, hidden.device, "hidden")
-        check_target_range(t_N, m_N, V, T)
+        ok = target_range_token(t_N, m_N, V, T)
         name = FUSED_LINEAR_LOGP_ENTROPY.choose(hidden, backend, arg="hidden")
-        return _logp_entropy(hidden, weight, bias, t_N, m_N, temperature, chunk_size, name)
+        logp, H = _logp_entropy(hidden, weight, bias, t_N, m_N, temperature, chunk_size, name)
+        return (logp if ok is None else logp * ok), H
 
 
 def _logp_entropy(hidden, weight, bias, t_N, m_N, temperature: float, chunk_size, name: str):
     """fused_linear_logp_entropy on checked arguments (the general path of fused_linear_grpo_loss calls
     it after its own checks, so they run once per call)."""
     B, T, _ = hidden.shape
-    idx, h_nH = _unmasked(hidden, m_N)
-    t_n = t_N if idx is None else t_N.index_select(0, idx)
-    chunk = chunk_size or chunks.default_chunk_size(h_nH.shape[0], weight.shape[0], hidden.dtype, hidden.device)
     with torch.autocast(hidden.device.type, enabled=False):
-        logp_n, ent_n = _ChunkedLogpEntropy.apply(h_nH, weight, bias, t_n, temperature, chunk, name)
-    dt = logp_n.dtype
-    return _scatter(logp_n, idx, B, T, dt), _scatter(ent_n, idx, B, T, dt)
+        logp, ent, _ = fused_linear_logp_entropy_fwd(hidden.flatten(0, 1), weight, bias, t_N, m_N, temperature,
+                                                     chunk_size or 0, name)
+    return logp.view(B, T), ent.view(B, T)
