@@ -483,7 +483,8 @@ TRAINER_OPS = ("grpo_advantages", "fused_linear_logprobs", "fused_linear_grpo_lo
 def _check_backend(backend: str) -> None:
     """grpo.backend must be a backend every trainer op implements: caught here, not after a rollout."""
     from r1core._backend import OPS
-    from r1core.ops import advantage, fused_linear  # noqa: F401, PLC0415 (declare their dispatch tables)
+    from r1core.ops import advantage  # noqa: F401, PLC0415 (declare their dispatch tables)
+    from r1core.ops.grpo import fused_linear  # noqa: F401, PLC0415
     lacking = [name for name in TRAINER_OPS if backend not in OPS[name].backends]
     if lacking:
         raise ValueError(f"config key 'grpo.backend' = {backend!r} is not implemented by " + ", ".join(

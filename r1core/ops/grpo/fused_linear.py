@@ -17,7 +17,7 @@ table, like every op), and `strategy=` names one explicitly.
   "torch"   "reference" (backend="torch" or R1CORE_BACKEND=torch): unfused, the logits materialised
               and grpo_loss's single pass run on them (the memory-hungry baseline);
             "chunked" (the default where no kernel backend runs, and for float64): the chunk engine
-              (r1core/ops/grpo/chunks.py) with the PyTorch row math (same memory bound).
+              (below) with the PyTorch row math (same memory bound).
   "cpp"     "chunked": the chunk engine, GEMMs by torch (MKL/oneDNN), rows by the C++ kernels.
   "triton"  "chunked" (the default when gradients are needed): cuBLAS GEMMs and the Triton row kernels
               (6·n·H·V FLOPs, dlogits of one chunk in memory);
@@ -29,14 +29,14 @@ chunk engine.  As docs/spec.md §6 states, the default never falls back to the m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
 from r1core._backend import Op, kernels
 from r1core._nvtx import nvtx_range
 from r1core.ops import _args
-from r1core.ops.grpo import chunks, options
+from r1core.ops.grpo import options
 from r1core.ops.grpo import math as grpo_math
 from r1core.ops.grpo.args import GRPOArgs, check_linear, check_targets, check_temperature, grpo_args, \
     target_range_token
@@ -54,6 +54,108 @@ STRATEGIES = {"torch": ("reference", "chunked"), "cpp": ("chunked",), "triton": 
 
 __all__ = ["fused_linear_grpo_loss", "fused_linear_logprobs", "fused_linear_logp_entropy", "GRPOStats", "plan",
            "Plan", "STRATEGIES", "FUSED_LINEAR", "FUSED_LINEAR_LOGPROBS", "FUSED_LINEAR_LOGP_ENTROPY"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the chunk engine
+# ---------------------------------------------------------------------------------------------
+# The chunk engine of the fused linear ops: hidden [n, H] @ lm_head [V, H].T without the [n, V] logits.
+#
+# Legend: n tokens (the unmasked ones: masked tokens are dropped before we get here), H hidden,
+# V vocabulary, C tokens per chunk.  For each chunk of C tokens:
+#
+#     logits_CV  = h_CH @ W_VH.T (+ b_V)            one GEMM, in the inputs' dtype, into ONE reused buffer
+#     visit(logits_CV, s, e)                        the caller's row kernels (r1core/ops/grpo/rows.py); when
+#                                                   it returns True it has written dlogits over the buffer:
+#     dh_CH      = dlogits_CV @ W_VH                one GEMM, into the gradient of hidden
+#     dW_VH     += dlogits_CV.T @ h_CH              one GEMM, accumulated in float32 (float64 for float64)
+#     db_V      += dlogits_CV.sum(0)
+#
+# Every fused linear path is one `run` with its own visit:
+#   the loss, forward-with-grad: Rows.fwd then Rows.bwd in place (dl/dlogp is known as soon as the
+#     chunk's log-sum-exp is, because a token's loss depends only on its own row): 6·n·H·V FLOPs, no
+#     logits recomputed, backward() only scales the stashed gradients;
+#   log-probs (and entropy): Rows.logprobs / Rows.logp_lse, no gradient;
+#   the general objective's backward, recompute mode: Rows.bwd with the objective's dL/dlogp and dL/dH
+#     on recomputed logits (8·n·H·V FLOPs in all: dL/dlogp needs the whole objective first).
+# Peak extra memory: the [C, V] buffer (plus, for bf16/fp16 on CPU, a [V, H] product per chunk), the
+# [V, H] accumulator and the [n, H] hidden gradient: O(C·V), independent of n.
+# Bytes of one chunk's logits buffer that the default chunk size aims at (see default_chunk_size).
+CPU_CHUNK_BYTES = 64 << 20
+GPU_CHUNK_BYTES = 512 << 20
+
+
+def default_chunk_size(n: int, V: int, dtype: torch.dtype, device: torch.device) -> int:
+    """Tokens per chunk so that one chunk's logits buffer is about CPU_CHUNK_BYTES (64 MiB: large
+    enough that the GEMMs run at full speed, small enough to stay in a large L3 and far below any
+    memory limit) or GPU_CHUNK_BYTES (512 MiB: GEMMs with >= 1k rows keep an H100 busy).  A multiple
+    of 16 (GEMM tiles), at least 16, at most n."""
+    budget = GPU_CHUNK_BYTES if device.type == "cuda" else CPU_CHUNK_BYTES
+    itemsize = 4 if device.type != "cuda" and dtype == torch.float32 else dtype.itemsize
+    c = budget // max(1, V * itemsize)
+    c = max(16, (c // 16) * 16)
+    return max(1, min(c, n))
+
+
+def _accumulate_dw(dw_VH: torch.Tensor, dl_CV: torch.Tensor, h_CH: torch.Tensor) -> None:
+    """dw += dl.T @ h with dw in float32 (float64) whatever the inputs' dtype."""
+    if dl_CV.dtype == dw_VH.dtype:
+        dw_VH.addmm_(dl_CV.t(), h_CH)
+    elif dl_CV.device.type == "cuda" and _cuda_out_dtype_ok():
+        torch.addmm(dw_VH, dl_CV.t(), h_CH, out_dtype=dw_VH.dtype, out=dw_VH)  # fp32 accumulation in cuBLAS
+    else:  # one rounding to bf16/fp16 per chunk, the sum in float32
+        dw_VH.add_(torch.mm(dl_CV.t(), h_CH))
+
+
+_OUT_DTYPE_OK: bool | None = None
+
+
+def _cuda_out_dtype_ok() -> bool:
+    """Whether torch.addmm(..., out_dtype=float32) exists for bf16 inputs here (torch >= 2.8, CUDA);
+    probed once on a tiny product whose answer is known."""
+    global _OUT_DTYPE_OK
+    if _OUT_DTYPE_OK is None:
+        try:
+            a = torch.ones(16, 16, dtype=torch.bfloat16, device="cuda")
+            acc = torch.ones(16, 16, dtype=torch.float32, device="cuda")
+            torch.addmm(acc, a, a, out_dtype=torch.float32, out=acc)
+            _OUT_DTYPE_OK = bool((acc == 17).all())
+        except (RuntimeError, TypeError):
+            _OUT_DTYPE_OK = False
+    return _OUT_DTYPE_OK
+
+
+def run_chunks(h_nH: torch.Tensor, weight_VH: torch.Tensor, bias_V: torch.Tensor | None, chunk: int,
+               visit: Callable[[torch.Tensor, int, int], bool], *, need_dh: bool = False, need_dw: bool = False,
+               need_db: bool = False):
+    """The chunk loop (see the comment above) -> (dh [n, H] | None, dw [V, H] f32/f64 | None,
+    db [V] f32/f64 | None).  h_nH must have a unit stride over H (rows may be strided)."""
+    n, H = h_nH.shape
+    V = weight_VH.shape[0]
+    dev, dt = h_nH.device, h_nH.dtype
+    acc = torch.float64 if dt == torch.float64 else torch.float32
+    dh = torch.empty(n, H, dtype=dt, device=dev) if need_dh else None
+    dw = torch.zeros(V, H, dtype=acc, device=dev) if need_dw else None
+    db = torch.zeros(V, dtype=acc, device=dev) if need_db else None
+    if n == 0:
+        return dh, dw, db
+    buf = torch.empty(min(chunk, n), V, dtype=dt, device=dev)
+    for s in range(0, n, chunk):
+        e = min(n, s + chunk)
+        h_c, x = h_nH[s:e], buf[: e - s]
+        if bias_V is None:
+            torch.mm(h_c, weight_VH.t(), out=x)
+        else:
+            torch.addmm(bias_V, h_c, weight_VH.t(), out=x)
+        if not visit(x, s, e):
+            continue
+        if need_dh:
+            torch.mm(x, weight_VH, out=dh[s:e])
+        if need_dw:
+            _accumulate_dw(dw, x, h_c)
+        if need_db:
+            db.add_(x.sum(0, dtype=acc))
+    return dh, dw, db
 
 
 @dataclass(frozen=True)
@@ -79,23 +181,28 @@ def plan(hidden: torch.Tensor, backend: str | None = None, strategy: str | None 
 # ---------------------------------------------------------------------------------------------
 # helpers of the custom ops: only unmasked rows are computed (a data-dependent count, inside the ops)
 # ---------------------------------------------------------------------------------------------
-def _live(m_N: torch.Tensor) -> torch.Tensor | None:
-    """Indices of the rows with m != 0, or None when every row counts (one host sync)."""
-    idx = (m_N != 0).nonzero()[:, 0]
-    return None if idx.numel() == m_N.numel() else idx
+def _live(m_N: torch.Tensor) -> torch.Tensor:
+    """Indices [n] int64 of the rows with m != 0 (one host sync: the forward ops return them, so a backward
+    reuses them instead of syncing again)."""
+    return (m_N != 0).nonzero()[:, 0]
+
+
+def _dynamic_rows() -> torch.Tensor:
+    """The fake of _live's output: a data-dependent length (an unbacked size under torch.compile)."""
+    return torch.empty(torch.library.get_ctx().new_dynamic_size(), dtype=torch.int64)
 
 
 def _pick(x, idx, dtype=None):
-    """The rows `idx` of x (all rows when idx is None), floating tensors cast to `dtype`."""
+    """The rows `idx` of x (no copy when idx holds every row), floating tensors cast to `dtype`."""
     if x is None:
         return None
-    x = x if idx is None else x.index_select(0, idx)
+    x = x if idx.numel() == x.shape[0] else x.index_select(0, idx)
     return x.to(dtype) if dtype is not None and x.is_floating_point() else x
 
 
 def _spread(x_n, idx, N: int):
     """Rows of the unmasked tokens -> all N rows (dim 0), zeros elsewhere."""
-    if idx is None:
+    if idx.numel() == N:
         return x_n
     return x_n.new_zeros((N, *x_n.shape[1:])).index_copy_(0, idx, x_n)
 
@@ -105,11 +212,11 @@ def _empty(like: torch.Tensor, dtype=None) -> torch.Tensor:
 
 
 def _chunk(chunk: int, n: int, V: int, h: torch.Tensor) -> int:
-    return chunk or chunks.default_chunk_size(n, V, h.dtype, h.device)
+    return chunk or default_chunk_size(n, V, h.dtype, h.device)
 
 
 # ---------------------------------------------------------------------------------------------
-# the loss: one custom op; the chunked strategy computes every gradient in the forward (chunks.run),
+# the loss: one custom op; the chunked strategy computes every gradient in the forward (run_chunks),
 # the on-chip one (Triton) recomputes in the backward
 # ---------------------------------------------------------------------------------------------
 @torch.library.custom_op("r1core::fused_linear_grpo_fwd", mutates_args=())
@@ -118,11 +225,11 @@ def fused_linear_grpo_fwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Opti
                           old: Optional[torch.Tensor], ref: Optional[torch.Tensor], beta: float, eps_low: float,
                           eps_high: float, temperature: float, backend: str, strategy: str, chunk: int,
                           entropy: bool, need_dh: bool, need_dw: bool, need_db: bool
-                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """hidden [N, H] and per-token [N] inputs (float32; float64 for float64 hidden) -> [logp [N], terms
     [N_TERMS, N], entropy [N] | [0], dh [N, H] | [0], dw [V, H] | [0], db [V] | [0], lse [N] | [0],
-    dlogp [N] | [0]]: the gradients of loss = terms[0].sum() for the chunked strategy, lse and w·dl/dlogp
-    for the on-chip one; every per-token output 0 on masked rows."""
+    dlogp [N] | [0], rows [n] | [0]]: the gradients of loss = terms[0].sum() for the chunked strategy; lse,
+    w·dl/dlogp and the unmasked rows for the on-chip one (its backward); per-token outputs 0 on masked rows."""
     N, acc = hidden.shape[0], acc_dtype(hidden)
     idx = _live(mask)
     h = _pick(hidden, idx)
@@ -136,7 +243,8 @@ def fused_linear_grpo_fwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Opti
         t = grpo_math.token_terms(logp, adv, old, ref, beta=beta, eps_low=eps_low, eps_high=eps_high)
         per_tok = [logp, grpo_math.stack_terms(t, m, w).t(), out[2] if entropy else None, out[0], t.dlogp * w]
         logp_N, terms_N, ent_N, lse_N, dl_N = (None if x is None else _spread(x, idx, N) for x in per_tok)
-        return logp_N, terms_N.t().contiguous(), z() if ent_N is None else ent_N, _empty(hidden), z(), z(), lse_N, dl_N
+        return (logp_N, terms_N.t().contiguous(), z() if ent_N is None else ent_N, _empty(hidden), z(), z(), lse_N, dl_N,
+                idx)
     r, n = rows(backend), h.shape[0]
     logp, ent = torch.empty(n, dtype=acc, device=h.device), torch.empty(n, dtype=acc, device=h.device)
     terms = torch.empty(n, grpo_math.N_TERMS, dtype=acc, device=h.device)
@@ -152,11 +260,11 @@ def fused_linear_grpo_fwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Opti
         if any_grad:
             r.bwd(x[None], tgt[sl], o[1], o[2], temperature, True)   # x now holds dlogits
         return any_grad
-    dh, dw, db = chunks.run(h, weight, bias, _chunk(chunk, n, weight.shape[0], h), visit, need_dh=need_dh,
+    dh, dw, db = run_chunks(h, weight, bias, _chunk(chunk, n, weight.shape[0], h), visit, need_dh=need_dh,
                             need_dw=need_dw, need_db=need_db)
     return (_spread(logp, idx, N), _spread(terms, idx, N).t().contiguous(), _spread(ent, idx, N) if entropy else z(),
             _empty(hidden) if dh is None else _spread(dh, idx, N), z() if dw is None else dw, z() if db is None else db,
-            z(), z())
+            z(), z(), _empty(idx))
 
 
 @fused_linear_grpo_fwd.register_fake
@@ -167,7 +275,7 @@ def _(hidden, weight, bias, targets, adv, mask, w, old, ref, beta, eps_low, eps_
     return (e(N), e(grpo_math.N_TERMS, N), e(N if entropy else 0),
             e(N, H, dtype=hidden.dtype) if need_dh and chunked else e(0, dtype=hidden.dtype),
             e(V, H) if need_dw and chunked else e(0), e(V) if need_db and chunked else e(0),
-            e(0 if chunked else N), e(0 if chunked else N))
+            e(0 if chunked else N), e(0 if chunked else N), e(0, dtype=torch.int64) if chunked else _dynamic_rows())
 
 
 def _fl_setup(ctx, inputs, output):
@@ -175,7 +283,7 @@ def _fl_setup(ctx, inputs, output):
     ctx.temperature, ctx.strategy = inputs[12], inputs[14]
     ctx.used = False
     if ctx.strategy == "onchip":
-        ctx.save_for_backward(hidden, weight, bias, targets, mask, output[6], output[7])
+        ctx.save_for_backward(hidden, weight, bias, targets, output[8], output[6], output[7])
     else:
         ctx.save_for_backward(*output[3:6])
         ctx.dtypes = (weight.dtype, None if bias is None else bias.dtype)
@@ -189,8 +297,7 @@ def _fl_backward(ctx, _g_logp, g_terms, *_rest):
     nones = (None,) * 17
     g = g_terms[0, :1].sum()    # terms[0] reaches the caller only as its sum: one upstream gradient for all
     if ctx.strategy == "onchip":
-        h, w, b, targets, mask, lse, dlogp = ctx.saved_tensors
-        idx = _live(mask)
+        h, w, b, targets, idx, lse, dlogp = ctx.saved_tensors
         need = ctx.needs_input_grad[:3]
         dh, dw, db = kernels("fused_linear").grad_bwd(
             _pick(h, idx).contiguous(), w.contiguous(), b, _pick(targets, idx), _pick(lse, idx),
@@ -222,7 +329,7 @@ def fused_linear_grpo_loss(hidden, weight, targets, advantages, mask=None, *, bi
     hidden [B, T, H] (fp32/bf16/fp16, any strides), weight [V, H], bias [V] or None (same dtype and
     device), targets [B, T] int, advantages [B] or [B, T], mask [B, T] or None; the GRPO keywords as in
     r1core.grpo_loss (docs/spec.md §2).  chunk_size: tokens per chunk (default from the shapes, see
-    r1core.ops.grpo.chunks.default_chunk_size).  strategy: see the module docstring (None: the
+    default_chunk_size).  strategy: see the module docstring (None: the
     default for the backend).  -> (loss 0-d float32, GRPOStats); gradients flow to hidden, weight
     and bias."""
     with nvtx_range("fused_linear_grpo_loss"):
@@ -282,7 +389,7 @@ def fused_linear_logprobs_op(hidden: torch.Tensor, weight: torch.Tensor, bias: O
     def visit(x, s, e):
         logp[s:e] = r.logprobs(x[None], t_N[s:e], temperature)
         return False
-    chunks.run(hidden, weight, bias, _chunk(chunk, hidden.shape[0], weight.shape[0], hidden), visit)
+    run_chunks(hidden, weight, bias, _chunk(chunk, hidden.shape[0], weight.shape[0], hidden), visit)
     return logp
 
 
@@ -329,8 +436,9 @@ def fused_linear_logprobs(hidden, weight, targets, *, bias=None, temperature: fl
 @torch.library.custom_op("r1core::fused_linear_logp_entropy_fwd", mutates_args=())
 def fused_linear_logp_entropy_fwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                                   t_N: torch.Tensor, m_N: torch.Tensor, temperature: float, chunk: int,
-                                  name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """hidden [N, H] -> (logp, entropy, lse) [N] (float32; float64 for float64), 0 on rows with m == 0."""
+                                  name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """hidden [N, H] -> (logp, entropy, lse) [N] (float32; float64 for float64), 0 on rows with m == 0, and the
+    rows with m != 0 [n] (for the backward)."""
     N, idx, r = hidden.shape[0], _live(m_N), rows(name)
     h, t = _pick(hidden, idx), _pick(t_N, idx)
     n, acc = h.shape[0], acc_dtype(hidden)
@@ -340,23 +448,24 @@ def fused_linear_logp_entropy_fwd(hidden: torch.Tensor, weight: torch.Tensor, bi
     def visit(x, s, e):
         logp[s:e], lse[s:e], ent[s:e] = r.logp_lse(x[None], t[s:e], ones[s:e], temperature, entropy=True)
         return False
-    chunks.run(h, weight, bias, _chunk(chunk, n, weight.shape[0], h), visit)
-    return tuple(_spread(x, idx, N) for x in (logp, ent, lse))
+    run_chunks(h, weight, bias, _chunk(chunk, n, weight.shape[0], h), visit)
+    return (*(_spread(x, idx, N) for x in (logp, ent, lse)), idx)
 
 
 @fused_linear_logp_entropy_fwd.register_fake
 def _(hidden, weight, bias, t_N, m_N, temperature, chunk, name):
-    return tuple(torch.empty(hidden.shape[0], dtype=acc_dtype(hidden), device=hidden.device) for _ in range(3))
+    return (*(torch.empty(hidden.shape[0], dtype=acc_dtype(hidden), device=hidden.device) for _ in range(3)),
+            _dynamic_rows())
 
 
 @torch.library.custom_op("r1core::fused_linear_logp_entropy_bwd", mutates_args=())
 def _fl_logp_entropy_bwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], t_N: torch.Tensor,
-                         m_N: torch.Tensor, lse: torch.Tensor, ent: torch.Tensor, g_logp: torch.Tensor,
+                         idx: torch.Tensor, lse: torch.Tensor, ent: torch.Tensor, g_logp: torch.Tensor,
                          g_ent: Optional[torch.Tensor], temperature: float, chunk: int, name: str, need_dh: bool,
                          need_dw: bool, need_db: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The recompute backward: chunks.run again, Rows.bwd with dL/dlogp and dL/dH -> [dh [N, H] | [0],
+    """The recompute backward: run_chunks again, Rows.bwd with dL/dlogp and dL/dH -> [dh [N, H] | [0],
     dw [V, H] | [0] (weight's dtype), db [V] | [0]]."""
-    N, idx, r = hidden.shape[0], _live(m_N), rows(name)
+    N, r = hidden.shape[0], rows(name)
     h, t, lse, ent, g_logp, g_ent = (_pick(x, idx) for x in (hidden, t_N, lse, ent, g_logp, g_ent))
     g_logp = g_logp.to(lse.dtype).contiguous()
     g_ent = None if g_ent is None else g_ent.to(lse.dtype).contiguous()
@@ -365,14 +474,14 @@ def _fl_logp_entropy_bwd(hidden: torch.Tensor, weight: torch.Tensor, bias: Optio
         r.bwd(x[None], t[s:e], lse[s:e], g_logp[s:e], temperature, True, None if g_ent is None else ent[s:e],
               None if g_ent is None else g_ent[s:e])
         return True
-    dh, dw, db = chunks.run(h, weight, bias, _chunk(chunk, h.shape[0], weight.shape[0], h), visit, need_dh=need_dh,
+    dh, dw, db = run_chunks(h, weight, bias, _chunk(chunk, h.shape[0], weight.shape[0], h), visit, need_dh=need_dh,
                             need_dw=need_dw, need_db=need_db)
     return (_empty(hidden) if dh is None else _spread(dh, idx, N), _empty(weight) if dw is None else dw.to(weight.dtype),
             _empty(hidden) if db is None else db.to(bias.dtype))
 
 
 @_fl_logp_entropy_bwd.register_fake
-def _(hidden, weight, bias, t_N, m_N, lse, ent, g_logp, g_ent, temperature, chunk, name, need_dh, need_dw, need_db):
+def _(hidden, weight, bias, t_N, idx, lse, ent, g_logp, g_ent, temperature, chunk, name, need_dh, need_dw, need_db):
     e = lambda like, *shape: torch.empty(shape, dtype=like.dtype, device=like.device)  # noqa: E731
     return (e(hidden, *hidden.shape) if need_dh else e(hidden, 0), e(weight, *weight.shape) if need_dw else e(weight, 0),
             e(bias, *bias.shape) if need_db else e(hidden, 0))
@@ -380,14 +489,14 @@ def _(hidden, weight, bias, t_N, m_N, lse, ent, g_logp, g_ent, temperature, chun
 
 def _fl_logp_entropy_setup(ctx, inputs, output):
     hidden, weight, bias, t_N, m_N, ctx.temperature, ctx.chunk, ctx.name = inputs
-    ctx.save_for_backward(hidden, weight, bias, t_N, m_N, output[2], output[1])
+    ctx.save_for_backward(hidden, weight, bias, t_N, output[3], output[2], output[1])
 
 
-def _fl_logp_entropy_backward(ctx, g_logp, g_ent, _g_lse):
-    h, w, b, t_N, m_N, lse, ent = ctx.saved_tensors
+def _fl_logp_entropy_backward(ctx, g_logp, g_ent, _g_lse, _g_idx):
+    h, w, b, t_N, idx, lse, ent = ctx.saved_tensors
     need = ctx.needs_input_grad
     g_logp = torch.zeros_like(lse) if g_logp is None else g_logp
-    dh, dw, db = _fl_logp_entropy_bwd(h, w, b, t_N, m_N, lse, ent, g_logp, g_ent, ctx.temperature, ctx.chunk, ctx.name,
+    dh, dw, db = _fl_logp_entropy_bwd(h, w, b, t_N, idx, lse, ent, g_logp, g_ent, ctx.temperature, ctx.chunk, ctx.name,
                                       need[0], need[1], need[2] and b is not None)
     return (dh if need[0] else None, dw if need[1] else None, db if need[2] and b is not None else None,
             None, None, None, None, None)
@@ -419,6 +528,6 @@ def _logp_entropy(hidden, weight, bias, t_N, m_N, temperature: float, chunk_size
     it after its own checks, so they run once per call)."""
     B, T, _ = hidden.shape
     with torch.autocast(hidden.device.type, enabled=False):
-        logp, ent, _ = fused_linear_logp_entropy_fwd(hidden.flatten(0, 1), weight, bias, t_N, m_N, temperature,
+        logp, ent, _, _ = fused_linear_logp_entropy_fwd(hidden.flatten(0, 1), weight, bias, t_N, m_N, temperature,
                                                      chunk_size or 0, name)
     return logp.view(B, T), ent.view(B, T)

@@ -2,7 +2,7 @@
 that run them (so torch.compile sees one opaque node with a registered autograd formula).
 
 Legend: N rows (tokens), V vocabulary.  A "row" is one token's logits [V] (last dim contiguous; logits
-come as [B, T, V], or as one chunk [1, C, V] from r1core/ops/grpo/chunks.py).
+come as [B, T, V], or as one chunk [1, C, V] from the chunk engine of r1core/ops/grpo/fused_linear.py).
 
     Rows.fwd       logits + per-token [N] inputs -> logp, lse, w·dl/dlogp, terms [N_TERMS, N] (, entropy)
     Rows.bwd       dlogits = ((onehot - p)·scale - p·(log p + H)·dent) / T, new or over the logits
