@@ -279,8 +279,8 @@ def _(hidden, weight, bias, targets, adv, mask, w, old, ref, beta, eps_low, eps_
 
 
 def _fl_setup(ctx, inputs, output):
-    hidden, weight, bias, targets, _, mask, *_ = inputs
-    ctx.temperature, ctx.strategy = inputs[12], inputs[14]
+    (hidden, weight, bias, targets, _adv, _mask, _w, _old, _ref, _beta, _eps_low, _eps_high, ctx.temperature, _backend,
+     ctx.strategy, _chunk, _entropy, _need_dh, _need_dw, _need_db) = inputs
     ctx.used = False
     if ctx.strategy == "onchip":
         ctx.save_for_backward(hidden, weight, bias, targets, output[8], output[6], output[7])
@@ -294,7 +294,7 @@ def _fl_backward(ctx, _g_logp, g_terms, *_rest):
         raise RuntimeError("fused_linear_grpo_loss: backward called twice on one forward (its gradients are "
                            "computed in the forward and handed over once); run the loss again instead")
     ctx.used = True
-    nones = (None,) * 17
+    nones = (None,) * 17   # hidden, weight, bias get gradients; the 17 other inputs none
     g = g_terms[0, :1].sum()    # terms[0] reaches the caller only as its sum: one upstream gradient for all
     if ctx.strategy == "onchip":
         h, w, b, targets, idx, lse, dlogp = ctx.saved_tensors
