@@ -44,13 +44,24 @@ def _flat(out):
     return []
 
 
-def _run(fn, x0, *rest):
-    x = x0.detach().clone().requires_grad_(True)
-    outs = _flat(fn(x, *rest))
+def _run(fn, leaves0, *rest):
+    """fn(*leaves, *rest) with fresh leaf copies requiring grad -> (outputs detached, the leaves' grads)."""
+    leaves = [x.detach().clone().requires_grad_(True) for x in leaves0]
+    outs = _flat(fn(*leaves, *rest))
     scalar = sum((o.float().sum() for o in outs if o.requires_grad), torch.zeros(()))
     if scalar.requires_grad:
         scalar.backward()
-    return [o.detach() for o in outs], x.grad
+    return [o.detach() for o in outs], [x.grad for x in leaves]
+
+
+def _compiled_equals_eager(fn, leaves, *rest):
+    want, g_want = _run(fn, leaves, *rest)
+    got, g_got = _run(torch.compile(fn, fullgraph=True), leaves, *rest)
+    assert len(got) == len(want)
+    for u, v in zip(got + g_got, want + g_want):
+        assert (u is None) == (v is None)
+        if u is not None:
+            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", ["cpp", "torch"])
@@ -59,13 +70,7 @@ def test_compiles_fullgraph_with_the_eager_numbers(name, backend, gen, monkeypat
     monkeypatch.setenv("R1CORE_BACKEND", backend)
     torch._dynamo.reset()
     x, t, a, m, old = inputs(gen)
-    want, g_want = _run(CASES[name], x, t, a, m, old)
-    got, g_got = _run(torch.compile(CASES[name], fullgraph=True), x, t, a, m, old)
-    assert len(got) == len(want)
-    for u, v in zip(got, want):
-        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
-    if g_want is not None:
-        torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+    _compiled_equals_eager(CASES[name], [x], t, a, m, old)
 
 
 H = 12
@@ -82,15 +87,6 @@ FL_CASES = {
 }
 
 
-def _run_fl(fn, h0, w0, b0, *rest):
-    h, w, b = (x.detach().clone().requires_grad_(True) for x in (h0, w0, b0))
-    outs = _flat(fn(h, w, b, *rest))
-    scalar = sum((o.float().sum() for o in outs if o.requires_grad), torch.zeros(()))
-    if scalar.requires_grad:
-        scalar.backward()
-    return [o.detach() for o in outs], [h.grad, w.grad, b.grad]
-
-
 @pytest.mark.parametrize("backend", ["cpp", "torch"])
 @pytest.mark.parametrize("name", sorted(FL_CASES))
 def test_fused_linear_ops_compile_fullgraph_with_the_eager_numbers(name, backend, gen, monkeypatch):
@@ -99,15 +95,7 @@ def test_fused_linear_ops_compile_fullgraph_with_the_eager_numbers(name, backend
     _, t, a, m, old = inputs(gen)
     h = torch.randn(B, T + 1, H, generator=gen)[:, 1:]       # strided rows
     w, b = torch.randn(V, H, generator=gen) / 3, torch.randn(V, generator=gen) / 5
-    want, g_want = _run_fl(FL_CASES[name], h, w, b, t, a, m, old)
-    got, g_got = _run_fl(torch.compile(FL_CASES[name], fullgraph=True), h, w, b, t, a, m, old)
-    assert len(got) == len(want)
-    for u, v in zip(got, want):
-        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
-    for u, v in zip(g_got, g_want):
-        assert (u is None) == (v is None)
-        if u is not None:
-            torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+    _compiled_equals_eager(FL_CASES[name], [h, w, b], t, a, m, old)
 
 
 def test_checks_still_raise_inside_the_compiled_graph(gen):
@@ -169,19 +157,9 @@ def test_moe_experts_compiles_fullgraph_with_the_eager_numbers(backend, gen, mon
     w13, w2 = torch.randn(E, 2 * I, Hd, generator=gen) / 3, torch.randn(E, Hd, I, generator=gen) / 3
     w, ids = r1core.moe_route(torch.randn(Tn, E, generator=gen), k, backend="torch")
 
-    def f(x, w13, w2, w):
-        return r1core.moe_experts(x, w13, w2, w, ids)
-
-    def run(fn):
-        args = [t.detach().clone().requires_grad_(True) for t in (x, w13, w2, w)]
-        y = fn(*args)
-        (y * torch.linspace(-1, 1, Hd)).sum().backward()
-        return y.detach(), [a.grad for a in args]
-    y0, g0 = run(f)
-    y1, g1 = run(torch.compile(f, fullgraph=True))
-    torch.testing.assert_close(y1, y0, rtol=1e-5, atol=1e-6)
-    for u, v in zip(g1, g0):
-        torch.testing.assert_close(u, v, rtol=1e-5, atol=1e-6)
+    def f(x, w13, w2, w):   # a non-uniform upstream gradient
+        return r1core.moe_experts(x, w13, w2, w, ids) * torch.linspace(-1, 1, Hd)
+    _compiled_equals_eager(f, [x, w13, w2, w])
     bad = ids.clone()
     bad[3, 1] = E
     with pytest.raises(ValueError, match=r"ids must lie in \[0, E=5\)"):
