@@ -6,7 +6,8 @@
 #   build     r1core._C with CUDA for sm_90 (setup.py build_ext --inplace, R1CORE_REQUIRE_CUDA=1)
 #   ceilings  device-to-device copy bandwidth and the bf16 matmul rate (scripts/gpu_ceilings.py)
 #   tests     the gpu tier (pytest -m gpu)
-#   bench     `r1core bench` at the GPU issues' shapes: eager, torch.compile, Liger-Kernel, CCE
+#   bench     `r1core bench` at the GPU issues' shapes: eager, torch.compile, Liger-Kernel, CCE; then
+#             GRPO steps with rollout.async false vs true (benches/bench_async.py -> async.json)
 #   ncu       (only when asked: --only ncu or --ncu) Nsight Compute on one kernel
 # Each phase has its own time limit, clipped to what is left of --total; a failing phase does not
 # stop the next.  Everything lands in --out DIR (at most 8 files, none over 16 MiB, one level deep)
@@ -188,6 +189,12 @@ json.dump({"runs": runs, "rows": rows}, open(f"{out}/bench.json", "w"), indent=1
 print(f"NOTE: {len(rows)} rows, {sum(1 for r in rows if r.get('error'))} errors")
 EOF
   done
+  # one-step off-policy GRPO (issue 29): the default recipe's GRPO stage, synchronous vs rollout.async
+  echo "== bench async"
+  local tiny="" steps=4
+  [ "$REHEARSE" = 1 ] && tiny=--tiny && steps=2
+  PYTHONPATH=$SITE:$PYTHONPATH $PY -m benches.bench_async --device $device --steps $steps $tiny \
+    --out "$OUTDIR/async.json" || rc=1
   return $rc
 }
 
