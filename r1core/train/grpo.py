@@ -142,7 +142,8 @@ class GRPOTrainer:
             state = ckpt.load_checkpoint(resume_from, policy=self.policy, optimizer=self.optimizer,
                                          scheduler=self.scheduler, info=self.info)
             self.start_step = state["step"]
-            pending = ckpt.load_rank_file(resume_from, "rollout", self.info) if cfg.rollout.async_ else None
+            lags = cfg.rollout.async_ and cfg.rollout.max_staleness > 0
+            pending = ckpt.load_rank_file(resume_from, "rollout", self.info) if lags else None
             if pending is not None:          # the rollout that was in flight when the checkpoint was written
                 self._resumed_rollout = (pending.pop("step"), Samples(**pending))
             self.eval_history = state.get("eval_history", [])
