@@ -376,7 +376,11 @@ def _run_sample(cfg, extras: dict, n: int) -> int:
                temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k,
                seed=cfg.run.seed, deps=deps)
     for i, c in enumerate(s.completions):
-        print(f"--- sample {i} ({int(s.mask_NT[i].sum())} tokens)\n{c}")
+        # summed log-probs: under the sampling distribution, and under the untruncated policy (they differ
+        # when top_k / top_p truncate; docs/train.md, "Sampler log-probs")
+        lp = "" if s.logp_NT is None else f", logp {float(s.logp_NT[i].sum()):.2f}"
+        pol = "" if s.logp_policy_NT is None else f", policy logp {float(s.logp_policy_NT[i].sum()):.2f}"
+        print(f"--- sample {i} ({int(s.mask_NT[i].sum())} tokens{lp}{pol})\n{c}")
     return 0
 
 

@@ -6,7 +6,8 @@
 #   build     r1core._C with CUDA for sm_90 (setup.py build_ext --inplace, R1CORE_REQUIRE_CUDA=1)
 #   ceilings  device-to-device copy bandwidth and the bf16 matmul rate (scripts/gpu_ceilings.py)
 #   tests     the gpu tier (pytest -m gpu)
-#   bench     `r1core bench` at the GPU issues' shapes: eager, torch.compile, Liger-Kernel, CCE
+#   bench     `r1core bench` at the GPU issues' shapes: eager, torch.compile, Liger-Kernel, CCE; then
+#             GRPO steps with rollout.async false vs true (benches/bench_async.py -> bench.json "async")
 #   ncu       (only when asked: --only ncu or --ncu) Nsight Compute on one kernel
 # Each phase has its own time limit, clipped to what is left of --total; a failing phase does not
 # stop the next.  Everything lands in --out DIR (at most 8 files, none over 16 MiB, one level deep)
@@ -188,6 +189,16 @@ json.dump({"runs": runs, "rows": rows}, open(f"{out}/bench.json", "w"), indent=1
 print(f"NOTE: {len(rows)} rows, {sum(1 for r in rows if r.get('error'))} errors")
 EOF
   done
+  # one-step off-policy GRPO (issue 29): the default recipe's GRPO stage, synchronous vs rollout.async
+  echo "== bench async"
+  local tiny="" steps=4
+  [ "$REHEARSE" = 1 ] && tiny=--tiny && steps=2
+  PYTHONPATH=$SITE:$PYTHONPATH $PY -m benches.bench_async --device $device --steps $steps $tiny \
+    --out "$WORK/async.json" || rc=1
+  # into bench.json under "async" (no file of its own: --out holds at most 8)
+  $PY -c 'import json, os, sys; o = os.environ["OUTDIR"] + "/bench.json"; w = os.environ["WORK"] + "/async.json"
+b = json.load(open(o)) if os.path.exists(o) else {}
+if os.path.exists(w): b["async"] = json.load(open(w)); json.dump(b, open(o, "w"), indent=1)' || rc=1
   return $rc
 }
 

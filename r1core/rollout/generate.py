@@ -26,6 +26,10 @@ Rollout fields (N rows, T = longest prompt + completion; row i·G + g is sample 
   completion_mask [N, T]  True on completion tokens (the EOS that ended a row included)
   logp [N, T] float32     logp[n, t] = log-prob of tokens[n, t] under the sampling distribution
                           (temperature, top-k, top-p applied; greedy: the model's log_softmax); 0 elsewhere
+  logp_policy [N, T] float32  the same tokens under the untruncated policy, log_softmax(logits / temperature)
+                          (greedy: log_softmax(logits), = logp); 0 elsewhere.  From the decode's own logits
+                          (no extra forward); equal to logp when top_k / top_p truncate nothing.  What a
+                          trainer recomputes: the behaviour policy of an importance weight (docs/train.md)
   finished [N]            stopped by EOS / stop string (False: ran into max_new_tokens)
   expert_ids              MoE models: one [N, T, k] int64 tensor per MoE layer, the experts each token
                           was routed to when it was fed to the model (routing replay).  The last
@@ -39,7 +43,7 @@ from dataclasses import dataclass
 import torch
 
 from r1core.models.kv_cache import KVCache
-from r1core.rollout.sampling import check_sampling_args, sample
+from r1core.rollout.sampling import check_sampling_args, policy_logp, sample, truncates
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Rollout:
     finished: torch.Tensor
     expert_ids: list[torch.Tensor] | None
     num_samples: int
+    logp_policy: torch.Tensor | None = None     # [N, T] float32 (module doc); None only from stand-in samplers
 
     def completions(self) -> list[list[int]]:
         """The completion token ids of each row."""
@@ -174,6 +179,9 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
     # 3. decode
     out_tok = torch.full((N, max_new), pad, dtype=torch.long, device=device)
     out_logp = torch.zeros(N, max_new, dtype=torch.float32, device=device)
+    # the untruncated policy's log-prob: its own buffer only when top-k / top-p can differ from it
+    truncated = truncates(temperature, top_p, top_k, logits.shape[-1])
+    out_logp_pol = torch.zeros_like(out_logp) if truncated else out_logp
     out_experts = [torch.zeros(N, max_new, k, dtype=torch.long, device=device) for _ in moe]
     n_gen = torch.zeros(N, dtype=torch.long, device=device)
     finished = torch.zeros(N, dtype=torch.bool, device=device)
@@ -186,6 +194,8 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
         live = rows[alive]
         out_tok[live, step] = tok[alive]
         out_logp[live, step] = lp[alive]
+        if truncated:
+            out_logp_pol[live, step] = policy_logp(logits, tok, temperature=temperature)[alive]
         n_gen[live] = step + 1
         stop = alive & torch.isin(tok, eos_t) if eos else torch.zeros_like(alive)
         if stop_strings:
@@ -222,6 +232,8 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
     tokens = torch.where(in_prompt, prompt_tok,
                          torch.where(in_completion, out_tok.gather(1, comp_idx), torch.full_like(prompt_tok, pad)))
     logp = torch.where(in_completion, out_logp.gather(1, comp_idx), torch.zeros((), device=device))
+    logp_pol = torch.where(in_completion, out_logp_pol.gather(1, comp_idx), torch.zeros((), device=device)) \
+        if truncated else logp.clone()
     experts = []
     fed = (t >= p) & (t < p + c - 1)            # completion token j was fed (and routed) at decode step j
     placeholder = torch.arange(k, device=device).expand(N, T, k)
@@ -231,7 +243,8 @@ def _generate(model, prompts, *, G, max_new, temperature, top_p, top_k, eos, gen
         experts.append(torch.where(in_prompt[..., None], from_prompt,
                                    torch.where(fed[..., None], from_decode, placeholder)))
     return Rollout(tokens=tokens, prompt_lens=row_lens, completion_lens=n_gen, completion_mask=in_completion,
-                   logp=logp, finished=finished, expert_ids=experts if moe else None, num_samples=G)
+                   logp=logp, finished=finished, expert_ids=experts if moe else None, num_samples=G,
+                   logp_policy=logp_pol)
 
 
 def _hits_stop_string(out_tok, rows, alive, step, stop_strings, tokenizer, device) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""One sampling step: logits -> (token, log-prob of that token under the sampling distribution).
+"""One sampling step: logits -> (token, log-prob of that token under the sampling distribution), and
+the same token's log-prob under the untruncated policy (`policy_logp`).
 
 The distribution, in transformers' order:  p ∝ exp(logits / temperature), restricted to the top_k
 most likely tokens (top_k > 0), then to the smallest set of most likely tokens whose mass reaches
@@ -15,6 +16,13 @@ exponential race argmax(log p − log E) needs N·V draws, and on CPU drawing 25
 costs as much as the lm_head GEMM; transformers' softmax + multinomial costs about as much too).
 Rounding can never pick a token of probability 0: u·total is kept strictly below each cumsum's end.
 No host sync, fixed shapes.  Shapes: N rows, V vocabulary, nb blocks of Bk tokens.
+
+Two log-probs per sampled token (docs/train.md, "Sampler log-probs"):
+  sampling logp   under the distribution actually sampled (temperature, top-k, top-p): `sample`'s;
+  policy logp     log_softmax(logits / temperature) at the token, no truncation (`policy_logp`): what
+                  a trainer recomputes and the behaviour policy of an importance weight.  They are equal
+                  when nothing truncates (`truncates` is False), and for greedy both are the plain
+                  log_softmax(logits) (temperature 1: a trainer of a greedy rollout scores at T = 1).
 """
 from __future__ import annotations
 
@@ -51,6 +59,20 @@ def _filtered(logits_NV: torch.Tensor, temperature: float, top_p: float, top_k: 
         drop = mass_before >= top_p                       # the most likely token always stays
         x = x.scatter(-1, order, sorted_x.masked_fill(drop, float("-inf")))
     return x
+
+
+def truncates(temperature: float, top_p: float, top_k: int, vocab_size: int) -> bool:
+    """Whether top-k / top-p can change the distribution (else sampling logp == policy logp)."""
+    return temperature != 0 and (0 < top_k < vocab_size or top_p < 1.0)
+
+
+def policy_logp(logits_NV: torch.Tensor, tokens_N: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """[N] float32: log_softmax(logits / temperature)[token], the untruncated policy's log-prob of each
+    row's token (temperature 0: the plain log_softmax, as for `sample`'s greedy logp).  One pass over V."""
+    x = logits_NV.float()
+    if temperature not in (0, 1):
+        x = x / temperature
+    return x.gather(1, tokens_N[:, None])[:, 0] - torch.logsumexp(x, dim=-1)
 
 
 def sampling_logprobs(logits_NV: torch.Tensor, *, temperature: float, top_p: float = 1.0,

@@ -7,6 +7,8 @@ A checkpoint folder holds
                                      resume each other's checkpoints), the LR scheduler; left out of a
                                      stage's final checkpoint unless checkpoint.final_optimizer=true
     rng/rank-<r>.pt                  torch (CPU and CUDA), numpy and python RNG states of each rank
+    rollout/rank-<r>.pt              rollout.async only: the rollout in flight for the next step (its
+                                     tensors, texts and step), so a resume trains on the same samples
     trainer.json                     step, data order, the run's "before" evaluation, config
 Every file is loaded with `torch.load(weights_only=True)` or as JSON: no pickle of arbitrary objects,
 and a missing or corrupted file raises a ValueError naming it.  checkpoint.dtype=bfloat16 stores the
@@ -123,10 +125,11 @@ def load_optimizer_state(module: torch.nn.Module, optimizer: torch.optim.Optimiz
 # ---------------------------------------------------------------------------------------------
 def save_checkpoint(out: str | Path, step: int, *, policy: torch.nn.Module, optimizer, scheduler,
                     trainer_state: dict, info: D.DistInfo, keep_last: int = 2, tokenizer=None,
-                    dtype: str = "", with_optimizer: bool = True) -> Path:
+                    dtype: str = "", with_optimizer: bool = True, rank_files: dict | None = None) -> Path:
     """Write checkpoint `step` atomically and prune to the newest `keep_last`. Collective: every rank
     calls it.  `dtype` (e.g. "bfloat16") stores the weights in that dtype (empty: as they are);
-    with_optimizer=False leaves out optimizer.pt (a final checkpoint that nobody trains further)."""
+    with_optimizer=False leaves out optimizer.pt (a final checkpoint that nobody trains further).
+    rank_files {name: tensors / lists / numbers} are this rank's `name/rank-<r>.pt` (load_rank_file)."""
     root = Path(out) / "checkpoints"
     tmp = root / f".tmp-step-{step}"
     final = root / f"step-{step}"
@@ -154,6 +157,9 @@ def save_checkpoint(out: str | Path, step: int, *, policy: torch.nn.Module, opti
         (tmp / "trainer.json").write_text(json.dumps({"step": step, "optimizer": with_optimizer, **trainer_state},
                                                      indent=1))
     torch.save(rng_state(), tmp / "rng" / f"rank-{info.rank}.pt")
+    for name, obj in (rank_files or {}).items():
+        (tmp / name).mkdir(exist_ok=True)
+        torch.save(obj, tmp / name / f"rank-{info.rank}.pt")
     D.barrier(info)
     if info.main:
         _fsync_tree(tmp)
@@ -240,6 +246,12 @@ def load_checkpoint(path: str | Path, *, policy: torch.nn.Module, optimizer, sch
     if rng_file.exists():                          # a different number of ranks: fresh RNG is fine,
         set_rng_state(_torch_load(rng_file, "RNG state"))   # rollouts are seeded per step
     return state
+
+
+def load_rank_file(path: str | Path, name: str, info: D.DistInfo):
+    """This rank's `name/rank-<r>.pt` of checkpoint `path` (save_checkpoint's rank_files), None if absent."""
+    f = Path(path) / name / f"rank-{info.rank}.pt"
+    return _torch_load(f, name) if f.exists() else None
 
 
 def resume_line(path: Path, state: dict, total: int) -> str:

@@ -25,12 +25,15 @@ import yaml
 
 # the objective options' choice lists have one home, shared with the loss ops and the TRL mapping
 from r1core.ops.grpo.options import DEFAULTS as OBJECTIVE_DEFAULTS
-from r1core.ops.grpo.options import IS_LEVELS, OBJECTIVE_AGGS, POLICIES
+from r1core.ops.grpo.options import IS_LEVELS, OBJECTIVE_AGGS, POLICIES, ROLLOUT_IS_MODES
 
 
-def opt(default: Any, help: str, choices: tuple[str, ...] | None = None):
-    """A field with a default, its help text and (for string options) the allowed values."""
+def opt(default: Any, help: str, choices: tuple[str, ...] | None = None, *, key: str | None = None):
+    """A field with a default, its help text and (for string options) the allowed values.  `key` names
+    the option where its field cannot (rollout.async: `async` is a Python keyword, the field is async_)."""
     meta = {"help": help, "choices": choices}
+    if key:
+        meta["key"] = key
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -76,6 +79,11 @@ class RolloutConfig:
     top_p: float = opt(1.0, "nucleus sampling threshold")
     top_k: int = opt(0, "top-k sampling (0: off)")
     gen_batch: int = opt(0, "prompts per generate() call (0: all of a rank's prompts in one call)")
+    async_: bool = opt(False, "one-step off-policy GRPO: generate the next step's rollout from the current weights "
+                              "in a worker thread while this step's update runs (grpo stages; docs/train.md)",
+                       key="async")
+    max_staleness: int = opt(1, "with rollout.async: how many optimizer updates the rollout's weights may lag the "
+                                "trained ones (0: none, the synchronous trainer; 1: one-step off-policy)")
 
 
 @dataclass(kw_only=True)
@@ -108,6 +116,12 @@ class GRPOConfig:
     delta: float = opt(0.0, "INTELLECT-2's cap on the unclipped ratio of the clip policy (0: off; else > 1)")
     use_bias_correction_kl: bool = opt(False, "KL term times the importance ratio (DeepSeek-V3.2)")
     off_policy_mask_threshold: float = opt(0.0, "DeepSeek-V3.2's off-policy sequence mask threshold (0: off)")
+    rollout_is: str = opt("auto", "rollout importance-sampling correction, with the sampler's untruncated log-probs "
+                                  "(Rollout.logp_policy) as the behaviour policy: auto (sequence_mask when "
+                                  "rollout.async lags the weights, else off), off, or a mode",
+                          ("auto", "off", *ROLLOUT_IS_MODES))
+    rollout_is_min: float = opt(0.0, "rollout_is lower bound C_min (0: none)")
+    rollout_is_max: float = opt(3.0, "rollout_is upper bound C_max (TRL's default 3)")
     entropy_coef: float = opt(0.0, "entropy bonus weight: loss -= entropy_coef · mean token entropy")
     top_entropy_quantile: float = opt(1.0, "train only the top quantile of tokens by entropy (1: all)")
     log_entropy: bool = opt(True, "log entropy_mean (the loss pass's per-token entropy: one more running sum)")
@@ -251,7 +265,12 @@ def options(cfg: Config | None = None):
     for sec_name, sec in sections(cfg):
         hints = typing.get_type_hints(type(sec))
         for f in dataclasses.fields(sec):
-            yield f"{sec_name}.{f.name}", getattr(sec, f.name), f, hints[f.name]
+            yield f"{sec_name}.{_key(f)}", getattr(sec, f.name), f, hints[f.name]
+
+
+def _key(f: dataclasses.Field) -> str:
+    """The option's name in keys, YAML and --help (the field's, unless opt(key=) renames it)."""
+    return f.metadata.get("key") or f.name
 
 
 def _check_type(key: str, value: Any, hint: Any, choices) -> Any:
@@ -319,7 +338,7 @@ def set_option(cfg: Config, key: str, value: Any) -> None:
         cur[parts[-1]] = value
         setattr(sec, parts[1], d)
         return
-    setattr(sec, parts[1], _check_type(key, value, hint, f.metadata.get("choices")))
+    setattr(sec, f.name, _check_type(key, value, hint, f.metadata.get("choices")))
 
 
 def apply_dict(cfg: Config, data: dict, *, prefix: str = "") -> None:
@@ -451,6 +470,12 @@ def validate(cfg: Config) -> None:
                          "run.out, overwrite starts it afresh; choose one")
     if g.backend:
         _check_backend(g.backend)
+    if r.max_staleness > 1:
+        raise ValueError(f"config key 'rollout.max_staleness' = {r.max_staleness}: 0 or 1 for now (one rollout in "
+                         "flight; docs/train.md, 'One-step off-policy GRPO')")
+    if g.rollout_is_min and g.rollout_is_min >= g.rollout_is_max:
+        raise ValueError(f"config key 'grpo.rollout_is_min' ({g.rollout_is_min}) must be below grpo.rollout_is_max "
+                         f"({g.rollout_is_max})")
 
 
 def objective_options(g: "GRPOConfig") -> dict:
@@ -474,6 +499,19 @@ def objective_options(g: "GRPOConfig") -> dict:
     if g.policy == "sapo":
         kw.update(sapo_temperature_pos=g.sapo_temperature_pos, sapo_temperature_neg=g.sapo_temperature_neg)
     return kw
+
+
+def rollout_is_options(cfg: Config) -> dict:
+    """grpo.rollout_is* -> the loss ops' rollout_is keywords ({} when the correction is off).  auto turns it on
+    (sequence_mask, TRL's default) exactly when the rollout may lag the trained weights: rollout.async with
+    rollout.max_staleness > 0."""
+    g = cfg.grpo
+    mode = g.rollout_is
+    if mode == "auto":
+        mode = "sequence_mask" if cfg.rollout.async_ and cfg.rollout.max_staleness > 0 else "off"
+    if mode == "off":
+        return {}
+    return {"rollout_is": mode, "rollout_is_min": g.rollout_is_min or None, "rollout_is_max": g.rollout_is_max}
 
 
 # the ops a GRPO / SFT step runs with backend=grpo.backend (r1core/train/grpo.py, sft.py)
@@ -503,7 +541,10 @@ def parse_profile_steps(text: str) -> tuple[int, int]:
 
 
 def to_dict(cfg: Config) -> dict:
-    return dataclasses.asdict(cfg)
+    d = dataclasses.asdict(cfg)
+    for sec_name, sec in sections(cfg):           # fields renamed by opt(key=) under their key
+        d[sec_name] = {_key(f): d[sec_name][f.name] for f in dataclasses.fields(sec)}
+    return d
 
 
 def from_dict(data: dict) -> Config:
@@ -524,7 +565,7 @@ def help_text() -> str:
         lines.append(f"\n{sec_name}:" + (f"  ({type(sec).__doc__.strip()})" if type(sec).__doc__ and
                                             not type(sec).__doc__.startswith(type(sec).__name__) else ""))
         for f in dataclasses.fields(sec):
-            key = f"{sec_name}.{f.name}"
+            key = f"{sec_name}.{_key(f)}"
             default = getattr(sec, f.name)
             shown = yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip()
             choices = f.metadata.get("choices")

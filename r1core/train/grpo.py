@@ -4,7 +4,9 @@ Legend: P prompts per step (global), G samples per prompt, N = P·G/world rows o
 T positions, H hidden, V vocabulary.
 
 One step:
-  1. rollout    sample G completions for each of this rank's P/world prompts (r1core.generate)
+  1. rollout    sample G completions for each of this rank's P/world prompts (r1core.generate); with
+                rollout.async the next step's rollout is launched here and generated while this step's
+                update runs (r1core.train.async_rollout; one-step off-policy, corrected by grpo.rollout_is)
   2. reward     score them with the task's weighted rule rewards (r1core.rewards)
   3. advantage  group-normalised over the global batch (r1core.grpo_advantages)
   4. logprobs   old log-probs (only when the batch is reused: mu > 1 or several optimizer steps per
@@ -31,7 +33,9 @@ Departures from textbook GRPO (DeepSeekMath eq. 3), each a config option:
     re-sampling: the batch shrinks instead of being refilled).
   - With mu = 1 and one optimizer step per pass the update is exactly on-policy: old log-probs are
     the current ones (ratio = 1), so they are not computed at all.  Old log-probs are recomputed by
-    the training forward, never taken from the sampler (sampling kernels differ in rounding).
+    the training forward, never taken from the sampler (sampling kernels differ in rounding); the
+    sampler's untruncated log-probs (Rollout.logp_policy) are the behaviour policy of grpo.rollout_is
+    and are compared with the trainer's every step (rollout/logp_gap_mean, _max, rollout/kl_k3).
   - The loss divides logits by the sampling temperature, so the ratio compares the distributions
     that were sampled from.
   - The LR schedule advances once per training step, not per optimizer step.
@@ -49,6 +53,7 @@ anything quadratic in the completion length (packed attention needs no mask: r1c
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -62,13 +67,14 @@ from r1core.ops.advantage import grpo_advantages
 from r1core.ops.grpo.fused_linear import fused_linear_grpo_loss, fused_linear_logprobs
 from r1core.ops.grpo.math import agg_denominator
 from r1core.train import build, checkpoint as ckpt, distributed as D
-from r1core.train.config import Config, objective_options, parse_profile_steps, save_config
+from r1core.train.async_rollout import RolloutWorker
+from r1core.train.config import Config, objective_options, parse_profile_steps, rollout_is_options, save_config
 from r1core.train.evaluate import evaluate_policy
 from r1core.train.packing import PrefixPacking, layout_cost
 from r1core.train.policy_head import PolicyHead
 from r1core.train.logging import RunLogger, plot_curves, summary_table
 from r1core.train.profiling import PhaseTimer, ProfileWindow
-from r1core.train.sampling import sample
+from r1core.train.sampling import Samples, sample
 
 
 def _denominator_agg(loss_agg: str) -> str:
@@ -89,6 +95,7 @@ class Batch:
     packing: PrefixPacking | None = None       # shared-prefix packing: then *_NT are completion positions only
     old_logp_NT: torch.Tensor | None = None
     ref_logp_NT: torch.Tensor | None = None
+    rollout_logp_NT: torch.Tensor | None = None   # the sampler's untruncated log-probs of the targets (logp_policy)
 
 
 class GRPOTrainer:
@@ -100,6 +107,9 @@ class GRPOTrainer:
         self.info = info or D.init(cfg.model.device)
         self.device = self.info.device
         build.set_threads(cfg)
+        if cfg.rollout.async_ and self.info.enabled and cfg.run.dist == "fsdp":
+            raise ValueError("config key 'rollout.async' = true needs whole weights on each rank for its rollout "
+                             "copy: use run.dist=ddp with torchrun (FSDP shards them)")
         if cfg.rollout.prompts % self.info.world:
             raise ValueError(f"rollout.prompts={cfg.rollout.prompts} must be divisible by the number of ranks "
                              f"({self.info.world})")
@@ -126,10 +136,16 @@ class GRPOTrainer:
         self.scheduler = build.make_scheduler(self.optimizer, cfg, cfg.run.steps)
         self.start_step = 0
         self.eval_history: list[dict] = []
+        self.worker: RolloutWorker | None = None     # rollout.async: the thread with the rollout in flight
+        self._resumed_rollout: tuple[int, Samples] | None = None
         if resume_from is not None:
             state = ckpt.load_checkpoint(resume_from, policy=self.policy, optimizer=self.optimizer,
                                          scheduler=self.scheduler, info=self.info)
             self.start_step = state["step"]
+            lags = cfg.rollout.async_ and cfg.rollout.max_staleness > 0
+            pending = ckpt.load_rank_file(resume_from, "rollout", self.info) if lags else None
+            if pending is not None:          # the rollout that was in flight when the checkpoint was written
+                self._resumed_rollout = (pending.pop("step"), Samples(**pending))
             self.eval_history = state.get("eval_history", [])
             if self.info.main:
                 print(ckpt.resume_line(resume_from, state, cfg.run.steps), flush=True)
@@ -139,6 +155,7 @@ class GRPOTrainer:
         self.share_prefix = cfg.grpo.share_prefix and cfg.rollout.group_size > 1 and all(
             _packable(D.unwrap(m)) for m in (self.policy, self.ref) if m is not None)
         self.layout = "rows"                       # the layout of the last step's batch (packed or rows)
+        self.rollout_is = rollout_is_options(cfg)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -161,20 +178,25 @@ class GRPOTrainer:
             self._evaluate(0, log)
         last = self.start_step
         t_start = time.perf_counter()
-        for step in range(self.start_step + 1, cfg.run.steps + 1):
-            window.before_step(step)
-            metrics = self.step(step)
-            window.after_step(step)
-            log.log(metrics)
-            if cfg.run.eval_n and cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
-                self._evaluate(step, log)
-            if step == cfg.run.steps and cfg.run.eval_n:
-                self._evaluate(step, log)
-            if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
-                self.save(step)
-            last = step
-            if stop_after is not None and step >= stop_after:
-                break
+        try:
+            for step in range(self.start_step + 1, cfg.run.steps + 1):
+                window.before_step(step)
+                metrics = self.step(step)
+                window.after_step(step)
+                log.log(metrics)
+                if cfg.run.eval_n and cfg.run.eval_every and step % cfg.run.eval_every == 0 and step < cfg.run.steps:
+                    self._evaluate(step, log)
+                if step == cfg.run.steps and cfg.run.eval_n:
+                    self._evaluate(step, log)
+                if (cfg.run.save_every and step % cfg.run.save_every == 0) or step == cfg.run.steps:
+                    self.save(step)
+                last = step
+                if stop_after is not None and step >= stop_after:
+                    break
+        finally:
+            if self.worker is not None:          # a rollout still in flight ends and is dropped
+                self.worker.close()
+                self.worker = None
         window.close()
         log.close()
         summary = {"steps": last, "seconds": time.perf_counter() - t_start,
@@ -193,14 +215,14 @@ class GRPOTrainer:
         first = info.rank * P_local
         examples = self.task.train(P, seed=build.call_seed(cfg.run.seed, step))[first:first + P_local]
 
-        # 1. rollout: G samples per prompt, from the current policy
-        with self.timer("rollout"), D.full_params(self.policy), torch.no_grad():
-            self.model.eval()
-            s = sample(self.model, self.tokenizer, [ex.prompt for ex in examples], num_samples=G,
-                       max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
-                       top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, seed=build.call_seed(cfg.run.seed, step, 1),
-                       first_index=first, gen_batch=cfg.rollout.gen_batch, deps=self.deps)
-            self.model.train()
+        # 1. rollout: G samples per prompt, from the current policy (rollout.async: the one generated during
+        # the previous step's update, from the weights that update started from)
+        with self.timer("rollout"):
+            s, staleness = self._rollout(step, examples, first)
+        if self.rollout_is and s.logp_policy_NT is None:
+            raise ValueError(f"config key 'grpo.rollout_is' = {self.rollout_is['rollout_is']!r} needs the sampler's "
+                             "log-probs (Rollout.logp_policy), and this run's generate returns none: set "
+                             "grpo.rollout_is=off or sample with r1core.generate")
 
         # 2. reward
         with self.timer("reward"):
@@ -223,6 +245,8 @@ class GRPOTrainer:
         batch = self._make_batch(s, adv_N, keep_N)
         batch.first_group = first
         upd = self._update(batch)
+        if cfg.rollout.async_:
+            upd["rollout/staleness"] = staleness
 
         # metrics (global over ranks)
         per_all = D.all_gather_cat(per_NK, info)
@@ -252,6 +276,43 @@ class GRPOTrainer:
     # -----------------------------------------------------------------------------------------
     # pieces of a step
     # -----------------------------------------------------------------------------------------
+    def _sample(self, model: torch.nn.Module, step: int, examples, first: int) -> Samples:
+        """Step `step`'s rollout of `examples` from `model` (the seeds depend on the step, not on who samples)."""
+        cfg = self.cfg
+        return sample(model, self.tokenizer, [ex.prompt for ex in examples], num_samples=cfg.rollout.group_size,
+                      max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                      top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, seed=build.call_seed(cfg.run.seed, step, 1),
+                      first_index=first, gen_batch=cfg.rollout.gen_batch, deps=self.deps)
+
+    def _rollout(self, step: int, examples, first: int) -> tuple[Samples, int]:
+        """(samples of `step`, how many updates their weights lag the trained ones).  Synchronous: sampled now.
+        rollout.async: taken from the worker (or the checkpoint) when it generated them, else sampled now by
+        the worker and waited for (max_staleness=0 does that every step: the synchronous trainer, through the
+        worker); then, with max_staleness=1, the next step's rollout is launched from the current weights."""
+        cfg = self.cfg
+        if not cfg.rollout.async_:
+            with D.full_params(self.policy), torch.no_grad():
+                self.model.eval()
+                s = self._sample(self.model, step, examples, first)
+                self.model.train()
+            return s, 0
+        if self.worker is None:
+            self.worker = RolloutWorker(self.model, self.device)
+        s, lag = None, cfg.rollout.max_staleness
+        if self._resumed_rollout is not None and self._resumed_rollout[0] == step:
+            s = self._resumed_rollout[1]
+        self._resumed_rollout = None
+        s = s if s is not None else self.worker.take(step)
+        if s is None:
+            self.worker.launch(step, self.model, lambda m: self._sample(m, step, examples, first))
+            s, lag = self.worker.take(step), 0
+        if cfg.rollout.max_staleness > 0 and step < cfg.run.steps:
+            P_local = cfg.rollout.prompts // self.info.world
+            nxt = self.task.train(cfg.rollout.prompts, seed=build.call_seed(cfg.run.seed, step + 1))
+            nxt = nxt[first:first + P_local]
+            self.worker.launch(step + 1, self.model, lambda m: self._sample(m, step + 1, nxt, first))
+        return s, lag
+
     def _make_batch(self, s, adv_N: torch.Tensor, keep_N: torch.Tensor) -> Batch:
         tokens, mask = s.tokens_NT, s.mask_NT
         used = int(mask.any(0).nonzero().max()) + 1 if mask.any() else 2   # drop trailing padding columns
@@ -268,13 +329,21 @@ class GRPOTrainer:
             group = torch.arange(tokens.shape[0]) // G
             cost = layout_cost(list(s.prompt_lens), lens, group.tolist(), T - 1, self.model.config)
             self.layout = "packed" if cost["packed"] < cost["rows"] else "rows"
+        pol = getattr(s, "logp_policy_NT", None)
         if self.layout == "packed":
             packing = PrefixPacking(tokens, s.prompt_lens, lens, group, replay)
+            roll = None
+            if pol is not None:               # the extension layout's targets: completion columns L .. L + c
+                roll = torch.zeros(cmask.shape, dtype=torch.float32)
+                for n, (L, c) in enumerate(zip(s.prompt_lens, lens)):
+                    roll[n, :c] = pol[n, L:L + c]
+                roll = roll.to(dev)
             return Batch(input_ids_NT=inputs.to(dev), targets_NT=targets.to(dev), mask_NT=cmask.to(dev),
-                         adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), packing=packing)
+                         adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(), packing=packing, rollout_logp_NT=roll)
         return Batch(input_ids_NT=tokens[:, :-1].to(dev), targets_NT=tokens[:, 1:].to(dev),
                      mask_NT=mask[:, 1:].to(dev), adv_N=adv_N.to(dev), rows=keep_N.nonzero().flatten(),
-                     replay=None if replay is None else [e.to(dev) for e in replay])
+                     replay=None if replay is None else [e.to(dev) for e in replay],
+                     rollout_logp_NT=None if pol is None else pol[:, 1:T].float().to(dev))
 
     def _forward(self, head: torch.nn.Module, batch: Batch, rows: torch.Tensor, head_fn):
         """head_fn(hidden [n, T, H] of `rows` in the batch's layout, lm_head weight, bias) through the
@@ -336,13 +405,19 @@ class GRPOTrainer:
         g = cfg.grpo
         loss_kw = dict(beta=g.beta, eps_low=g.eps_low, eps_high=g.eps_high, temperature=self.temperature,
                        loss_agg=g.loss_agg, max_len=cfg.rollout.max_new_tokens if g.loss_agg ==
-                       "seq_mean_token_sum_norm" else None, **objective_options(g))
+                       "seq_mean_token_sum_norm" else None, **objective_options(g), **self.rollout_is)
+        roll = batch.rollout_logp_NT if self.rollout_is else None
         # stats: token-weighted sums [loss, kl, ratio, clip_low, clip_high, tokens, entropy] and the grad
         # norms, accumulated on the device: no host sync per micro-batch (each drains a GPU's stream);
         # they reach the host once, after the last optimizer step
         sums = torch.zeros(7, dtype=torch.float64, device=self.device)
         grad_norms = []
-        for _ in range(g.mu):
+        # the trainer's log-probs vs the sampler's (|Δ| sum, k3 sum, tokens; |Δ| max), from the old log-probs
+        # when they were computed, else from the first pass's loss forward (the same weights: one optimizer step)
+        gap = _Gap(self.device) if batch.rollout_logp_NT is not None else None
+        if gap is not None and batch.old_logp_NT is not None:
+            gap.add(batch.old_logp_NT[batch.rows], batch.rollout_logp_NT[batch.rows], batch.mask_NT[batch.rows])
+        for pass_ in range(g.mu):
             for mini in minis:
                 total = self._denominator(batch, mini)          # one sync per optimizer step
                 for rows in mini:
@@ -355,12 +430,14 @@ class GRPOTrainer:
                             old_logp=None if batch.old_logp_NT is None else batch.old_logp_NT[rows_],
                             ref_logp=None if batch.ref_logp_NT is None else batch.ref_logp_NT[rows_],
                             chunk_size=g.chunk_size or None, backend=self.backend, entropy=g.log_entropy,
-                            **loss_kw))
+                            **({} if roll is None else {"rollout_logp": roll[rows_]}), **loss_kw))
                         # the op normalises by this micro-batch's denominator; the objective by the batch's
                         local = agg_denominator(mask, _denominator_agg(g.loss_agg)).to(loss.dtype)
                         scale = local / total if total > 0 else torch.zeros_like(local)
                     with self.timer("backward"):
                         (loss * (scale * info.world)).backward()
+                    if gap is not None and batch.old_logp_NT is None and pass_ == 0:
+                        gap.add(st.logp, batch.rollout_logp_NT[rows_], mask)
                     m = mask.to(torch.float64)
                     ntok = m.sum()
                     ent = (st.entropy.double() * m).sum() if st.entropy is not None else ntok.new_zeros(())
@@ -377,12 +454,21 @@ class GRPOTrainer:
         steps = g.mu * len(minis)
         sums = torch.cat([sums, torch.stack(grad_norms).sum()[None]])
         sums[7] /= info.world                       # every rank has the same (global) grad norm
-        s = D.all_reduce(sums, info=info).tolist()  # the one sync of the statistics
+        if gap is not None:
+            sums = torch.cat([sums, gap.sums])
+        sums = D.all_reduce(sums, info=info)
+        if gap is not None:
+            sums = torch.cat([sums, D.all_reduce(gap.max[None], op="max", info=info)])
+        s = sums.tolist()                           # the one sync of the statistics
         n = max(1.0, s[5])
-        return {"loss": s[0] / steps, "kl_mean": s[1] / n, "ratio_mean": s[2] / n,
-                "clip_low_frac": s[3] / n, "clip_high_frac": s[4] / n,
-                **({"entropy_mean": s[6] / n} if g.log_entropy else {}),
-                "grad_norm": s[7] / len(grad_norms), "optimizer_steps": steps}
+        out = {"loss": s[0] / steps, "kl_mean": s[1] / n, "ratio_mean": s[2] / n,
+               "clip_low_frac": s[3] / n, "clip_high_frac": s[4] / n,
+               **({"entropy_mean": s[6] / n} if g.log_entropy else {}),
+               "grad_norm": s[7] / len(grad_norms), "optimizer_steps": steps}
+        if gap is not None:
+            k = max(1.0, s[10])
+            out.update({"rollout/logp_gap_mean": s[8] / k, "rollout/logp_gap_max": s[11], "rollout/kl_k3": s[9] / k})
+        return out
 
     def _denominator(self, batch: Batch, mini: list[torch.Tensor]) -> float:
         """The loss aggregation's denominator over one optimizer batch on all ranks (tokens,
@@ -416,11 +502,17 @@ class GRPOTrainer:
         (self.out / "eval.json").write_text(json.dumps(data, indent=1))
 
     def save(self, step: int) -> Path:
+        """Checkpoint `step`; with rollout.async, the rollout in flight for step + 1 is waited for and saved with
+        it (rollout/rank-<r>.pt), so a resume trains on exactly the samples the uninterrupted run did."""
         c = self.cfg.checkpoint
+        pending = self.worker.wait(step + 1) if self.worker is not None else None
+        rank_files = {} if pending is None else {"rollout": {"step": step + 1, **{
+            f.name: getattr(pending, f.name) for f in dataclasses.fields(pending)}}}
         return ckpt.save_checkpoint(self.out, step, policy=self.policy, optimizer=self.optimizer,
                                     scheduler=self.scheduler, info=self.info, keep_last=self.cfg.run.keep_last,
                                     trainer_state={"eval_history": self.eval_history}, tokenizer=self.tokenizer,
-                                    dtype=c.dtype, with_optimizer=step < self.cfg.run.steps or c.final_optimizer)
+                                    dtype=c.dtype, with_optimizer=step < self.cfg.run.steps or c.final_optimizer,
+                                    rank_files=rank_files)
 
     def _finish(self, summary: dict) -> None:
         png = plot_curves(self.out) if self.cfg.run.plot else None
@@ -430,6 +522,23 @@ class GRPOTrainer:
             print(table)
         if png:
             print(f"curves: {png}")
+
+
+class _Gap:
+    """|trainer log-prob − sampler log-prob| over completion tokens, accumulated on the device (no host sync):
+    sums = [Σ|Δ|, Σ k3, tokens] (float64), max = max |Δ|; k3 = exp(Δ) − Δ − 1 with Δ = trainer − sampler, the
+    estimator of KL(sampler ‖ trainer) from the sampler's tokens."""
+
+    def __init__(self, device):
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.max = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, trainer_NT: torch.Tensor, sampler_NT: torch.Tensor, mask_NT: torch.Tensor) -> None:
+        m = mask_NT.to(torch.float64)
+        d = (trainer_NT.double() - sampler_NT.double()) * m
+        a = d.abs()
+        self.sums += torch.stack([a.sum(), ((d.exp() - d - 1) * m).sum(), m.sum()])
+        self.max = torch.maximum(self.max, a.max() if a.numel() else self.max)
 
 
 def _packable(model: torch.nn.Module) -> bool:

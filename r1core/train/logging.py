@@ -1,8 +1,8 @@
 """What a run reports: a progress bar, `metrics.jsonl`, TensorBoard, an end summary and a PNG.
 
 `metrics.jsonl` holds one JSON object per step with at least step, reward_mean, reward_std, kl_mean,
-loss and tokens_per_s (docs/spec.md §5), plus reward/<name>, clip fractions, grad_norm, lr, lengths and the
-phase times time/<phase>.  Evaluations go to the same file as {"eval": {...}, "step": N} lines and to
+loss and tokens_per_s (docs/spec.md §5), plus reward/<name>, clip fractions, grad_norm, lr, lengths, the
+sampler/trainer log-prob gap rollout/logp_gap_mean, _max and rollout/kl_k3, and the phase times time/<phase>.  Evaluations go to the same file as {"eval": {...}, "step": N} lines and to
 `eval.json`.  Only rank 0 writes.  On resume, lines after the resumed step are dropped so the file
 reads as one uninterrupted run, and the TensorBoard folder is rebuilt from the kept lines (one event
 file per stage, no repeated step).
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 BAR_KEYS = (("reward_mean", "reward", "{:.3f}"), ("kl_mean", "kl", "{:.2e}"), ("clip_frac", "clip", "{:.3f}"),
-            ("sft_loss", "loss", "{:.4f}"), ("tokens_per_s", "tok/s", "{:.0f}"))
+            ("rollout/logp_gap_max", "gap", "{:.1e}"), ("sft_loss", "loss", "{:.4f}"), ("tokens_per_s", "tok/s", "{:.0f}"))
 
 
 def read_metrics(path: str | Path) -> list[dict]:

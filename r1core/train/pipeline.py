@@ -152,6 +152,7 @@ def check_stage_configs(cfg: Config, stages: list[dict], root: Path, deps) -> No
     """Every stage's config (the run's plus the stage's `set`) validated and its task built once, before
     the first stage starts: a bad setting of stage 3 fails now, not after stages 0-2."""
     preflight.check_task(cfg, deps)
+    check_async(cfg, stages)
     for i, stage in enumerate(stages):
         if not stage.get("set"):
             continue
@@ -161,6 +162,23 @@ def check_stage_configs(cfg: Config, stages: list[dict], root: Path, deps) -> No
                 preflight.check_task(sc, deps)
         except ValueError as e:
             raise ValueError(f"pipeline stage {i} ({stage['name']}): {e}") from None
+
+
+def check_async(cfg: Config, stages: list[dict]) -> None:
+    """rollout.async overlaps a GRPO stage's rollout with its update: an sft or sample stage has no update to
+    overlap (a run-wide rollout.async=true applies to the grpo stages only), so asking it of one fails here."""
+    for i, stage in enumerate(stages):
+        if stage["kind"] != "grpo" and "rollout.async" in stage.get("set", {}):
+            sc = copy.deepcopy(cfg)
+            v = stage["set"]["rollout.async"]
+            set_override(sc, "rollout.async", v) if isinstance(v, str) else set_option(sc, "rollout.async", v)
+            if sc.rollout.async_:
+                raise ValueError(f"pipeline stage {i} ({stage['name']}): config key 'rollout.async' = true, but a "
+                                 f"{stage['kind']} stage cannot run asynchronously (only grpo stages overlap their "
+                                 "rollout with the update)")
+    if cfg.rollout.async_ and not any(s["kind"] == "grpo" for s in stages):
+        raise ValueError(f"config key 'rollout.async' = true, but pipeline.recipe={cfg.pipeline.recipe} has no grpo "
+                         f"stage (its {', '.join(sorted({s['kind'] for s in stages}))} stages cannot run asynchronously)")
 
 
 def _prepare_out(cfg: Config, info) -> None:

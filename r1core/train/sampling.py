@@ -23,6 +23,7 @@ class Samples:
     completions: list[str]         # decoded completion text per row
     prompt_lens: list[int]         # per row
     expert_ids: list[torch.Tensor] | None = None   # MoE: per MoE layer [N, T, k] experts used (routing replay)
+    logp_policy_NT: torch.Tensor | None = None     # float32 untruncated policy log-probs (Rollout.logp_policy)
 
     @property
     def num_tokens(self) -> int:
@@ -73,19 +74,21 @@ def sample(model, tokenizer, prompts: list[str], *, num_samples: int, max_new_to
 
 def _merge(parts, tokenizer, eos, prompt_ids, G) -> Samples:
     T = max(int(p.tokens.shape[1]) for p in parts)
-    toks, masks, logps = [], [], []
+    toks, masks, logps, policy = [], [], [], []
     for p in parts:
         pad = T - p.tokens.shape[1]
         toks.append(torch.nn.functional.pad(p.tokens.long().cpu(), (0, pad), value=eos if eos is not None else 0))
         masks.append(torch.nn.functional.pad(p.completion_mask.bool().cpu(), (0, pad), value=False))
-        lp = getattr(p, "logp", None)
-        logps.append(None if lp is None else torch.nn.functional.pad(lp.float().cpu(), (0, pad)))
+        for name, out in (("logp", logps), ("logp_policy", policy)):
+            lp = getattr(p, name, None)
+            out.append(None if lp is None else torch.nn.functional.pad(lp.float().cpu(), (0, pad)))
     tokens, mask = torch.cat(toks), torch.cat(masks)
     logp = None if any(x is None for x in logps) else torch.cat(logps)
+    logp_policy = None if any(x is None for x in policy) else torch.cat(policy)
     completions = [decode_completion(tokenizer, tokens[r][mask[r]].tolist(), eos) for r in range(tokens.shape[0])]
     prompt_lens = [len(prompt_ids[r // G]) for r in range(tokens.shape[0])]
     experts = None
     if all(getattr(p, "expert_ids", None) for p in parts):
         experts = [torch.cat([torch.nn.functional.pad(p.expert_ids[layer].cpu(), (0, 0, 0, T - p.tokens.shape[1]))
                               for p in parts]) for layer in range(len(parts[0].expert_ids))]
-    return Samples(tokens, mask, logp, completions, prompt_lens, experts)
+    return Samples(tokens, mask, logp, completions, prompt_lens, experts, logp_policy)

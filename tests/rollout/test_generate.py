@@ -211,3 +211,30 @@ def test_chunked_prefill_changes_nothing(name, models):
                 assert torch.equal(a, b)
     with pytest.raises(ValueError, match="prefill_chunk"):
         r1core.generate(ours, PROMPTS, max_new_tokens=2, prefill_chunk=0)
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen3_moe"])
+def test_policy_logp_against_float64_forward(name, models):
+    """Rollout.logp_policy = log_softmax(logits / T) at each sampled token with no top-k / top-p, checked
+    against a float64 copy of the model run over prompt + completion in one forward; with truncation
+    active, logp (the truncated distribution's) differs from it, without it the two are equal."""
+    import copy
+    _, ours = models(name)
+    ref64 = copy.deepcopy(ours).double()
+    for kw in (dict(temperature=1.0), dict(temperature=0.7, top_k=5), dict(temperature=1.3, top_p=0.8),
+               dict(temperature=0)):
+        r = r1core.generate(ours, PROMPTS, num_samples=2, max_new_tokens=7, eos_token_id=[], seed=3, **kw)
+        assert r.logp_policy.shape == r.logp.shape and r.logp_policy.dtype == torch.float32
+        m = r.completion_mask
+        assert (r.logp_policy[~m] == 0).all()
+        T = kw["temperature"] or 1.0                       # greedy: the plain log_softmax
+        with torch.no_grad():
+            logits = ref64(r.tokens).double()[:, :-1]       # right-padded: no row sees another's padding
+            want = torch.log_softmax(logits / T, -1).gather(2, r.tokens[:, 1:, None])[..., 0]
+        mm = m[:, 1:]
+        torch.testing.assert_close(r.logp_policy[:, 1:][mm].double(), want[mm], atol=5e-5, rtol=0)
+        if "top_k" in kw or "top_p" in kw:
+            assert (r.logp[m] >= r.logp_policy[m] - 1e-6).all()      # renormalised over fewer tokens
+            assert (r.logp[m] - r.logp_policy[m]).abs().max() > 1e-3
+        else:
+            assert torch.equal(r.logp, r.logp_policy)

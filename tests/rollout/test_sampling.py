@@ -69,3 +69,14 @@ def test_bf16_logits():
     tokens, logp = sample(logits, generator=torch.Generator().manual_seed(0))
     assert logp.dtype == torch.float32 and tokens.dtype == torch.int64
     torch.testing.assert_close(logp, torch.log_softmax(logits.float(), -1).gather(1, tokens[:, None])[:, 0])
+
+
+@pytest.mark.parametrize("temperature", [0, 0.6, 1.0, 1.7])
+def test_policy_logp_is_the_untruncated_log_softmax(temperature):
+    from r1core.rollout.sampling import policy_logp, truncates
+    logits = torch.randn(5, 3000, generator=torch.Generator().manual_seed(0)) * 3
+    tok, _ = sample(logits, temperature=temperature, top_k=7, generator=torch.Generator().manual_seed(1))
+    want = torch.log_softmax(logits.double() / (temperature or 1.0), -1).gather(1, tok[:, None])[:, 0]
+    torch.testing.assert_close(policy_logp(logits, tok, temperature=temperature).double(), want, atol=2e-6, rtol=0)
+    assert truncates(temperature, 1.0, 7, 3000) == (temperature != 0)
+    assert not truncates(0.7, 1.0, 3000, 3000) and not truncates(0.7, 1.0, 0, 3000) and truncates(0.7, 0.9, 0, 3000)

@@ -24,7 +24,7 @@ def _batch(gen, N=12, T=7):
                  adv_N=torch.randn(N, generator=gen), rows=torch.arange(N))
 
 
-def _syncs(tmp_path, micro_batch: int, opts, monkeypatch) -> tuple[int, int, int]:
+def _syncs(tmp_path, micro_batch: int, opts, monkeypatch, *, rollout_logp: bool = False) -> tuple[int, int, int]:
     """-> (syncs outside the ops, syncs inside them, op calls) during one update."""
     t = GRPOTrainer(tiny_config(tmp_path / f"mb{micro_batch}", f"optim.micro_batch={micro_batch}", *opts),
                     deps=tiny_deps())
@@ -39,6 +39,8 @@ def _syncs(tmp_path, micro_batch: int, opts, monkeypatch) -> tuple[int, int, int
                 return _op(*a, **k)
         monkeypatch.setattr(grpo_mod, name, counted)
     batch = _batch(torch.Generator().manual_seed(0))
+    if rollout_logp:      # the sampler's log-probs: the gap metrics (and grpo.rollout_is, when set) use them
+        batch.rollout_logp_NT = -torch.rand(batch.mask_NT.shape, generator=torch.Generator().manual_seed(1))
     with trainer.counting():
         t._update(batch)
     monkeypatch.undo()
@@ -51,6 +53,15 @@ def test_no_host_sync_per_micro_batch(tmp_path, opts, monkeypatch):
     # 12 rows: one micro-batch per mini-batch, or six (micro_batch=2); the same optimizer steps
     out1, in1, calls1 = _syncs(tmp_path, 12, opts, monkeypatch)
     out6, in6, calls6 = _syncs(tmp_path, 2, opts, monkeypatch)
+    assert calls6 > calls1
+    assert out6 == out1, f"the trainer syncs per micro-batch: {out1} syncs with 1 micro-batch, {out6} with 6"
+    assert in1 <= OP_SYNCS * calls1 and in6 <= OP_SYNCS * calls6, (in1, calls1, in6, calls6)
+
+
+@pytest.mark.parametrize("opts", [(), ("grpo.rollout_is=sequence_mask",), ("grpo.mu=2", "grpo.rollout_is=token_truncate")])
+def test_gap_metrics_add_no_sync_per_micro_batch(tmp_path, opts, monkeypatch):
+    out1, in1, calls1 = _syncs(tmp_path, 12, opts, monkeypatch, rollout_logp=True)
+    out6, in6, calls6 = _syncs(tmp_path, 2, opts, monkeypatch, rollout_logp=True)
     assert calls6 > calls1
     assert out6 == out1, f"the trainer syncs per micro-batch: {out1} syncs with 1 micro-batch, {out6} with 6"
     assert in1 <= OP_SYNCS * calls1 and in6 <= OP_SYNCS * calls6, (in1, calls1, in6, calls6)

@@ -90,6 +90,7 @@ class Rollout:
     prompt_lens: torch.Tensor
     completion_mask: torch.Tensor
     logp: torch.Tensor
+    logp_policy: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -124,8 +125,9 @@ def naive_generate(model, prompts, *, num_samples=1, max_new_tokens, temperature
         plens += [len(p)] * num_samples
     T = max(r.shape[1] for r in rows)
     pad = lambda t, v: torch.nn.functional.pad(t, (0, T - t.shape[1]), value=v)  # noqa: E731
+    logp = torch.cat([pad(l, 0.0) for l in lps])        # no truncation here: the policy's log-probs
     return Rollout(torch.cat([pad(r, EOS) for r in rows]), torch.tensor(plens),
-                   torch.cat([pad(m, False) for m in masks]), torch.cat([pad(l, 0.0) for l in lps]))
+                   torch.cat([pad(m, False) for m in masks]), logp, logp.clone())
 
 
 @dataclass(frozen=True)
