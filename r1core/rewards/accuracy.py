@@ -470,7 +470,7 @@ def accuracy(completion: str, *, answer: str, timeout: float = 1.0, backend: str
 def _judge(completion: str, answer: str, timeout: float, backend: str, unmarked: str) -> float:
     reference = reference_answer(answer)
     found = extract_answer(completion, unmarked)
-    if found is None or not reference:
+    if found is None or not reference or _unevaluated(found, reference):
         return 0.0
     if "</answer>" in completion and _tag_is_gold(completion, found, reference):
         return 1.0
@@ -484,6 +484,22 @@ def _judge(completion: str, answer: str, timeout: float, backend: str, unmarked:
 
 
 accuracy_cache = functools.lru_cache(maxsize=CACHE_SIZE)(_judge)
+
+_NUMBER = r"\(?\s*-?\d+(?:\.\d+)?\s*\)?"
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_ARITHMETIC = re.compile(rf"{_NUMBER}(?:\s*(?:[-+*×·]|\\times|\\cdot)\s*{_NUMBER})+")
+
+
+def _unevaluated(found: str, reference: str) -> bool:
+    """A sum, difference or product of numbers left unevaluated ("921 + 738", "3 \\times 4") is not the
+    final answer of a plain-number gold, though it has the gold's value: it is the question restated.
+    Found by the R1 study: R1-Zero learned to run out of tokens right after restating "a + b" ("921 +
+    738 = 609, 921 + 738 ="), which math-verify reads as its last expression and calls equal.
+    Fractions, powers and roots are kept: they are ways to write a number."""
+    if not _PLAIN_NUMBER.fullmatch(normalize(reference)):
+        return False
+    last = [seg for seg in re.split(r"[=,;:]", found) if seg.strip()]   # what a verifier would read last
+    return bool(last) and bool(_ARITHMETIC.fullmatch(last[-1].strip()))
 
 
 def _tag_is_gold(completion: str, found: str, reference: str) -> bool:

@@ -192,3 +192,30 @@ def test_verdicts_do_not_depend_on_machine_load():
         for p in busy:
             p.wait()
     assert loaded == quiet, [(r, a, b) for r, a, b in zip(rows, quiet, loaded) if a != b]
+
+
+# -- 5. an unevaluated sum, difference or product is not the answer of a number ---------------------
+@pytest.mark.parametrize("completion,gold,want", [
+    ("921 + 738", "1659", 0.0), (" 921 + 738 = 609, 921 + 738 =", "1659", 0.0), ("\\boxed{921+738}", "1659", 0.0),
+    ("<answer>3 \\times 4</answer>", "12", 0.0), ("<answer>10 - 3</answer>", "7", 0.0),
+    ("921 + 738 = 1659", "1659", 1.0), ("<answer>1659</answer>", "1659", 1.0), ("\\boxed{2^{10}}", "1024", 1.0),
+    ("\\boxed{1/12}", "1/12", 1.0), ("\\boxed{-5}", "-5", 1.0), ("\\boxed{921+738}", "921+738", 1.0),
+])
+def test_unevaluated_arithmetic_cases(completion, gold, want):
+    for backend in BACKENDS:
+        for unmarked in ("bare", "last"):
+            assert get("accuracy")(completion, answer=gold, backend=backend, unmarked=unmarked, timeout=30.0) == want, \
+                (completion, gold, backend, unmarked)
+
+
+@SETTINGS
+@given(a=st.integers(0, 9999), b=st.integers(0, 9999), op=st.sampled_from(["+", "-", "*", "\\times", "\\cdot"]),
+       cut=st.booleans())
+def test_the_question_restated_is_never_rewarded(a, b, op, cut):
+    """The R1 study's reward hack: for "What is a op b?" the completion restates `a op b` (or runs out
+    of tokens right after it); only the evaluated number is an answer."""
+    value = {"+": a + b, "-": a - b}.get(op, a * b)
+    restated = f"{a} {op} {b}" + (" = 1, " + f"{a} {op} {b} =" if cut else "")
+    for unmarked in ("bare", "last"):
+        assert get("accuracy")(restated, answer=str(value), unmarked=unmarked, timeout=30.0) == 0.0
+        assert get("accuracy")(f"{a} {op} {b} = {value}", answer=str(value), unmarked=unmarked, timeout=30.0) == 1.0
