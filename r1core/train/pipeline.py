@@ -201,7 +201,8 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
 
     Every model a stage produces is evaluated on the held-out split (GRPO stages evaluate themselves
     before and after; an SFT stage is evaluated by the GRPO stage that starts from it, or here when
-    none does; a teacher is evaluated before it is sampled) and the end prints them side by side with
+    none does; a teacher is evaluated before it is sampled, unless it is an earlier stage's output that
+    stage has evaluated with the same settings) and the end prints them side by side with
     each stage's wall time and the total time of the stages each model depends on."""
     deps = deps or build.Deps()
     stages = recipe_stages(cfg)
@@ -216,6 +217,7 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
     seconds: dict[str, float | None] = {}
     lineage: dict[str, set[str]] = {}        # the stages a stage's output depends on (itself included)
     prev_model, prev_data = None, None       # names of the stages that made the current model / data
+    measured: dict[tuple[str, str], dict] = {}   # (checkpoint, eval settings) -> its held-out metrics
     try:
         _prepare_out(cfg, info)
         if cfg.run.eval_n and not single:
@@ -230,6 +232,8 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
             if cfg.run.resume and marker.exists() and not single:
                 done = _read_marker(marker)
                 outputs[name], seconds[name] = done["output"], done.get("seconds")
+                if kind == "grpo":
+                    _remember_eval(measured, outputs[name], stage_config(cfg, stage, out), out / "eval.json")
                 prev_model, prev_data = (prev_model, name) if kind == "sample" else (name, prev_data)
                 if info.main:
                     print(f"stage {i} {name}: done earlier -> {done['output']}")
@@ -239,7 +243,8 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
             if info.main and not single:
                 print(f"\n== stage {i}: {name} ({kind}) from {init} -> {out}")
             if kind == "sample" and stage.get("teacher") and sc.run.eval_n:
-                _evaluate_model(sc, init, out / "eval_teacher.json", deps, info, label="teacher", tokenizer=init)
+                if not _reuse_eval(measured.get((init, _eval_signature(sc))), out / "eval_teacher.json", info):
+                    _evaluate_model(sc, init, out / "eval_teacher.json", deps, info, label="teacher", tokenizer=init)
             ts = time.perf_counter()
             data = _resolve_data(stage, sc, data_refs, outputs) if kind == "sft" else None
             output = _run_stage(stage, sc, init, data, deps, info)
@@ -247,6 +252,8 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
                 _evaluate_model(sc, output, out / "eval.json", deps, info, label=f"after {name}", key="after")
             seconds[name] = time.perf_counter() - ts
             outputs[name] = output
+            if kind == "grpo":
+                _remember_eval(measured, output, sc, out / "eval.json")
             prev_model, prev_data = (prev_model, name) if kind == "sample" else (name, prev_data)
             if info.main:
                 out.mkdir(parents=True, exist_ok=True)
@@ -356,6 +363,35 @@ def _evaluate_model(cfg: Config, source: str, path: Path, deps, info, *, label: 
         print(f"{label} on held-out {cfg.task.name}: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}")
     del model
     return result
+
+
+def _eval_signature(cfg: Config) -> str:
+    """Every setting that changes what a held-out evaluation of a given checkpoint measures."""
+    c = cfg
+    return json.dumps([c.task.name, c.task.args, c.task.template, c.task.system, c.task.mixture, c.task.rewards,
+                       c.task.lang, c.rollout.max_new_tokens, c.rollout.gen_batch, c.run.eval_n, c.run.eval_k,
+                       c.run.eval_temperature, c.run.seed, c.model.dtype], sort_keys=True, default=str)
+
+
+def _remember_eval(measured: dict, output: str, cfg: Config, path: Path) -> None:
+    """A GRPO stage's final evaluation is that of the checkpoint it returns (same seed and settings)."""
+    if path.exists():
+        after = json.loads(path.read_text()).get("after")
+        if after:
+            measured[(output, _eval_signature(cfg))] = after
+
+
+def _reuse_eval(result: dict | None, path: Path, info) -> bool:
+    """Write an earlier evaluation of the same checkpoint under the same settings (the study's teacher
+    is the final RL stage's output, which that stage has just evaluated) instead of running it again."""
+    if result is None:
+        return False
+    if info.main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({k: v for k, v in result.items() if k != "step"}, indent=1))
+        print(f"teacher on held-out: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}"
+              " (its RL stage's final evaluation, not repeated)")
+    return True
 
 
 # options that change what a held-out evaluation measures: a GRPO stage that sets none of them and

@@ -153,8 +153,12 @@ def test_study_recipe_runs_every_arm_and_resumes(tmp_path, capsys):
     root = tmp_path / "run"
     assert list(out) == ["cold_start", "reasoning_rl", "rejection", "sft", "final_rl", "teacher_samples",
                          "student_sft", "r1zero"]
-    # the teacher is the final R1 model; the student and R1-Zero start from the base model
-    assert seen[-5:] == [out["final_rl"], out["final_rl"], "tiny", out["student_sft"], "tiny"]
+    # the teacher is the final R1 model (sampled; its evaluation is final_rl's own, not repeated); the
+    # student and R1-Zero start from the base model
+    assert seen[-4:] == [out["final_rl"], "tiny", out["student_sft"], "tiny"]
+    evals = json.loads((root / "pipeline.json").read_text())["eval"]
+    teacher, final = evals["teacher"], evals["after final_rl"]
+    assert teacher == {k: v for k, v in final.items() if k != "step"}
     study = json.loads((root / "study.json").read_text())
     assert list(study) == ["base", "R1-Zero", "cold start + RL", "R1", "distilled"]
     assert study["R1"]["time_s"] > study["cold start + RL"]["time_s"] > 0
