@@ -34,7 +34,7 @@ from pathlib import Path
 
 from r1core.train import build, checkpoint as ckpt, distributed as D
 from r1core.train import preflight, rundir
-from r1core.train.config import SHORTCUTS, Config, reset_task_if_renamed, set_option, set_override, validate
+from r1core.train.config import SHORTCUTS, Config, options, reset_task_if_renamed, set_option, set_override, validate
 
 KINDS = ("grpo", "sft", "sample")
 
@@ -243,8 +243,8 @@ def run_pipeline(cfg: Config, *, deps: build.Deps | None = None) -> dict:
             if info.main and not single:
                 print(f"\n== stage {i}: {name} ({kind}) from {init} -> {out}")
             if kind == "sample" and stage.get("teacher") and sc.run.eval_n:
-                if not _reuse_eval(measured.get((init, _eval_signature(sc))), out / "eval_teacher.json", info):
-                    _evaluate_model(sc, init, out / "eval_teacher.json", deps, info, label="teacher", tokenizer=init)
+                _evaluate_model(sc, init, out / "eval_teacher.json", deps, info, label="teacher", tokenizer=init,
+                                measured=measured)
             ts = time.perf_counter()
             data = _resolve_data(stage, sc, data_refs, outputs) if kind == "sft" else None
             output = _run_stage(stage, sc, init, data, deps, info)
@@ -345,32 +345,38 @@ def columns_table(columns, keys=("pass@1", "format", "language", "completion_len
 
 
 def _evaluate_model(cfg: Config, source: str, path: Path, deps, info, *, label: str, tokenizer: str | None = None,
-                    key: str | None = None) -> dict:
-    """Held-out metrics of `source` (cached in `path`, under `key` when given)."""
+                    key: str | None = None, measured: dict | None = None) -> dict:
+    """Held-out metrics of `source` (cached in `path`, under `key` when given).  `measured` holds earlier
+    evaluations by (checkpoint, settings): one of `source` with these settings is reused, not repeated
+    (the study's teacher is the final RL stage's output, which that stage has just evaluated)."""
     from r1core.train.evaluate import evaluate_policy
     if cfg.run.resume and path.exists():
         d = json.loads(path.read_text())
         return d[key] if key else d
-    tok = deps.load_tokenizer(tokenizer or build.tokenizer_source(cfg))
-    task = build.load_task(cfg, tok, deps)
-    model = build.load_policy(source, cfg, info.device, deps).eval()
-    result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k, temperature=cfg.run.eval_temperature,
-                             max_new_tokens=cfg.rollout.max_new_tokens, seed=build.call_seed(cfg.run.seed, 7),
-                             gen_batch=cfg.rollout.gen_batch, info=info, deps=deps, progress=cfg.run.progress)
+    known = (measured or {}).get((source, _eval_signature(cfg)))
+    if known is not None:
+        result, note = {k: v for k, v in known.items() if k != "step"}, " (measured earlier, not repeated)"
+    else:
+        tok = deps.load_tokenizer(tokenizer or build.tokenizer_source(cfg))
+        task = build.load_task(cfg, tok, deps)
+        model = build.load_policy(source, cfg, info.device, deps).eval()
+        result = evaluate_policy(model, tok, task, n=cfg.run.eval_n, k=cfg.run.eval_k,
+                                 temperature=cfg.run.eval_temperature, max_new_tokens=cfg.rollout.max_new_tokens,
+                                 seed=build.call_seed(cfg.run.seed, 7), gen_batch=cfg.rollout.gen_batch, info=info,
+                                 deps=deps, progress=cfg.run.progress)
+        note = ""
+        del model
     if info.main:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({key: result} if key else result, indent=1))
-        print(f"{label} on held-out {cfg.task.name}: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}")
-    del model
+        print(f"{label} on held-out {cfg.task.name}: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}{note}")
     return result
 
 
 def _eval_signature(cfg: Config) -> str:
-    """Every setting that changes what a held-out evaluation of a given checkpoint measures."""
-    c = cfg
-    return json.dumps([c.task.name, c.task.args, c.task.template, c.task.system, c.task.mixture, c.task.rewards,
-                       c.task.lang, c.rollout.max_new_tokens, c.rollout.gen_batch, c.run.eval_n, c.run.eval_k,
-                       c.run.eval_temperature, c.run.seed, c.model.dtype], sort_keys=True, default=str)
+    """The values of every option that changes what a held-out evaluation of a given checkpoint measures."""
+    return json.dumps({k: v for k, v, *_ in options(cfg) if k.startswith(_MEASURE_KEYS)}, sort_keys=True,
+                      default=str)
 
 
 def _remember_eval(measured: dict, output: str, cfg: Config, path: Path) -> None:
@@ -381,23 +387,13 @@ def _remember_eval(measured: dict, output: str, cfg: Config, path: Path) -> None
             measured[(output, _eval_signature(cfg))] = after
 
 
-def _reuse_eval(result: dict | None, path: Path, info) -> bool:
-    """Write an earlier evaluation of the same checkpoint under the same settings (the study's teacher
-    is the final RL stage's output, which that stage has just evaluated) instead of running it again."""
-    if result is None:
-        return False
-    if info.main:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({k: v for k, v in result.items() if k != "step"}, indent=1))
-        print(f"teacher on held-out: pass@1 {result['pass@1']:.3f}  format {result['format']:.3f}"
-              " (its RL stage's final evaluation, not repeated)")
-    return True
-
-
 # options that change what a held-out evaluation measures: a GRPO stage that sets none of them and
 # starts from the previous stage's model evaluates exactly that model first (its "before")
 _EVAL_KEYS = ("task.name", "task.args", "task.template", "task.system", "rollout.max_new_tokens", "run.eval",
               "run.seed", "model.tokenizer")
+# every option that changes an evaluation's numbers (the list above, which decides the columns, leaves
+# some out): two evaluations of one checkpoint are the same measurement only if they agree on all of them
+_MEASURE_KEYS = _EVAL_KEYS + ("task.mixture", "task.rewards", "task.lang", "rollout.gen_batch", "model.dtype")
 
 
 def _next_evaluates(stages: list[dict], i: int) -> bool:

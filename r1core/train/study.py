@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from pathlib import Path
 
 # (arm, pipeline column, what the paper reports for the analogous model: AIME 2024 pass@1, %)
@@ -59,21 +60,36 @@ def report(root: str | Path, columns: list[tuple[str, dict, dict]], *, plot: boo
         print(f"curves: {png}")
 
 
-def plot_study(root: Path, data: dict) -> Path | None:
-    """Left: training reward of the GRPO stages by step; right: held-out pass@1 and format per arm."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only backend, or None where matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         return None
+    return plt
+
+
+def _reward_curves(ax, roots: list[Path], **style) -> None:
+    """Training reward by step of each run's GRPO stages: one colour per stage, one line per run."""
     from r1core.train.logging import read_metrics
+    for j, stage in enumerate(GRPO_STAGES):
+        for i, root in enumerate(roots):
+            for folder in sorted(root.glob(f"*-{stage}")):
+                if (folder / "metrics.jsonl").exists():
+                    rows = [r for r in read_metrics(folder / "metrics.jsonl") if "reward_mean" in r]
+                    ax.plot([r["step"] for r in rows], [r["reward_mean"] for r in rows], color=f"C{j}",
+                            label=stage if i == 0 else None, **style)
+
+
+def plot_study(root: Path, data: dict) -> Path | None:
+    """Left: training reward of the GRPO stages by step; right: held-out pass@1 and format per arm."""
+    plt = _pyplot()
+    if plt is None:
+        return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for folder in sorted(root.glob("*-*")):
-        name = folder.name.split("-", 1)[1]
-        if name in GRPO_STAGES and (folder / "metrics.jsonl").exists():
-            rows = [r for r in read_metrics(folder / "metrics.jsonl") if "reward_mean" in r]
-            ax1.plot([r["step"] for r in rows], [r["reward_mean"] for r in rows], label=name)
+    _reward_curves(ax1, [root])
     ax1.set(xlabel="GRPO step", ylabel="training reward (mean)", title="RL stages")
     ax1.legend()
     arms = list(data)
@@ -126,9 +142,8 @@ def summarize_seeds(roots: list[str | Path]) -> dict:
             vals = [d[arm].get(key) for _, d in runs]
             if key in ("time_s", "column") or any(not isinstance(v, (int, float)) for v in vals):
                 continue
-            mean = sum(vals) / len(vals)
-            std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-            entry[key] = {"seeds": vals, "mean": mean, "min": min(vals), "max": max(vals), "std": std}
+            std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            entry[key] = {"seeds": vals, "mean": statistics.fmean(vals), "min": min(vals), "max": max(vals), "std": std}
             if len(vals) > 1:
                 entry[key]["se_seeds"] = std / math.sqrt(len(vals))
         ns = [_questions(r) for r, _ in runs]
@@ -147,8 +162,8 @@ def seeds_table(summary: dict) -> str:
         return "(no arm common to every run)"
     n = len(summary[arms[0]]["runs"])
     cons = [k for k in summary[arms[0]] if k.startswith("cons@")]
-    head = (f"{'arm':16s}" + "".join(f"{'run ' + str(i):>8s}" for i in range(n)) + f"{'mean':>8s}{'eval se':>8s}{'seed sd':>8s}"
-            + "".join(f"{k:>8s}" for k in cons) + f"{'format':>8s}")
+    head = (f"{'arm':16s}" + "".join(f"{'run ' + str(i):>8s}" for i in range(n))
+            + f"{'mean':>8s}{'eval se':>8s}{'seed sd':>8s}" + "".join(f"{k:>8s}" for k in cons) + f"{'format':>8s}")
     rows = [head]
     for arm in arms:
         e = summary[arm]
@@ -164,23 +179,13 @@ def plot_seeds(summary: dict, path: str | Path) -> Path | None:
     """Left: training reward of each run's GRPO stages (one colour per stage, one line per run); right:
     held-out pass@1 per arm, the mean over runs (bar) ± its standard error over runs (std/sqrt(runs);
     the evaluation's own SE for one run), and each run (dots)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
-    from r1core.train.logging import read_metrics
     arms = list(summary)
     runs = [Path(r) for r in summary[arms[0]]["runs"]] if arms else []
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for j, stage in enumerate(GRPO_STAGES):
-        for i, root in enumerate(runs):
-            for folder in sorted(root.glob(f"*-{stage}")):
-                if (folder / "metrics.jsonl").exists():
-                    rows = [r for r in read_metrics(folder / "metrics.jsonl") if "reward_mean" in r]
-                    ax1.plot([r["step"] for r in rows], [r["reward_mean"] for r in rows], color=f"C{j}",
-                             alpha=0.8, lw=1, label=stage if i == 0 else None)
+    _reward_curves(ax1, runs, alpha=0.8, lw=1)
     ax1.set(xlabel="GRPO step", ylabel="training reward (mean)", title=f"RL stages, {len(runs)} runs")
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend()
